@@ -1,0 +1,1 @@
+"""Thin typer commands: each parses options and calls one library function."""
