@@ -1,0 +1,75 @@
+"""Load one utterance's audio as a mono float32 waveform at the target sample rate.
+
+Shapes: a file holds (S_file, C) samples at its own rate; ``load_audio`` returns (S,) float32
+in [-1, 1] at ``sample_rate``: channels averaged (downmix to mono), the ``[start, end)``
+segment cut out (Kaldi ``segments``), then resampled with soxr (``HQ``, deterministic).
+
+Every failure a user can cause (missing file, unreadable or corrupt file, empty audio,
+NaN/inf samples, a segment outside the file) is an ``AudioError`` naming the utterance and
+the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdpipe.errors import AudioError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Kaldi's extract-segments truncates segments that run past the end of the recording by
+# up to --max-overshoot=0.5 s and refuses longer overshoots; we do the same.
+MAX_OVERSHOOT_S = 0.5
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int,
+    start: float = 0.0,
+    end: float | None = None,
+    utt_id: str = "",
+) -> np.ndarray:
+    """Read ``path[start:end]`` (seconds) as (S,) float32 mono at ``sample_rate``.
+
+    ``end=None`` reads to the end of the file. The segment may overshoot the end of the file
+    by up to ``MAX_OVERSHOOT_S`` (it is truncated there), like Kaldi's extract-segments.
+    """
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    p = Path(path)
+    who = f"utterance {utt_id}: " if utt_id else ""
+    if not p.is_file():
+        raise AudioError(f"{who}audio file not found: {p}")
+    try:
+        with sf.SoundFile(str(p)) as f:  # one open: header, seek, read
+            file_rate, file_len = int(f.samplerate), int(f.frames)
+            if file_len == 0:
+                raise AudioError(f"{who}audio file {p} is empty (no samples)")
+            first = round(start * file_rate)
+            last = file_len if end is None else round(end * file_rate)
+            if first >= file_len or last - file_len > MAX_OVERSHOOT_S * file_rate:
+                span = f"[{start:.3f}, {'end' if end is None else f'{end:.3f}'}]"
+                raise AudioError(
+                    f"{who}segment {span} s lies outside {p} ({file_len / file_rate:.3f} s long)"
+                )
+            f.seek(first)
+            data = f.read(min(last, file_len) - first, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        raise AudioError(f"{who}cannot read audio file {p}: {_short(e)}") from None
+    if data.shape[0] == 0:  # data: (S_file, C)
+        raise AudioError(f"{who}audio file {p} is empty (no samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{who}audio file {p} holds NaN or infinite samples")
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]  # (S_file,)
+    if file_rate != sample_rate:
+        wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")  # (S,)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _short(e: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(e).split()) or type(e).__name__

@@ -1,0 +1,264 @@
+"""``prepare``: read a corpus, compute filterbanks once, write the feature store.
+
+Flow: ``read_corpus`` -> order utterances by split (train, dev, test, others) -> load,
+downmix and resample audio and compute raw fbank features in a process pool (batches of
+utterances, results consumed in order, so the store is byte-identical for any ``jobs``) ->
+check each alignment against its frame count -> ``FeatureStoreWriter``. HDF5 archives skip
+the audio and copy their features.
+
+Bad utterances (missing/corrupt/empty audio, alignment too far off, labels outside the
+label set, ids that do not match across files) raise a one-line ``CorpusError`` naming the
+utterance and file, or with ``skip_bad`` are left out, counted in the summary and listed in
+the store's ``skipped`` attribute.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdpipe import errors
+from kdpipe.corpus.features import FbankConfig
+from kdpipe.corpus.manifest import SPLITS, Utterance
+from kdpipe.errors import AlignmentError, AudioError, CorpusError, KdpipeError
+from kdpipe.zarrio import is_url
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ALIGN_TOLERANCE = 2  # frames: window/shift rounding differences between aligners
+BATCH = 32  # utterances per pool task: ~0.2 s of work for 1 s clips, little IPC overhead
+MAX_AUTO_JOBS = 8  # beyond this, audio decoding is usually disk-bound
+MIN_AUTO_SHARE = 256  # utterances per auto worker: ~1 s of work pays for a ~1 s spawn
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What ``prepare_corpus`` wrote."""
+
+    location: str
+    task: str
+    num_utterances: int
+    num_frames: int
+    splits: dict[str, int]
+    hours: float  # of audio written
+    fingerprint: str
+    seconds: float  # wall-clock time of the whole prepare
+    jobs: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (utt id, reason)
+
+    @property
+    def utterances_per_second(self) -> float:
+        return self.num_utterances / max(self.seconds, 1e-9)
+
+
+def fix_alignment(
+    ali: np.ndarray, num_frames: int, utt_id: str, where: str = "", tolerance: int = ALIGN_TOLERANCE
+) -> np.ndarray:
+    """Fit a (T_ali,) alignment to ``num_frames``: trim, or repeat the last label.
+
+    A difference of more than ``tolerance`` frames is an ``AlignmentError``.
+    """
+    import numpy as np
+
+    diff = len(ali) - num_frames
+    if abs(diff) > tolerance:
+        at = f" ({where})" if where else ""
+        raise AlignmentError(
+            f"utterance {utt_id}{at}: alignment has {len(ali)} frames but the features have "
+            f"{num_frames}; more than {tolerance} apart"
+        )
+    if diff > 0:
+        return ali[:num_frames]
+    if diff < 0:
+        return np.concatenate([ali, np.full(-diff, ali[-1], dtype=ali.dtype)])
+    return ali
+
+
+def prepare_corpus(
+    src: str | Path,
+    out: str | Path,
+    format: str | None = None,
+    features: FbankConfig = FbankConfig(),  # noqa: B008 (frozen, immutable)
+    jobs: int | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    split: str = "train",
+) -> PrepareSummary:
+    """Compute features of the corpus at ``src`` into a new feature store at ``out``.
+
+    ``features`` sets the filterbank (for HDF5 archives only its ``cmvn`` is used; the rest
+    comes from the file). ``jobs`` worker processes (default: CPUs, at most 8; 1 = none).
+    ``split`` names the split of a single Kaldi data dir.
+    """
+    from kdpipe.corpus.featstore import FeatureStoreWriter
+    from kdpipe.corpus.readers import read_corpus
+
+    t0 = time.perf_counter()
+    corpus = read_corpus(
+        src, format, split=split, skip_bad=skip_bad, sample_rate=features.sample_rate
+    )
+    cfg = features
+    if corpus.format == "hdf5":
+        from kdpipe.corpus.readers.hdf5 import read_feature_config
+
+        cfg = read_feature_config(src, cmvn=features.cmvn)
+    utts = _store_order(corpus.utterances)
+    skipped = list(corpus.skipped)
+    n_jobs = _num_jobs(jobs, len(utts))
+    writer = FeatureStoreWriter(
+        out,
+        task=corpus.task,
+        labels=corpus.labels,
+        config=cfg,
+        source=str(src),
+        source_format=corpus.format,
+        overwrite=overwrite,
+    )
+    try:
+        if corpus.format == "hdf5":
+            from kdpipe.corpus.readers.hdf5 import load_features
+
+            feats_iter: Iterable[tuple[Any, float, Any]] = (
+                (f, len(f) * cfg.frame_shift_ms / 1000, None)
+                for f in load_features(src, [u.features or u.id for u in utts])
+            )
+        else:
+            size = min(BATCH, max(1, math.ceil(len(utts) / (4 * n_jobs))))  # >= 4 per worker
+            batches = [utts[i : i + size] for i in range(0, len(utts), size)]
+            fn = partial(_featurize_batch, cfg=cfg)
+            feats_iter = (r for batch in _ordered_map(fn, batches, n_jobs) for r in batch)
+        hours = 0.0
+        for u, (feats, duration, err) in _progress(
+            zip(utts, feats_iter, strict=True), len(utts), progress
+        ):
+            try:
+                if err is not None:
+                    raise getattr(errors, err[0], CorpusError)(err[1])
+                hours += _add(writer, corpus, u, feats, duration)
+            except CorpusError as e:
+                if not skip_bad:
+                    raise
+                skipped.append((u.id, str(e)))
+        if not writer.ids:
+            first = f"; first: {skipped[0][1]}" if skipped else ""
+            raise CorpusError(f"{src}: all {len(skipped)} utterances were skipped{first}")
+        fingerprint = writer.close(skipped=skipped)
+    except BaseException:
+        if not is_url(out):
+            shutil.rmtree(out, ignore_errors=True)  # never leave a half-written store
+        raise
+    return PrepareSummary(
+        location=str(out),
+        task=corpus.task,
+        num_utterances=len(writer.ids),
+        num_frames=int(sum(writer.lengths)),
+        splits={s: writer.splits.count(s) for s in dict.fromkeys(writer.splits)},
+        hours=hours / 3600,
+        fingerprint=fingerprint,
+        seconds=time.perf_counter() - t0,
+        jobs=n_jobs,
+        skipped=skipped,
+    )
+
+
+def _add(writer: Any, corpus: Any, u: Utterance, feats: np.ndarray, duration: float) -> float:
+    """Check one utterance's features and labels, append it; return its duration (s)."""
+    where = u.audio or f"{corpus.source}:{u.features or u.id}"
+    if len(feats) == 0:
+        raise AudioError(f"utterance {u.id}: {where} is too short for one frame ({duration:.3f} s)")
+    clip, frame = None, None
+    if corpus.task == "frame":
+        frame = fix_alignment(corpus.alignments[u.id], len(feats), u.id, where)
+    else:
+        clip = corpus.labels.index(u.label)
+    writer.add(
+        u.id,
+        feats,
+        speaker=u.speaker,
+        split=u.split,
+        duration=duration,
+        clip_label=clip,
+        frame_labels=frame,
+    )
+    return duration
+
+
+def _featurize_batch(
+    batch: list[Utterance], cfg: FbankConfig
+) -> list[tuple[np.ndarray | None, float, tuple[str, str] | None]]:
+    """Worker: (features (T, F), duration s, error (class name, message) or None) per utt."""
+    from kdpipe.corpus.audio import load_audio
+    from kdpipe.corpus.features import compute_fbank
+
+    out: list[tuple[Any, float, Any]] = []
+    for u in batch:
+        try:
+            if u.audio is None:
+                raise AudioError(f"utterance {u.id}: no audio file")
+            wave = load_audio(u.audio, cfg.sample_rate, u.start, u.end, utt_id=u.id)  # (S,)
+            out.append((compute_fbank(wave, cfg), len(wave) / cfg.sample_rate, None))
+        except KdpipeError as e:
+            out.append((None, 0.0, (type(e).__name__, str(e))))
+    return out
+
+
+def _ordered_map(fn: Callable[[Any], Any], items: list[Any], jobs: int) -> Iterator[Any]:
+    """``map(fn, items)`` over ``jobs`` processes, in order, with a bounded number in flight."""
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # safe with threads (zarr, rich) in the parent
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    try:
+        it = iter(items)
+        pending = deque(ex.submit(fn, x) for x in islice(it, 2 * jobs))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(ex.submit(fn, x) for x in islice(it, 1))
+            yield result
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _num_jobs(jobs: int | None, n: int) -> int:
+    """Worker processes: as asked, or CPUs up to 8 with at least 256 utterances each."""
+    if jobs is None:
+        jobs = min(os.cpu_count() or 1, MAX_AUTO_JOBS, max(1, math.ceil(n / MIN_AUTO_SHARE)))
+    if jobs < 1:
+        raise errors.ConfigError(f"--jobs must be >= 1, got {jobs}")
+    return max(1, min(jobs, n))
+
+
+def _store_order(utts: list[Utterance]) -> list[Utterance]:
+    """Utterances grouped by split (train, dev, test, then others by name), stable."""
+    rank = {s: (i, s) for i, s in enumerate(SPLITS)}
+    return sorted(utts, key=lambda u: rank.get(u.split, (len(SPLITS), u.split)))
+
+
+def _progress(items: Iterable[Any], total: int, show: bool) -> Iterator[Any]:
+    if not show:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("features", total=total)
+        for x in items:
+            yield x
+            bar.advance(task)

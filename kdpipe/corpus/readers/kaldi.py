@@ -1,0 +1,290 @@
+"""Reader for Kaldi data directories with frame alignments (frame task) or clip labels.
+
+One data dir (``SRC/wav.scp``: all one split, named by ``split``) or a folder of them
+(``SRC/{train,dev,test,...}/wav.scp``: the split is the subdir name). Per data dir:
+
+- ``wav.scp``: ``<rec-id> <path>``; a relative path is resolved against the data dir, then
+  its parent. Piped commands (``... |``) are refused: convert the audio to files first.
+- ``segments`` (optional): ``<utt-id> <rec-id> <start> <end>`` seconds (``end`` -1 = to the
+  end); utterances are then segments cut from the recordings of ``wav.scp``.
+- ``utt2spk`` (optional; speaker = utterance id without it), ``text`` (optional transcript).
+- Frame labels, one per 10 ms frame, the first of: ``ali.txt`` (``<utt-id> <label> ...``,
+  labels given as names of ``labels.txt`` or as integer indices into it: a line whose tokens
+  are all label names is read as names, otherwise as indices), ``ali.scp`` / ``ali.ark``
+  (Kaldi int vectors of indices, read with kaldiio). Task ``frame``.
+- Or ``utt2label`` (``<utt-id> <label>``): task ``clip``.
+
+Label set: ``labels.txt`` (one name per line) in the data dir or its parent (for a folder of
+splits: in SRC, or identical copies in every split dir); without it, the sorted set of names
+used in the alignments / ``utt2label``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdpipe.corpus.manifest import SPLITS, Corpus, Utterance
+from kdpipe.corpus.readers import Problems
+from kdpipe.errors import AlignmentError, AudioError, CorpusError
+from kdpipe.labels import LabelSet
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Table = dict[str, tuple[int, str]]  # key -> (line number, rest of line)
+
+
+def read_kaldi(src: str | Path, split: str = "train", skip_bad: bool = False) -> Corpus:
+    """Read one Kaldi data dir or a folder of split data dirs (see the module docstring)."""
+    src = Path(src)
+    if (src / "wav.scp").is_file():
+        dirs = [(split, src)]
+    else:
+        subs = [d for d in sorted(src.iterdir()) if (d / "wav.scp").is_file()]
+        order = {s: i for i, s in enumerate(SPLITS)}
+        dirs = [(d.name, d) for d in sorted(subs, key=lambda d: (order.get(d.name, 9), d.name))]
+        if not dirs:
+            raise CorpusError(f"{src}: no wav.scp, and no split subdirs with one")
+    labels = _find_labels(src, [d for _, d in dirs])
+    problems = Problems(skip_bad)
+    utts: list[Utterance] = []
+    raw: dict[str, list[str] | np.ndarray] = {}  # alignment tokens or clip label, per utterance
+    tasks = set()
+    for split_name, d in dirs:
+        found = _read_dir(d, split_name, problems)
+        utts += found[0]
+        tasks.add(found[2])
+        raw.update(found[1])
+    if len(tasks) > 1:
+        raise CorpusError(f"{src}: some splits have alignments and some utt2label; pick one")
+    task = tasks.pop()
+    if labels is None:
+        labels = _labels_from_use(src, raw, task)
+    alignments: dict[str, np.ndarray] = {}
+    kept = []
+    for u in utts:
+        value = raw[u.id]
+        if task == "clip":
+            if value not in labels:
+                problems.add(
+                    u.id,
+                    f"utterance {u.id}: label {value!r} is not in the label set "
+                    f"({len(labels)} labels)",
+                    AlignmentError,
+                )
+                continue
+            kept.append(replace(u, label=value))
+            continue
+        try:
+            alignments[u.id] = _encode_alignment(value, labels, u.id)
+        except AlignmentError as e:
+            problems.add(u.id, str(e), AlignmentError)
+            continue
+        kept.append(u)
+    return Corpus(
+        utterances=kept,
+        labels=labels,
+        task=task,
+        source=str(src),
+        format="kaldi",
+        alignments={u.id: alignments[u.id] for u in kept} if task == "frame" else None,
+        skipped=problems.skipped,
+    )
+
+
+def _read_dir(d: Path, split: str, problems: Problems) -> tuple[list[Utterance], dict, str]:
+    """Utterances of one data dir, their raw labels, and the task (frame or clip)."""
+    wav_scp = d / "wav.scp"
+    recs = _read_table(wav_scp)
+    segments = _read_table(d / "segments") if (d / "segments").is_file() else None
+    spk = _read_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
+    text = _read_table(d / "text") if (d / "text").is_file() else {}
+    raw, source, task = _read_labels(d)
+    index = segments if segments is not None else recs
+    index_file = d / "segments" if segments is not None else wav_scp
+    utts = []
+    for utt_id, (n, rest) in index.items():
+        try:
+            if segments is not None:
+                rec, start, end = _parse_segment(d / "segments", n, utt_id, rest)
+                if rec not in recs:
+                    raise CorpusError(
+                        f"{d / 'segments'}:{n}: utterance {utt_id}: recording "
+                        f"{rec!r} is not in {wav_scp}"
+                    )
+            else:
+                rec, start, end = utt_id, 0.0, None
+            audio = _resolve_audio(wav_scp, *recs[rec], utt_id)
+            if utt_id not in raw:
+                raise CorpusError(f"utterance {utt_id} (in {index_file}) has no entry in {source}")
+            utts.append(
+                Utterance(
+                    id=utt_id,
+                    speaker=spk[utt_id][1].strip() if utt_id in spk else utt_id,
+                    split=split,
+                    audio=audio,
+                    start=start,
+                    end=end,
+                    text=text[utt_id][1] if utt_id in text else None,
+                )
+            )
+        except CorpusError as e:
+            problems.add(utt_id, str(e), type(e))
+    for utt_id in raw:
+        if utt_id not in index:
+            problems.add(utt_id, f"{source}: utterance {utt_id} is not in {index_file}")
+    return utts, raw, task
+
+
+def _read_labels(d: Path) -> tuple[dict, Path, str]:
+    """Raw per-utterance labels: alignment tokens (frame) or a clip label, the file, task."""
+    import numpy as np
+
+    if (d / "ali.txt").is_file():
+        table = _read_table(d / "ali.txt")
+        return {k: rest.split() for k, (_, rest) in table.items()}, d / "ali.txt", "frame"
+    for name in ("ali.scp", "ali.ark"):
+        path = d / name
+        if path.is_file():
+            import kaldiio
+
+            out: dict[str, np.ndarray] = {}
+            fds: dict[str, object] = {}
+            try:
+                if name == "ali.scp":
+                    for k, (n, rest) in _read_table(path).items():
+                        where, _, offset = rest.strip().rpartition(":")
+                        ark = _resolve(path, where)
+                        if ark is None or not offset.isdigit():
+                            raise CorpusError(
+                                f"{path}:{n}: expected '<utt> <ark file>:<offset>' "
+                                f"with an existing file, got {rest.strip()!r}"
+                            )
+                        out[k] = kaldiio.load_mat(f"{ark}:{offset}", fd_dict=fds)
+                else:
+                    with open(path, "rb") as fd:
+                        out = dict(kaldiio.load_ark(fd))
+            except (OSError, ValueError, RuntimeError, EOFError, AssertionError) as e:
+                raise CorpusError(f"{path}: not a readable Kaldi archive: {e}") from None
+            finally:
+                for fd in fds.values():
+                    fd.close()  # type: ignore[attr-defined]
+            for k, v in out.items():
+                if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "iu"):
+                    raise CorpusError(f"{path}: utterance {k}: expected an int vector alignment")
+            return out, path, "frame"
+    if (d / "utt2label").is_file():
+        table = _read_table(d / "utt2label")
+        return {k: rest.strip() for k, (_, rest) in table.items()}, d / "utt2label", "clip"
+    raise CorpusError(
+        f"{d}: no frame alignment (ali.txt, ali.scp or ali.ark) and no utt2label; "
+        "a Kaldi data dir needs one of them"
+    )
+
+
+def _encode_alignment(value: list[str] | np.ndarray, labels: LabelSet, utt_id: str) -> np.ndarray:
+    """Label indices (T,) int32 of one alignment, checked against the label set."""
+    import numpy as np
+
+    if isinstance(value, list):
+        if not value:
+            raise AlignmentError(f"utterance {utt_id}: empty alignment")
+        if all(t in labels for t in value):
+            return np.array(labels.encode(value), dtype=np.int32)
+        try:
+            arr = np.array([int(t) for t in value], dtype=np.int64)
+        except ValueError:
+            bad = next(t for t in value if t not in labels)
+            raise AlignmentError(
+                f"utterance {utt_id}: label {bad!r} is not in the label set ({len(labels)} labels)"
+            ) from None
+    else:
+        arr = value.astype(np.int64)
+    out_of_range = arr[(arr < 0) | (arr >= len(labels))]
+    if len(out_of_range):
+        raise AlignmentError(
+            f"utterance {utt_id}: label index {int(out_of_range[0])} is outside the label set "
+            f"(0..{len(labels) - 1})"
+        )
+    return arr.astype(np.int32)
+
+
+def _find_labels(src: Path, dirs: list[Path]) -> LabelSet | None:
+    """labels.txt in SRC or its parent (one dir), or in SRC / every split dir (many)."""
+    if len(dirs) == 1 and dirs[0] == src:
+        for p in (src / "labels.txt", src.parent / "labels.txt"):
+            if p.is_file():
+                return LabelSet.read(p)
+        return None
+    if (src / "labels.txt").is_file():
+        return LabelSet.read(src / "labels.txt")
+    found = [LabelSet.read(d / "labels.txt") for d in dirs if (d / "labels.txt").is_file()]
+    if not found:
+        return None
+    if len(found) != len(dirs) or any(f != found[0] for f in found):
+        raise CorpusError(f"{src}: the split dirs have different labels.txt; put one in {src}")
+    return found[0]
+
+
+def _labels_from_use(src: Path, raw: dict, task: str) -> LabelSet:
+    """Sorted set of the label names used, when there is no labels.txt."""
+    names: set[str] = set()
+    for v in raw.values():
+        if not isinstance(v, (list, str)):
+            raise CorpusError(f"{src}: integer alignments (ali.ark/ali.scp) need a labels.txt")
+        names.update([v] if isinstance(v, str) else v)
+    if task == "frame" and names and all(n.lstrip("-").isdigit() for n in names):
+        raise CorpusError(f"{src}: alignments hold integer indices; add a labels.txt")
+    if not names:
+        raise CorpusError(f"{src}: no labels found and no labels.txt")
+    return LabelSet(tuple(sorted(names)))
+
+
+def _read_table(path: Path) -> Table:
+    """``key rest`` lines; blank lines skipped; a duplicate key is an error."""
+    out: Table = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if parts[0] in out:
+            raise CorpusError(f"{path}:{n}: duplicate id {parts[0]!r}")
+        out[parts[0]] = (n, parts[1] if len(parts) > 1 else "")
+    return out
+
+
+def _parse_segment(path: Path, n: int, utt_id: str, rest: str) -> tuple[str, float, float | None]:
+    parts = rest.split()
+    try:
+        rec, start, end = parts[0], float(parts[1]), float(parts[2])
+    except (IndexError, ValueError):
+        raise CorpusError(f"{path}:{n}: expected '<utt> <rec> <start> <end>'") from None
+    if end >= 0 and end <= start:
+        raise CorpusError(f"{path}:{n}: utterance {utt_id}: end {end} <= start {start}")
+    return rec, start, None if end < 0 else end
+
+
+def _resolve(index_file: Path, name: str) -> Path | None:
+    """``name`` as given if absolute, else against the index file's dir, then its parent."""
+    p = Path(name)
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in (index_file.parent, index_file.parent.parent):
+        if (base / p).exists():
+            return base / p
+    return None
+
+
+def _resolve_audio(wav_scp: Path, n: int, rest: str, utt_id: str) -> str:
+    rest = rest.strip()
+    if rest.endswith("|"):
+        raise AudioError(
+            f"{wav_scp}:{n}: utterance {utt_id}: piped commands ('... |') are not supported; "
+            "write the audio to files (e.g. with sox) and list their paths"
+        )
+    p = _resolve(wav_scp, rest)
+    if p is None or not p.is_file():
+        raise AudioError(f"{wav_scp}:{n}: utterance {utt_id}: audio file not found: {rest}")
+    return str(p)

@@ -1,0 +1,310 @@
+"""Tiny fake corpora and stores for tests and examples (generated, never committed).
+
+- ``make_speech_commands``: a Speech Commands folder of tone clips (one pitch per label).
+- ``make_kaldi_dir``: Kaldi data dirs with frame alignments (text or ark) whose audio has a
+  different tone per label, so the alignment is learnable.
+- ``make_hdf5_archive``: an HDF5 feature archive in the layout of ``readers/hdf5.py``.
+- ``make_feature_store``: a feature store of random class-dependent features, written
+  straight through ``FeatureStoreWriter`` (in memory by default).
+
+Every builder is deterministic for a given ``seed``. Shapes: S samples, C channels,
+T frames, F mel bins.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdpipe.corpus.features import FbankConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kdpipe.corpus.featstore import FeatureStore
+
+
+def tone(
+    freq: float,
+    seconds: float,
+    sample_rate: int = 16000,
+    amplitude: float = 0.5,
+    noise: float = 0.01,
+    channels: int = 1,
+    seed: int = 0,
+) -> np.ndarray:
+    """A sine of ``freq`` Hz plus white noise: (S,) float32, or (S, C) when ``channels > 1``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sample_rate)) / sample_rate  # (S,)
+    x = amplitude * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(len(t))
+    if channels > 1:
+        x = np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1)  # (S, C)
+    return x.astype(np.float32)
+
+
+def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Write (S,) or (S, C) float samples in [-1, 1] as 16-bit PCM."""
+    import soundfile as sf
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(p), wave, sample_rate, subtype="PCM_16")
+    return p
+
+
+def make_speech_commands(
+    root: str | Path,
+    labels: Sequence[str] = ("no", "up", "yes"),
+    speakers: Sequence[str] = ("0a1b2c3d", "4e5f6a7b", "8c9d0e1f", "a2b3c4d5"),
+    per_speaker: int = 1,
+    seconds: float = 0.5,
+    sample_rate: int = 16000,
+    seed: int = 0,
+) -> Path:
+    """``root/<label>/<spk>_nohash_<n>.wav`` plus lists: the last speaker is test, the one
+    before it dev, the rest train (speaker-disjoint, like the real corpus)."""
+    root = Path(root)
+    split_of = {s: "train" for s in speakers}
+    if len(speakers) >= 3:
+        split_of[speakers[-2]], split_of[speakers[-1]] = "dev", "test"
+    lists: dict[str, list[str]] = {"dev": [], "test": []}
+    k = 0
+    for li, label in enumerate(labels):
+        for si, spk in enumerate(speakers):
+            for n in range(per_speaker):
+                rel = f"{label}/{spk}_nohash_{n}.wav"
+                amp = 0.3 + 0.1 * si
+                write_wav(
+                    root / rel,
+                    tone(300 + 200 * li, seconds, sample_rate, amp, seed=seed + k),
+                    sample_rate,
+                )
+                k += 1
+                if split_of[spk] in lists:
+                    lists[split_of[spk]].append(rel)
+    (root / "validation_list.txt").write_text("".join(r + "\n" for r in lists["dev"]))
+    (root / "testing_list.txt").write_text("".join(r + "\n" for r in lists["test"]))
+    write_wav(
+        root / "_background_noise_" / "white_noise.wav",
+        tone(0, 2.0, sample_rate, 0.0, noise=0.1, seed=seed),
+        sample_rate,
+    )
+    return root
+
+
+def frame_label_wave(frame_labels: np.ndarray, cfg: FbankConfig, seed: int = 0) -> np.ndarray:
+    """(S,) audio whose frame i sounds label ``frame_labels[i]`` (label 0 = quiet noise).
+
+    S is chosen so that ``cfg.num_frames(S) == T`` exactly.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = len(frame_labels)
+    shift, window = cfg.shift_samples, cfg.window_samples
+    s = (n - 1) * shift + window if cfg.snip_edges else n * shift
+    owner = np.minimum(np.arange(s) // shift, n - 1)  # (S,) frame that owns each sample
+    lab = np.asarray(frame_labels)[owner]
+    t = np.arange(s) / cfg.sample_rate
+    wave = np.where(lab == 0, 0.0, 0.4 * np.sin(2 * np.pi * (200 + 250 * lab) * t))
+    return (wave + 0.01 * rng.standard_normal(s)).astype(np.float32)
+
+
+def random_alignment(num_frames: int, num_labels: int, rng: np.random.Generator) -> np.ndarray:
+    """(T,) int32 label runs of 4-12 frames, starting and ending in label 0 (silence)."""
+    import numpy as np
+
+    out = np.zeros(num_frames, dtype=np.int32)
+    i = 5
+    while i < num_frames - 5:
+        run = int(rng.integers(4, 13))
+        out[i : min(i + run, num_frames - 5)] = int(rng.integers(1, num_labels))
+        i += run
+    return out
+
+
+def make_kaldi_dir(
+    root: str | Path,
+    splits: Sequence[str] | None = ("train", "dev", "test"),
+    utts_per_split: int = 2,
+    labels: Sequence[str] = ("sil", "a", "b"),
+    frames: tuple[int, int] = (40, 80),
+    alignment: str = "txt",
+    segments: bool = False,
+    labels_file: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Kaldi data dirs under ``root``: ``root/<split>/`` for each split, or ``root`` itself
+    when ``splits`` is None. Audio in ``root/wav/`` (relative paths in ``wav.scp``).
+
+    ``alignment``: ``txt`` (label names), ``txt-int`` (indices), ``ark`` or ``scp`` (kaldiio
+    int vectors). ``segments=True`` puts each split's utterances in one recording.
+    """
+    import numpy as np
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    cfg = FbankConfig()
+    if labels_file:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "labels.txt").write_text("".join(n + "\n" for n in labels))
+    for split in splits or [None]:
+        d = root / split if split else root
+        d.mkdir(parents=True, exist_ok=True)
+        name = split or "all"
+        alis: dict[str, np.ndarray] = {}
+        waves: dict[str, np.ndarray] = {}
+        for i in range(utts_per_split):
+            utt = f"{name}-spk{i % 2}-u{i}"
+            alis[utt] = random_alignment(int(rng.integers(*frames)), len(labels), rng)
+            waves[utt] = frame_label_wave(alis[utt], cfg, seed=int(rng.integers(1 << 30)))
+        spk = "".join(f"{u} {u.split('-')[1]}\n" for u in alis)
+        (d / "utt2spk").write_text(spk)
+        (d / "text").write_text(
+            "".join(f"{u} {' '.join(labels[j] for j in a[::10])}\n" for u, a in alis.items())
+        )
+        if segments:
+            rec = f"{name}-rec"
+            write_wav(root / "wav" / f"{rec}.wav", np.concatenate(list(waves.values())))
+            (d / "wav.scp").write_text(f"{rec} wav/{rec}.wav\n")
+            lines, t = [], 0.0
+            for u, w in waves.items():
+                dur = len(w) / cfg.sample_rate
+                lines.append(f"{u} {rec} {t:.4f} {t + dur:.4f}\n")
+                t += dur
+            (d / "segments").write_text("".join(lines))
+        else:
+            for u, w in waves.items():
+                write_wav(root / "wav" / f"{u}.wav", w)
+            (d / "wav.scp").write_text("".join(f"{u} wav/{u}.wav\n" for u in waves))
+        _write_alignment(d, alis, labels, alignment)
+    return root
+
+
+def _write_alignment(
+    d: Path, alis: dict[str, np.ndarray], labels: Sequence[str], kind: str
+) -> None:
+    if kind == "txt":
+        (d / "ali.txt").write_text(
+            "".join(f"{u} {' '.join(labels[j] for j in a)}\n" for u, a in alis.items())
+        )
+    elif kind == "txt-int":
+        (d / "ali.txt").write_text(
+            "".join(f"{u} {' '.join(map(str, a))}\n" for u, a in alis.items())
+        )
+    elif kind in ("ark", "scp"):
+        import kaldiio
+
+        kaldiio.save_ark(
+            str(d / "ali.ark"), alis, scp=str(d / "ali.scp") if kind == "scp" else None
+        )
+    else:
+        raise ValueError(f"alignment must be txt, txt-int, ark or scp: {kind!r}")
+
+
+def _class_features(
+    labels: np.ndarray, num_labels: int, dim: int, rng: np.random.Generator, sep: float
+) -> np.ndarray:
+    """(T, F) float32: a per-class mean (fixed by ``num_labels``/``dim``) plus noise."""
+    import numpy as np
+
+    means = np.random.default_rng(1234 + num_labels * 1000 + dim).normal(size=(num_labels, dim))
+    return (5.0 + sep * means[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
+
+
+def make_hdf5_archive(
+    path: str | Path,
+    task: str = "frame",
+    labels: Sequence[str] = ("sil", "a", "b"),
+    per_split: dict[str, int] | None = None,
+    num_mel_bins: int = 40,
+    frames: tuple[int, int] = (30, 60),
+    seed: int = 0,
+) -> Path:
+    """An HDF5 feature archive (layout in ``readers/hdf5.py``). Frame tasks store every
+    other alignment as a ``<id>.alignment`` sibling dataset, the rest as attributes."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    per_split = per_split or {"train": 4, "dev": 2, "test": 2}
+    with h5py.File(path, "w") as f:
+        f.attrs["labels"] = list(labels)
+        f.attrs["num_mel_bins"] = num_mel_bins
+        f.attrs["frame_shift_ms"] = 10.0
+        f.attrs["sample_rate"] = 16000
+        k = 0
+        for split, n in per_split.items():
+            for i in range(n):
+                t = int(rng.integers(*frames))
+                utt = f"{split}/utt{i}"
+                if task == "frame":
+                    lab = random_alignment(t, len(labels), rng)
+                else:
+                    lab = np.full(t, k % len(labels), dtype=np.int32)
+                ds = f.create_dataset(
+                    utt, data=_class_features(lab, len(labels), num_mel_bins, rng, 2.0)
+                )
+                ds.attrs["speaker"] = f"spk{i % 2}"
+                ds.attrs["split"] = split
+                if task == "clip":
+                    ds.attrs["label"] = labels[int(lab[0])]
+                elif k % 2:
+                    f.create_dataset(utt + ".alignment", data=lab)
+                else:
+                    ds.attrs["alignment"] = lab
+                k += 1
+    return Path(path)
+
+
+def make_feature_store(
+    location: str | Path | None = None,
+    task: str = "frame",
+    labels: Sequence[str] = ("sil", "a", "b", "c"),
+    per_split: dict[str, int] | None = None,
+    num_mel_bins: int = 40,
+    frames: tuple[int, int] = (20, 60),
+    cmvn: str = "utterance",
+    separation: float = 2.0,
+    seed: int = 0,
+) -> FeatureStore:
+    """A feature store of learnable fake features: each frame is its class mean times
+    ``separation`` plus unit noise (offset by +5, like raw log-mels). ``location`` None
+    writes it in memory (``memory://`` URL). Returns the opened ``FeatureStore``."""
+    import numpy as np
+
+    from kdpipe.corpus.featstore import FeatureStore, FeatureStoreWriter
+    from kdpipe.labels import LabelSet
+
+    rng = np.random.default_rng(seed)
+    per_split = per_split or {"train": 8, "dev": 2, "test": 2}
+    location = location or f"memory://kdpipe-dummy-{uuid.uuid4().hex}/feats.zarr"
+    cfg = FbankConfig(num_mel_bins=num_mel_bins, cmvn=cmvn)  # type: ignore[arg-type]
+    ls = LabelSet(tuple(labels))
+    w = FeatureStoreWriter(
+        location, task=task, labels=ls, config=cfg, source="dummy", source_format="dummy"
+    )
+    k = 0
+    for split, n in per_split.items():
+        for i in range(n):
+            t = int(rng.integers(*frames))
+            if task == "frame":
+                lab = random_alignment(t, len(labels), rng) if t > 12 else np.zeros(t, np.int32)
+            else:
+                lab = np.full(t, k % len(labels), dtype=np.int32)
+            feats = _class_features(lab, len(labels), num_mel_bins, rng, separation)
+            w.add(
+                f"{split}-u{i}",
+                feats,
+                speaker=f"spk{i % 3}",
+                split=split,
+                clip_label=int(lab[0]) if task == "clip" else None,
+                frame_labels=lab if task == "frame" else None,
+            )
+            k += 1
+    w.close()
+    return FeatureStore.open(location)
