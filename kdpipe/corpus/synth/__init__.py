@@ -1,0 +1,42 @@
+"""Offline synthetic corpora from eSpeak NG: ``kdpipe corpus synth keywords|phones``.
+
+- ``synth_keywords``: a Speech-Commands-like keyword set (1 s clips, many voices, noise),
+  split by speaker, in the Google Speech Commands layout;
+- ``synth_phones``: sentences with frame-level phone / state / tied-triphone labels from
+  eSpeak's phoneme events, as Kaldi data folders;
+- ``speak``: one text, one voice -> (16 kHz float32 audio, [(phone, start_s, end_s)]).
+
+Everything follows from the seed: the same seed and size give byte-identical files,
+whatever the number of worker processes (see ``espeak`` for how).
+"""
+
+from kdpipe.corpus.synth.audio import Speech, speak
+from kdpipe.corpus.synth.config import (
+    SIZES,
+    SPEECH_COMMANDS_WORDS,
+    KeywordSynthConfig,
+    PhoneSynthConfig,
+)
+from kdpipe.corpus.synth.keywords import synth_keywords
+from kdpipe.corpus.synth.phonemes import PHONES, SIL, normalize_phone
+from kdpipe.corpus.synth.phones import synth_phones
+from kdpipe.corpus.synth.runner import SynthSummary
+from kdpipe.corpus.synth.voices import ACCENTS, available_variants, check_voice
+
+__all__ = [
+    "ACCENTS",
+    "PHONES",
+    "SIL",
+    "SIZES",
+    "SPEECH_COMMANDS_WORDS",
+    "KeywordSynthConfig",
+    "PhoneSynthConfig",
+    "Speech",
+    "SynthSummary",
+    "available_variants",
+    "check_voice",
+    "normalize_phone",
+    "speak",
+    "synth_keywords",
+    "synth_phones",
+]

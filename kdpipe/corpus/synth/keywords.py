@@ -1,0 +1,123 @@
+"""A Speech-Commands-like keyword corpus from eSpeak NG.
+
+Layout (that of Google Speech Commands, so the same reader takes it)::
+
+    OUT/<word>/<speaker>_nohash_<n>.wav   1 s, 16 kHz, mono, 16-bit PCM
+    OUT/validation_list.txt               dev clips, paths relative to OUT
+    OUT/testing_list.txt                  test clips; everything else is train
+    OUT/synth.json                        seed, settings, counts, voices
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from kdpipe.corpus.synth.config import KeywordSynthConfig
+from kdpipe.corpus.synth.runner import (
+    SynthSummary,
+    prepare_out,
+    resolve_jobs,
+    run_jobs,
+    write_marker,
+)
+from kdpipe.corpus.synth.voices import Voice
+from kdpipe.corpus.synth.worker import KeywordJob
+
+DEV_LIST, TEST_LIST = "validation_list.txt", "testing_list.txt"
+
+
+def plan_keywords(
+    config: KeywordSynthConfig,
+) -> tuple[list[Voice], dict[str, str], list[KeywordJob], list[str]]:
+    """Voices, speaker -> split, one job per clip, and each job's speaker id."""
+    from kdpipe.corpus.synth.plan import background, plan_voices, prosody, rng_for
+
+    voices, split = plan_voices(config)
+    rng = rng_for(config, "utterances")
+    words = list(config.words)
+    tiled = words * -(-config.num_utts // len(words))  # every word equally often (+-1)
+    order = [tiled[int(i)] for i in rng.permutation(len(tiled))[: config.num_utts]]
+    clip = round(config.clip_seconds * config.sample_rate)
+    seen: Counter[tuple[str, str]] = Counter()
+    jobs, speakers = [], []
+    for i, word in enumerate(order):
+        voice = voices[int(rng.integers(len(voices)))]
+        spk = voice.speaker_id
+        path = f"{word}/{spk}_nohash_{seen[spk, word]}.wav"
+        seen[spk, word] += 1
+        p, bg = prosody(config, voice, rng), background(config, rng)
+        jobs.append(KeywordJob(i, path, word, p, bg, float(rng.random()), clip, config.sample_rate))
+        speakers.append(spk)
+    return voices, split, jobs, speakers
+
+
+def synth_keywords(
+    out: str | Path,
+    config: KeywordSynthConfig,
+    jobs: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> SynthSummary:
+    """Synthesize the keyword corpus of ``config`` into folder ``out``.
+
+    ``jobs`` worker processes (default: one per CPU); the files do not depend on it.
+    ``out`` must be empty unless ``overwrite`` and it holds an earlier synth output.
+    """
+    from kdpipe import __version__
+    from kdpipe.corpus.synth.plan import babble_bank, builtin_words, needs_babble
+
+    t0 = time.perf_counter()
+    out, workers = Path(out), resolve_jobs(jobs)
+    voices, split, plan, speakers = plan_keywords(config)  # bad settings fail before any writing
+    prepare_out(out, overwrite)
+    write_marker(out, {"task": "keywords", "complete": False})
+    bank = None
+    if needs_babble(config):
+        train = [v for v in voices if split[v.speaker_id] == "train"]
+        talk = [w for w in builtin_words() if w not in set(config.words)]  # no keywords
+        bank = babble_bank(config, train, talk)
+    results = run_jobs(out, plan, workers, bank, progress, "synth keywords")
+
+    lists: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
+    spk_by_split: dict[str, set[str]] = {"train": set(), "dev": set(), "test": set()}
+    dropped: Counter[str] = Counter()
+    samples = 0
+    for job, spk, r in zip(plan, speakers, results, strict=True):
+        if r.error is not None:
+            dropped[r.error] += 1
+            continue
+        lists[split[spk]].append(job.path)
+        spk_by_split[split[spk]].add(spk)
+        samples += r.num_samples
+    (out / DEV_LIST).write_text("".join(p + "\n" for p in sorted(lists["dev"])))
+    (out / TEST_LIST).write_text("".join(p + "\n" for p in sorted(lists["test"])))
+    summary = SynthSummary(
+        task="keywords",
+        out=out,
+        utterances={k: len(v) for k, v in lists.items()},
+        speakers={k: len(v) for k, v in spk_by_split.items()},
+        dropped=dict(sorted(dropped.items())),
+        num_labels=len(config.words),
+        audio_seconds=samples / config.sample_rate,
+    )
+    write_marker(
+        out,
+        {
+            "task": "keywords",
+            "complete": True,
+            "kdpipe_version": __version__,
+            "config": config.to_dict(),
+            "fingerprint": config.fingerprint,
+            "utterances": summary.utterances,
+            "speakers": summary.speakers,
+            "dropped": summary.dropped,
+            "words": list(config.words),
+            "layout": "Google Speech Commands: <word>/<speaker>_nohash_<n>.wav, "
+            f"{DEV_LIST} (dev), {TEST_LIST} (test), everything else train",
+            "voices": [{**v.to_dict(), "split": split[v.speaker_id]} for v in voices],
+        },
+    )
+    summary.seconds = time.perf_counter() - t0
+    return summary

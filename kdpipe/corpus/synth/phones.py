@@ -1,0 +1,198 @@
+"""Sentences with frame-level labels from eSpeak NG, written as Kaldi data folders.
+
+Layout::
+
+    OUT/wav/<utt>.wav                     16 kHz, mono, 16-bit PCM
+    OUT/{train,dev,test}/wav.scp          <utt> wav/<utt>.wav  (relative to OUT)
+    OUT/{train,dev,test}/text             <utt> <words>
+    OUT/{train,dev,test}/utt2spk, spk2utt
+    OUT/{train,dev,test}/ali.txt          <utt> <label> <label> ...  (one per 10 ms frame)
+    OUT/labels.txt                        the label set, one name per line, index order
+    OUT/synth.json                        seed, settings, counts, voices
+
+Utterance ids are ``<speaker>-<index>`` so Kaldi's sort orders agree. Frame ``i`` is
+labelled with the unit active at ``FbankConfig.frame_center(i)``; each ali line has exactly
+``FbankConfig.num_frames(samples)`` labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+from kdpipe.corpus.features import FbankConfig
+from kdpipe.corpus.synth.config import PhoneSynthConfig
+from kdpipe.corpus.synth.runner import (
+    SynthSummary,
+    prepare_out,
+    resolve_jobs,
+    run_jobs,
+    write_marker,
+)
+from kdpipe.corpus.synth.voices import Voice
+from kdpipe.corpus.synth.worker import PhoneJob
+from kdpipe.errors import SynthError
+
+SPLITS = ("train", "dev", "test")
+_NOT_SPOKEN = re.compile(r"[^\w']+|_")  # punctuation makes eSpeak pause without an event
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """Non-empty lines of a text file, punctuation turned into spaces."""
+    p = Path(path)
+    if not p.is_file():
+        raise SynthError(f"text file not found: {p}")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SynthError(f"{p}: not UTF-8 text") from None
+    out = [" ".join(_NOT_SPOKEN.sub(" ", line).split()) for line in lines]
+    out = [s for s in out if s]
+    if not out:
+        raise SynthError(f"{p}: no sentences in it")
+    return out
+
+
+def plan_phones(
+    config: PhoneSynthConfig,
+) -> tuple[list[Voice], dict[str, str], list[PhoneJob], list[str]]:
+    """Voices, speaker -> split, one job per sentence, and each job's speaker id."""
+    from kdpipe.corpus.synth.plan import background, builtin_words, plan_voices, prosody, rng_for
+
+    voices, split = plan_voices(config)
+    rng = rng_for(config, "utterances")
+    words = builtin_words()
+    sentences = read_sentences(config.text_file) if config.text_file else None
+    order = rng.permutation(len(sentences)) if sentences else None
+    lo, hi = config.pad_seconds
+    jobs, speakers = [], []
+    for i in range(config.num_utts):
+        voice = voices[int(rng.integers(len(voices)))]
+        if sentences is not None and order is not None:
+            text = sentences[int(order[i % len(order)])]
+        else:
+            n = int(rng.integers(config.min_words, config.max_words + 1))
+            text = " ".join(words[int(j)] for j in rng.integers(len(words), size=n))
+        p, bg = prosody(config, voice, rng), background(config, rng)
+        pad = tuple(round(float(rng.uniform(lo, hi)) * config.sample_rate) for _ in range(2))
+        utt = f"{voice.speaker_id}-{i:06d}"
+        jobs.append(PhoneJob(i, f"wav/{utt}.wav", text, p, bg, pad, config.sample_rate))
+        speakers.append(voice.speaker_id)
+    return voices, split, jobs, speakers
+
+
+def synth_phones(
+    out: str | Path,
+    config: PhoneSynthConfig,
+    jobs: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> SynthSummary:
+    """Synthesize the sentence corpus of ``config`` with frame labels into folder ``out``.
+
+    ``jobs`` worker processes (default: one per CPU); the files do not depend on it.
+    Utterances whose phone timings fail the checks are dropped and counted in the summary.
+    """
+    from kdpipe import __version__
+    from kdpipe.corpus.synth.plan import babble_bank, builtin_words, needs_babble
+    from kdpipe.corpus.synth.units import (
+        frame_units,
+        label_frames,
+        monophone_labels,
+        tie_triphones,
+    )
+    from kdpipe.labels import LabelSet
+
+    t0 = time.perf_counter()
+    out, workers = Path(out), resolve_jobs(jobs)
+    voices, split, plan, speakers = plan_phones(config)  # bad settings fail before any writing
+    prepare_out(out, overwrite)
+    write_marker(out, {"task": "phones", "complete": False})
+    bank = None
+    if needs_babble(config):
+        train = [v for v in voices if split[v.speaker_id] == "train"]
+        bank = babble_bank(config, train, builtin_words())
+    results = run_jobs(out, plan, workers, bank, progress, "synth phones")
+
+    fbank = FbankConfig(sample_rate=config.sample_rate)
+    kept, dropped, samples = [], Counter(), 0
+    for job, spk, r in zip(plan, speakers, results, strict=True):
+        if r.error is not None:
+            dropped[r.error] += 1
+            continue
+        units = frame_units(r.spans, fbank.num_frames(r.num_samples), fbank)
+        kept.append((Path(job.path).stem, spk, job, units))
+        samples += r.num_samples
+    if config.units == "cd":
+        counts: Counter = Counter()
+        for _, spk, _, units in kept:
+            if split[spk] == "train":
+                counts.update(units)
+        names = tie_triphones(counts, config.num_states, config.min_state_frames)
+    else:
+        names = monophone_labels(config.units)
+    labels = LabelSet.from_names(names)
+    labels.write(out / "labels.txt")
+    cd = frozenset(names)
+
+    per_split: dict[str, list] = {s: [] for s in SPLITS}
+    for utt, spk, job, units in kept:
+        per_split[split[spk]].append((utt, spk, job, label_frames(units, config.units, cd)))
+    for name, rows in per_split.items():
+        _write_kaldi_dir(out / name, sorted(rows, key=lambda row: row[0]))
+    text_sha = _sha256(config.text_file) if config.text_file else None
+    summary = SynthSummary(
+        task="phones",
+        out=out,
+        utterances={s: len(rows) for s, rows in per_split.items()},
+        speakers={s: len({row[1] for row in rows}) for s, rows in per_split.items()},
+        dropped=dict(sorted(dropped.items())),
+        num_labels=len(labels),
+        audio_seconds=samples / config.sample_rate,
+    )
+    write_marker(
+        out,
+        {
+            "task": "phones",
+            "complete": True,
+            "kdpipe_version": __version__,
+            "config": config.to_dict(),
+            "fingerprint": config.fingerprint,
+            "text_file_sha256": text_sha,
+            "units": config.units,
+            "num_labels": len(labels),
+            "labels_fingerprint": labels.fingerprint,
+            "features": fbank.to_dict(),
+            "utterances": summary.utterances,
+            "speakers": summary.speakers,
+            "dropped": summary.dropped,
+            "wav_paths": "relative to this folder",
+            "voices": [{**v.to_dict(), "split": split[v.speaker_id]} for v in voices],
+        },
+    )
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _write_kaldi_dir(folder: Path, rows: list) -> None:
+    """wav.scp, text, utt2spk, spk2utt and ali.txt for rows sorted by utterance id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_spk: dict[str, list[str]] = {}
+    for utt, spk, _, _ in rows:
+        by_spk.setdefault(spk, []).append(utt)
+    files = {
+        "wav.scp": [f"{utt} {job.path}" for utt, _, job, _ in rows],
+        "text": [f"{utt} {job.text}" for utt, _, job, _ in rows],
+        "utt2spk": [f"{utt} {spk}" for utt, spk, _, _ in rows],
+        "spk2utt": [f"{spk} {' '.join(utts)}" for spk, utts in sorted(by_spk.items())],
+        "ali.txt": [f"{utt} {' '.join(labels)}" for utt, _, _, labels in rows],
+    }
+    for name, lines in files.items():
+        (folder / name).write_text("".join(line + "\n" for line in lines))
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

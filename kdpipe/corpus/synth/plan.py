@@ -1,0 +1,107 @@
+"""Random choices both tasks make up front, all from the seed: voices, splits, prosody,
+background noise, and the babble bank.
+
+Every choice is drawn here in a fixed order, before any work is shared out, so the same
+seed gives the same corpus whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kdpipe.corpus.synth.config import BaseSynthConfig
+from kdpipe.corpus.synth.voices import Voice, default_variants, sample_voices, split_voices
+from kdpipe.corpus.synth.worker import Background, Prosody
+
+BABBLE_TALKERS = 6  # talkers summed into the babble bank (a crowd, not one voice)
+BABBLE_SECONDS = 15.0  # length of the bank; clips take random stretches of it
+_TASKS = {"keywords": 1, "phones": 2}
+_STREAMS = {"voices": 1, "utterances": 2, "babble": 3}
+
+
+def builtin_words() -> list[str]:
+    """The built-in word list (``words.txt``): a few hundred common English words."""
+    from importlib.resources import files
+
+    text = files("kdpipe.corpus.synth").joinpath("words.txt").read_text(encoding="utf-8")
+    return [w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")]
+
+
+def rng_for(config: BaseSynthConfig, stream: str) -> np.random.Generator:
+    """An independent random stream per purpose, from the seed and the task."""
+    key = [config.seed, _TASKS[config.TASK], _STREAMS[stream]]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def plan_voices(config: BaseSynthConfig) -> tuple[list[Voice], dict[str, str]]:
+    """The voices and speaker id -> split (by variant, so dev/test timbres are unseen)."""
+    rng = rng_for(config, "voices")
+    if config.variants is None:
+        variants: Sequence[str | None] = default_variants()
+    else:
+        variants = [None if v == "" else v for v in config.variants]
+    voices = sample_voices(
+        rng,
+        config.num_voices,
+        config.accents,
+        variants,
+        config.wpm,
+        config.pitch,
+        config.pitch_range,
+    )
+    return voices, split_voices(voices, config.dev_fraction, config.test_fraction, rng)
+
+
+def prosody(config: BaseSynthConfig, voice: Voice, rng: np.random.Generator) -> Prosody:
+    """The voice's base rate/pitch/range, jittered for one utterance."""
+    j = config.wpm_jitter
+    rate = round(voice.wpm * (1 + rng.uniform(-j, j)))
+    pitch = voice.pitch + int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1))
+    rng_range = config.pitch_range_jitter
+    prange = voice.pitch_range + int(rng.integers(-rng_range, rng_range + 1))
+    return Prosody(
+        voice.espeak_name,
+        int(np.clip(rate, 80, 450)),
+        int(np.clip(pitch, 0, 99)),
+        int(np.clip(prange, 0, 99)),
+        int(rng.integers(2**31)),
+    )
+
+
+def background(config: BaseSynthConfig, rng: np.random.Generator) -> Background:
+    """Noise kind and SNR (or none), peak level and a noise seed for one utterance."""
+    noisy = config.noise_types and rng.random() < config.noise_prob
+    kind = config.noise_types[int(rng.integers(len(config.noise_types)))] if noisy else "none"
+    snr = float(rng.uniform(*config.snr_db))
+    level = float(rng.uniform(*config.level_db))
+    return Background(kind, round(snr, 2), round(level, 2), int(rng.integers(2**31)))
+
+
+def needs_babble(config: BaseSynthConfig) -> bool:
+    return config.noise_prob > 0 and "babble" in config.noise_types
+
+
+def babble_bank(
+    config: BaseSynthConfig, voices: Sequence[Voice], words: Sequence[str]
+) -> np.ndarray:
+    """(S,) float32: ``BABBLE_TALKERS`` talkers (train voices) saying random ``words``."""
+    from kdpipe.corpus.synth.audio import resample
+    from kdpipe.corpus.synth.espeak import synthesize
+    from kdpipe.corpus.synth.noise import mix_babble_bank
+
+    rng = rng_for(config, "babble")
+    length = int(BABBLE_SECONDS * config.sample_rate)
+    talkers = []
+    for _ in range(BABBLE_TALKERS):
+        voice = voices[int(rng.integers(len(voices)))]
+        parts: list[np.ndarray] = []
+        while sum(len(p) for p in parts) < length:
+            text = " ".join(words[int(i)] for i in rng.integers(len(words), size=8))
+            p = prosody(config, voice, rng)
+            raw = synthesize(text, p.voice, p.rate, p.pitch, p.pitch_range, p.seed)
+            x = raw.samples.astype(np.float32) / 32768.0  # (S,) at eSpeak's rate
+            parts.append(resample(x, raw.sample_rate, config.sample_rate))
+        talkers.append(np.concatenate(parts)[:length])
+    return mix_babble_bank(talkers, length)

@@ -1,0 +1,166 @@
+"""What one worker process does for one utterance: speak, place, add noise, write the wav.
+
+A job carries every random choice already made (by the planner, from the seed), plus a
+seed for the noise samples, so its output depends on nothing else: not on the worker, not
+on what the worker did before. Shapes: audio is (S,) float32 at the corpus rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdpipe.corpus.synth import noise as noise_mod
+from kdpipe.corpus.synth.align import AlignmentIssue
+from kdpipe.corpus.synth.audio import synthesize_spans
+from kdpipe.corpus.synth.phonemes import SIL
+from kdpipe.errors import SynthError
+
+MARGIN_S = 0.03  # keep this much around a keyword's first and last phone when trimming
+MAX_RATE = 450  # eSpeak's fastest rate
+RETRIES = 4  # speed-ups tried (x1.25 each) when a keyword does not fit its clip
+
+_BABBLE: np.ndarray | None = None  # this process's babble bank (set by ``init_worker``)
+
+
+def init_worker(babble: np.ndarray | None) -> None:
+    """Pool initializer: keep the babble bank (made once by the parent) in this process."""
+    global _BABBLE
+    _BABBLE = babble
+
+
+@dataclass(frozen=True)
+class Prosody:
+    voice: str  # eSpeak voice name, accent+variant
+    rate: int
+    pitch: int
+    pitch_range: int
+    seed: int  # eSpeak's own random generator (breathy voices)
+
+
+@dataclass(frozen=True)
+class Background:
+    kind: str  # none | white | pink | babble
+    snr_db: float
+    level_db: float  # peak level of the written file, dBFS
+    seed: int  # noise samples
+
+
+@dataclass(frozen=True)
+class KeywordJob:
+    index: int
+    path: str  # wav path relative to the output folder
+    word: str
+    prosody: Prosody
+    background: Background
+    offset: float  # where in the free room of the clip the word starts, 0..1
+    clip_samples: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class PhoneJob:
+    index: int
+    path: str
+    text: str
+    prosody: Prosody
+    background: Background
+    pad: tuple[int, int]  # silence samples before and after
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Result:
+    index: int
+    error: str | None  # why the utterance was dropped (None: written)
+    num_samples: int = 0
+    spans: tuple[tuple[str, int, int], ...] = ()  # phone spans (phone task only)
+
+
+def run_batch(out: str, jobs: list[KeywordJob | PhoneJob]) -> list[Result]:
+    """Run jobs in order, writing wavs under ``out``; alignment trouble drops an utterance."""
+    results = []
+    for job in jobs:
+        try:
+            if isinstance(job, KeywordJob):
+                results.append(_keyword(Path(out), job))
+            else:
+                results.append(_phones(Path(out), job))
+        except AlignmentIssue as e:
+            results.append(Result(job.index, str(e)))
+        except SynthError as e:
+            raise SynthError(f"utterance {job.path}: {e}") from None
+    return results
+
+
+def _keyword(out: Path, job: KeywordJob) -> Result:
+    p, sr = job.prosody, job.sample_rate
+    margin = round(MARGIN_S * sr)
+    rate = p.rate
+    for _ in range(RETRIES + 1):
+        audio, spans = synthesize_spans(job.word, p.voice, rate, p.pitch, p.pitch_range, p.seed, sr)
+        voiced = [(s, e) for ph, s, e in spans if ph != SIL]
+        if not voiced:
+            return Result(job.index, "no phones in keyword")
+        start, end = max(0, voiced[0][0] - margin), min(len(audio), voiced[-1][1] + margin)
+        if end - start <= job.clip_samples:
+            break
+        rate = min(MAX_RATE, round(rate * 1.25))
+    else:
+        return Result(job.index, "keyword longer than the clip even at the fastest rate")
+    word = audio[start:end]  # (W,)
+    offset = int(job.offset * (job.clip_samples - len(word)))
+    clip = np.zeros(job.clip_samples, dtype=np.float32)  # (S,)
+    clip[offset : offset + len(word)] = word
+    spoken = slice(offset + voiced[0][0] - start, offset + voiced[-1][1] - start)
+    _finish_and_write(out / job.path, clip, spoken, job.background, sr)
+    return Result(job.index, None, len(clip))
+
+
+def _phones(out: Path, job: PhoneJob) -> Result:
+    p, sr = job.prosody, job.sample_rate
+    audio, spans = synthesize_spans(job.text, p.voice, p.rate, p.pitch, p.pitch_range, p.seed, sr)
+    before, after = job.pad
+    audio = np.concatenate([np.zeros(before, np.float32), audio, np.zeros(after, np.float32)])
+    n = len(audio)
+    edges = [(SIL, 0, before)] if before else []
+    edges += [(ph, s + before, e + before) for ph, s, e in spans]
+    edges += [(SIL, n - after, n)] if after else []
+    shifted: list[tuple[str, int, int]] = []
+    for ph, s, e in edges:  # padding joins eSpeak's own leading/trailing pause
+        if shifted and ph == SIL and shifted[-1][0] == SIL:
+            shifted[-1] = (SIL, shifted[-1][1], e)
+        else:
+            shifted.append((ph, s, e))
+    voiced = [(s, e) for ph, s, e in shifted if ph != SIL]
+    if not voiced:
+        return Result(job.index, "no phones in sentence")
+    spoken = slice(voiced[0][0], voiced[-1][1])
+    _finish_and_write(out / job.path, audio, spoken, job.background, sr)
+    return Result(job.index, None, n, tuple(shifted))
+
+
+def _finish_and_write(
+    path: Path, audio: np.ndarray, spoken: slice, bg: Background, sample_rate: int
+) -> None:
+    """Add background noise at the job's SNR, scale to its peak level, write 16-bit PCM."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(bg.seed)
+    if bg.kind == "white":
+        audio = noise_mod.add_noise(audio, noise_mod.white(rng, len(audio)), bg.snr_db, spoken)
+    elif bg.kind == "pink":
+        audio = noise_mod.add_noise(audio, noise_mod.pink(rng, len(audio)), bg.snr_db, spoken)
+    elif bg.kind == "babble":
+        if _BABBLE is None:
+            raise RuntimeError("babble noise asked for but no babble bank was made")
+        n = noise_mod.babble(rng, len(audio), _BABBLE)
+        audio = noise_mod.add_noise(audio, n, bg.snr_db, spoken)
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    if peak > 0:
+        audio = audio * (10.0 ** (bg.level_db / 20.0) / peak)
+    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)  # (S,)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), pcm, sample_rate, subtype="PCM_16", format="WAV")
