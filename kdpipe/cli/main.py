@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from kdpipe import __version__
-from kdpipe.cli import corpus
+from kdpipe.cli import corpus, learn
 
 app = typer.Typer(
     name="kdpipe",
@@ -21,6 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(corpus.app, name="corpus")
+app.command("learn")(learn.learn)
+app.command("eval")(learn.evaluate)
 
 
 def _version(value: bool) -> None:

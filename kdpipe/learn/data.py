@@ -1,0 +1,77 @@
+"""Labelled data held in memory: one split of a feature store, batched for a model.
+
+Legend: N utterances, B batch, T frames, F features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from kdpipe.errors import TrainingError
+from kdpipe.learn.batching import pad_features, pad_labels
+
+if TYPE_CHECKING:
+    from kdpipe.corpus.featstore import FeatureStore
+
+Level = Literal["frame", "clip"]
+
+
+@dataclass
+class Batch:
+    """A padded batch. ``y`` is (B, T) frame labels (-100 = padding) or (B,) clip labels."""
+
+    x: torch.Tensor  # (B, T, F) float32, zero-padded
+    lengths: torch.Tensor  # (B,) int64, valid frames per utterance
+    y: torch.Tensor  # (B, T) or (B,) int64
+    index: np.ndarray  # (B,) utterance indices into the dataset
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.x.to(device), self.lengths.to(device), self.y.to(device), self.index)
+
+
+@dataclass
+class LabelledData:
+    """Features and hard labels of one split, with utterance ids for reports."""
+
+    ids: list[str]
+    feats: list[np.ndarray]  # N x (T_i, F) float32
+    labels: list[np.ndarray] | np.ndarray  # frame: N x (T_i,) int; clip: (N,) int
+    level: Level
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if not self.feats:
+            raise TrainingError("no utterances to train or evaluate on (empty split)")
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(f) for f in self.feats], dtype=np.int64)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.feats[0].shape[1])
+
+    def batch(self, index: Sequence[int] | np.ndarray) -> Batch:
+        index = np.asarray(index)
+        x, lengths = pad_features([self.feats[i] for i in index])
+        if self.level == "frame":
+            y = pad_labels([self.labels[i] for i in index])
+        else:
+            y = torch.as_tensor(np.asarray(self.labels)[index], dtype=torch.int64)
+        return Batch(x, lengths, y, index)
+
+    @classmethod
+    def from_store(cls, store: FeatureStore, split: str) -> LabelledData:
+        """Load ``split`` of a feature store (CMVN applied as the store's config says)."""
+        idx = store.indices(split)
+        feats, labels = store.load_split(split)
+        level: Level = "frame" if store.task == "frame" else "clip"
+        return cls([store.ids[i] for i in idx], feats, labels, level, len(store.labels))

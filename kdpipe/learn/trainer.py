@@ -1,0 +1,231 @@
+"""The training loop, shared by supervised baselines, teachers and distilled students.
+
+Short on purpose (after nanoGPT): batches -> forward -> objective -> AdamW step, an
+evaluation on dev each epoch, early stopping, and a resumable state in ``OUT/last.pt``.
+Legend: B batch, T frames, F features, C classes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from kdpipe.errors import TrainingError
+from kdpipe.learn.batching import bucket_batches
+from kdpipe.learn.config import TrainConfig
+from kdpipe.learn.data import Batch, LabelledData
+from kdpipe.learn.distributed import Dist, barrier
+from kdpipe.learn.evaluate import predict
+from kdpipe.learn.log import append_metrics, plot_curves, read_metrics
+from kdpipe.learn.schedule import lr_at
+from kdpipe.learn.specaug import spec_augment
+from kdpipe.losses import align_frame_labels, hard_ce
+from kdpipe.models.checkpoint import load_training_state, save_training_state
+
+LAST_STATE = "last.pt"  # training state after the latest finished epoch, for --resume
+
+
+class Objective(Protocol):
+    """Loss of one batch: returns (loss, correct, counted) for the running accuracy."""
+
+    def __call__(
+        self, model: torch.nn.Module, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, int, int]: ...
+
+
+@dataclass
+class HardLabels:
+    """Cross-entropy on hard labels (frame alignments or clip labels)."""
+
+    level: str
+    subsampling: int = 1
+    label_smoothing: float = 0.0
+
+    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int):
+        logits, out_lengths = model(batch.x, batch.lengths)  # (B, T', C) or (B, C)
+        y = batch.y
+        if self.level == "frame":
+            y = align_frame_labels(y, self.subsampling, out_lengths, logits.shape[1])
+        return hard_ce(logits.float(), y, self.label_smoothing)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_dev_acc: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
+    """Dropout and SpecAugment draws depend only on (seed, epoch, rank): resume is exact."""
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+
+
+def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict):
+    """Weights, optimizer and counters after an epoch, in one file replaced atomically."""
+    save_training_state(
+        path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}
+    )
+
+
+def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
+    saved = load_training_state(path, next(model.parameters()).device)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    return dict(saved["state"])
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: LabelledData,
+    dev_data: LabelledData,
+    cfg: TrainConfig,
+    out: Path,
+    objective: Objective,
+    save_best: Callable[[torch.nn.Module, dict[str, Any]], None],
+    resume: bool = False,
+    dist: Dist | None = None,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` (already on ``device``) and call ``save_best`` on each new best epoch.
+
+    ``out/last.pt`` holds the state after the latest finished epoch; ``resume=True``
+    continues from it and ends with the same weights as an uninterrupted run.
+    """
+    dist = dist or Dist()
+    device = device or torch.device("cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    log_path, last = out / "metrics.jsonl", out / LAST_STATE
+    state = {"epoch": 0, "best_epoch": 0, "best_dev_acc": -1.0, "bad_epochs": 0}
+    if resume and last.is_file():
+        state = _load_state(last, model, opt)
+    elif dist.is_main and log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+    barrier(dist)
+    start = time.perf_counter()
+    epoch = state["epoch"]
+    while epoch < cfg.epochs and not (cfg.patience and state["bad_epochs"] >= cfg.patience):
+        _seed_epoch(cfg, epoch, dist.rank)
+        batches = bucket_batches(train_data.lengths, cfg.batch_frames, seed=cfg.seed * 7919 + epoch)
+        n_per_rank = len(batches) // dist.world
+        if n_per_rank == 0:
+            raise TrainingError(f"{len(batches)} batches cannot be split across {dist.world} ranks")
+        mine = batches[dist.rank :: dist.world][:n_per_rank]
+        net.train()
+        t0, tot_loss, correct, counted, frames = time.perf_counter(), 0.0, 0, 0, 0
+        bar = _progress(progress and dist.is_main, f"epoch {epoch + 1}/{cfg.epochs}", len(mine))
+        for b, idx in enumerate(mine):
+            lr = lr_at(
+                epoch + b / len(mine), cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio
+            )
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = train_data.batch(idx).to(device)
+            if cfg.spec_augment:
+                batch.x = spec_augment(
+                    batch.x,
+                    batch.lengths,
+                    cfg.freq_masks,
+                    cfg.freq_mask_width,
+                    cfg.time_masks,
+                    cfg.time_mask_width,
+                )
+            loss, c, n = objective(net, batch, epoch)
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"loss is {value} at epoch {epoch + 1}, batch {b + 1} "
+                    f"(utterances {[train_data.ids[i] for i in idx[:3]]}...)"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            tot_loss, correct, counted = tot_loss + value * n, correct + c, counted + n
+            frames += int(batch.lengths.sum())
+            bar(b + 1)
+        train_secs = time.perf_counter() - t0
+        dev = predict(model, dev_data, device=device)
+        epoch += 1
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": tot_loss / max(counted, 1),
+            "train_acc": correct / max(counted, 1),
+            "dev_loss": dev.loss,
+            "dev_acc": dev.accuracy,
+            "frames_per_s": frames * dist.world / max(train_secs, 1e-9),
+            "seconds": train_secs,
+        }
+        if not math.isfinite(row["dev_loss"]):
+            raise TrainingError(f"dev loss is {row['dev_loss']} after epoch {epoch}")
+        improved = dev.accuracy > state["best_dev_acc"]
+        state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        if improved:
+            state.update(best_epoch=epoch, best_dev_acc=dev.accuracy)
+        if dist.is_main:
+            if improved:
+                save_best(model, {"epoch": epoch, "dev_acc": dev.accuracy, "dev_loss": dev.loss})
+            append_metrics(log_path, row)
+            _save_state(last, model, opt, state)
+            _print_row(row, improved, progress)
+        barrier(dist)
+    history = read_metrics(log_path) if dist.is_main else []
+    if dist.is_main:
+        plot_curves(history, out / "curves.png")
+    return TrainResult(
+        state["best_epoch"], state["best_dev_acc"], epoch, time.perf_counter() - start, history
+    )
+
+
+def _progress(enabled: bool, label: str, total: int) -> Callable[[int], None]:
+    """A rich progress line for one epoch when on a terminal; a no-op otherwise."""
+    if not enabled:
+        return lambda done: None
+    from rich.progress import Progress
+
+    from kdpipe.cli._common import err_console
+
+    if not err_console.is_terminal:
+        return lambda done: None
+    p = Progress(console=err_console, transient=True)
+    task = p.add_task(label, total=total)
+    p.start()
+
+    def update(done: int) -> None:
+        p.update(task, completed=done)
+        if done >= total:
+            p.stop()
+
+    return update
+
+
+def _print_row(row: dict[str, Any], improved: bool, enabled: bool) -> None:
+    if not enabled:
+        return
+    from kdpipe.cli._common import err_console
+
+    star = " *" if improved else ""
+    err_console.print(
+        f"epoch {row['epoch']:3d}  train {row['train_loss']:.3f}/{row['train_acc']:.3f}  "
+        f"dev {row['dev_loss']:.3f}/{row['dev_acc']:.3f}  {row['frames_per_s']:,.0f} fr/s{star}",
+        highlight=False,
+    )
