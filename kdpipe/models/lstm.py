@@ -1,8 +1,11 @@
 """Recurrent models: ``lstm`` and ``blstm`` (frame level), ``lstm_pool`` (utterance level).
 
-Sequences are packed (``pack_padded_sequence``), so the recurrence never runs over padded
-frames: a BLSTM's backward pass starts at each utterance's own last frame, and an
-utterance alone or padded in a batch gives the same outputs.
+Padding never reaches a real frame: the forward direction runs over the padded batch
+(padding comes after every real frame, so it cannot affect them), and the backward
+direction runs over each utterance reversed *within its own length*, so it too meets
+padding only after all real frames. An utterance alone or padded in a batch gives the
+same outputs. We do not use ``pack_padded_sequence``: on CPU its backward pass is 30-60x
+slower than the padded one for batches of mixed lengths (measured with torch 2.13).
 
 Shapes: B batch, T frames, F features, H hidden units per direction, D directions
 (1 or 2), C classes.
@@ -15,7 +18,6 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from kdpipe.models.base import ModelConfig
 from kdpipe.models.layers import lengths_to_mask, masked_pool
@@ -44,23 +46,44 @@ class BlstmConfig(LstmConfig):
     model_name: ClassVar[str] = "blstm"
 
 
-def run_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Run ``lstm`` on real frames only. x: (B, T, F), lengths: (B,) -> (B, T, D*H)."""
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return padded  # (B, T, D*H), zeros on padded frames
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence within its length; padding stays put. (B, T, H) -> (B, T, H)."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
+    last = lengths[:, None] - 1  # (B, 1)
+    idx = torch.where(t <= last, last - t, t)  # (B, T)
+    return x.gather(1, idx[..., None].expand_as(x))
 
 
-def make_lstm(num_features: int, cfg: LstmConfig, bidirectional: bool) -> nn.LSTM:
-    return nn.LSTM(
-        num_features,
-        cfg.hidden_dim,
-        cfg.num_layers,
-        batch_first=True,
-        dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,  # torch warns on 1 layer
-        bidirectional=bidirectional,
-    )
+class MaskedLSTM(nn.Module):
+    """Stacked (B)LSTM over padded batches: (B, T, F), lengths (B,) -> (B, T, D*H).
+
+    One single-layer ``nn.LSTM`` per layer and direction; outputs are zero on padding.
+    """
+
+    def __init__(self, num_features: int, cfg: LstmConfig, bidirectional: bool) -> None:
+        super().__init__()
+        self.bidirectional = bidirectional
+        dirs = 2 if bidirectional else 1
+        sizes = [num_features] + [cfg.hidden_dim * dirs] * (cfg.num_layers - 1)
+        self.forward_layers = nn.ModuleList(
+            nn.LSTM(n, cfg.hidden_dim, batch_first=True) for n in sizes
+        )
+        self.backward_layers = nn.ModuleList(
+            nn.LSTM(n, cfg.hidden_dim, batch_first=True) for n in (sizes if bidirectional else [])
+        )
+        self.dropout = nn.Dropout(cfg.dropout)  # between layers
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = lengths_to_mask(lengths, x.shape[1])[..., None].to(x.dtype)  # (B, T, 1)
+        for i, fwd in enumerate(self.forward_layers):
+            if i > 0:
+                x = self.dropout(x)
+            out, _ = fwd(x)  # (B, T, H)
+            if self.bidirectional:
+                back, _ = self.backward_layers[i](reverse_padded(x, lengths))  # (B, T, H)
+                out = torch.cat([out, reverse_padded(back, lengths)], dim=-1)  # (B, T, 2H)
+            x = out * mask  # zero on padding
+        return x
 
 
 class Lstm(nn.Module):
@@ -73,14 +96,14 @@ class Lstm(nn.Module):
     def __init__(self, num_features: int, num_classes: int, config: LstmConfig | None = None):
         super().__init__()
         self.config = cfg = config or LstmConfig()
-        self.lstm = make_lstm(num_features, cfg, self.bidirectional)
+        self.lstm = MaskedLSTM(num_features, cfg, self.bidirectional)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden_dim * (2 if self.bidirectional else 1), num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, F), lengths: (B,) -> logits (B, T, C), out_lengths (B,)."""
         lengths = lengths.to(x.device)
-        hidden = run_lstm(self.lstm, x, lengths)  # (B, T, D*H)
+        hidden = self.lstm(x, lengths)  # (B, T, D*H)
         mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # (B, T, 1)
         logits = self.output(self.dropout(hidden)) * mask  # (B, T, C), zero on padding
         return logits, lengths
@@ -125,14 +148,14 @@ class LstmPool(nn.Module):
         super().__init__()
         self.config = cfg = config or LstmPoolConfig()
         lstm_cfg = LstmConfig(cfg.hidden_dim, cfg.num_layers, cfg.dropout)
-        self.lstm = make_lstm(num_features, lstm_cfg, cfg.bidirectional)
+        self.lstm = MaskedLSTM(num_features, lstm_cfg, cfg.bidirectional)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden_dim * (2 if cfg.bidirectional else 1), num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, F), lengths: (B,) -> logits (B, C), out_lengths (B,) of ones."""
         lengths = lengths.to(x.device)
-        hidden = run_lstm(self.lstm, x, lengths)  # (B, T, D*H)
+        hidden = self.lstm(x, lengths)  # (B, T, D*H)
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         pooled = masked_pool(hidden, mask, self.config.pooling)  # (B, D*H)
         return self.output(self.dropout(pooled)), torch.ones_like(lengths)  # (B, C), (B,)
