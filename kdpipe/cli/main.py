@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from kdpipe import __version__
-from kdpipe.cli import corpus, learn
+from kdpipe.cli import corpus, learn, store
 
 app = typer.Typer(
     name="kdpipe",
@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(corpus.app, name="corpus")
+app.add_typer(store.app, name="store")
 app.command("learn")(learn.learn)
 app.command("eval")(learn.evaluate)
 

@@ -1,0 +1,168 @@
+"""``kdpipe store``: inspect, verify, copy, compare and seal target stores.
+
+STORE is a local path or an fsspec URL (``s3://bucket/targets.zarr``, ``gs://...``,
+``https://...`` read-only). Credentials and endpoints come from the usual environment
+variables, which s3fs/botocore read themselves: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``, ``AWS_PROFILE``
+and ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, Ceph or moto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kdpipe.cli._common import console, err_console, report_errors
+
+app = typer.Typer(
+    help="Inspect, verify, copy and compare target stores (local paths or fsspec URLs).",
+    no_args_is_help=True,
+)
+
+StoreArg = Annotated[str, typer.Argument(help="Store: a local path or an fsspec URL.")]
+
+
+@app.command()
+@report_errors
+def inspect(
+    store: StoreArg,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write tail/entropy/confusion PNGs into this folder.")
+    ] = None,
+    max_frames: Annotated[int, typer.Option(help="Frames read for the histograms.")] = 2_000_000,
+) -> None:
+    """Summarise a store: size, label set, teachers, rule, tail and entropy histograms."""
+    from kdpipe.store.inspect import plot as plot_summary
+    from kdpipe.store.inspect import render, summarize
+    from kdpipe.store.reader import StoreReader
+
+    summary = summarize(StoreReader(store), max_frames=max_frames)
+    render(summary, console)
+    if plot is not None:
+        for path in plot_summary(summary, plot):
+            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+def _corpus(loc: str) -> tuple[list[str], list[int] | None, str | None]:
+    """Ids, input frame counts and fingerprint of a feature store (imported lazily)."""
+    from kdpipe.corpus.featstore import FeatureStore
+
+    fs = FeatureStore.open(loc)
+    ids = list(fs.ids)
+    nf: Any = getattr(fs, "num_frames", None)
+    frames = None
+    if isinstance(nf, Mapping):
+        frames = [int(nf[u]) for u in ids]
+    elif nf is not None:
+        frames = [int(n) for n in nf]
+    return ids, frames, getattr(fs, "fingerprint", None)
+
+
+@app.command()
+@report_errors
+def verify(
+    store: StoreArg,
+    corpus: Annotated[
+        str | None, typer.Option(help="Feature store the targets must cover exactly.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Label file (one per line) the store must match.")
+    ] = None,
+    frame_tolerance: Annotated[
+        int | None, typer.Option(help="Allowed |frames - input frames / subsampling|.")
+    ] = None,
+) -> None:
+    """Check checksums, shapes, ranges, sums and coverage; exit 1 on any error."""
+    from kdpipe.labels import LabelSet
+    from kdpipe.store.verify import verify_store
+
+    ids = frames = fingerprint = None
+    if corpus is not None:
+        ids, frames, fingerprint = _corpus(corpus)
+    rep = verify_store(
+        store,
+        corpus_ids=ids,
+        corpus_frames=frames,
+        corpus_fingerprint=fingerprint,
+        labels=LabelSet.read(labels) if labels is not None else None,
+        frame_tolerance=frame_tolerance,
+    )
+    for w in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    for e in rep.errors:
+        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+    if rep.more_errors:
+        err_console.print(f"[red]... and {rep.more_errors} more errors[/]")
+    summary = (
+        f"{rep.parts} parts, {rep.utterances:,} utterances, {rep.frames:,} frames, "
+        f"{rep.arrays} arrays checked"
+    )
+    if rep.ok:
+        console.print(f"[green]OK[/] {store}: {summary}", highlight=False, soft_wrap=True)
+        return
+    n = len(rep.errors) + rep.more_errors
+    console.print(
+        f"[red]FAILED[/] {store}: {n} error(s); {summary}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+@report_errors
+def copy(
+    src: StoreArg,
+    dst: Annotated[str, typer.Argument(help="Destination path or fsspec URL.")],
+    chunk_rows: Annotated[
+        int | None, typer.Option(help="Re-chunk to this many rows per chunk.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing destination.")] = False,
+) -> None:
+    """Copy a store's committed parts (checked against their checksums), then seal it."""
+    from kdpipe.store.copy import copy_store
+
+    rep = copy_store(src, dst, chunk_rows=chunk_rows, overwrite=overwrite)
+    console.print(
+        f"copied {rep.parts_copied} parts ({rep.utterances:,} utterances, {rep.frames:,} "
+        f"frames), {rep.parts_skipped} already there: {dst}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@report_errors
+def diff(
+    a: StoreArg,
+    b: StoreArg,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+) -> None:
+    """Agreement of two stores' teachers: top-1 agreement and mean KL on shared utterances."""
+    from rich.table import Table
+
+    from kdpipe.store.diff import diff_stores
+
+    rep = diff_stores(a, b, max_frames=max_frames)
+    console.print(
+        f"shared utterances {rep.shared:,}; only in A {rep.only_a:,}; only in B "
+        f"{rep.only_b:,}; frame-count mismatches {len(rep.frame_mismatches):,}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    t = Table("level", "rows", "top-1 agreement", "mean KL(A||B)", "mean KL(B||A)")
+    for lv, d in rep.levels.items():
+        fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+        t.add_row(lv, f"{d.rows:,}", fmt(d.top1_agreement), fmt(d.mean_kl_ab), fmt(d.mean_kl_ba))
+    console.print(t)
+
+
+@app.command()
+@report_errors
+def seal(store: StoreArg) -> None:
+    """Record the committed parts in a manifest (needed to serve a store over HTTP)."""
+    from kdpipe.store.parts import seal as seal_store
+
+    n = seal_store(store)
+    console.print(f"sealed {store}: {n} committed parts", highlight=False, soft_wrap=True)

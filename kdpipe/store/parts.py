@@ -1,0 +1,146 @@
+"""Parts and their commit records: which parts a reader sees, and sealing a store.
+
+A part is visible once its group's ``kdpipe.part`` attribute (the commit record) exists;
+the record is written last, so a part without one is an interrupted writer's leftover and
+is ignored. ``seal`` copies every commit record into the ``parts`` group's ``kdpipe.manifest``
+attribute, so that stores served over HTTP (which cannot list) can be read, and so that
+opening any store costs one request instead of one per part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdpipe.errors import StoreError, StoreFormatError, StoreIntegrityError
+from kdpipe.store import _zio, spec
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """A committed part: its id and commit record."""
+
+    id: str
+    record: dict[str, Any]
+
+    @property
+    def num_utterances(self) -> int:
+        return int(self.record["num_utterances"])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.record["num_frames"])
+
+    @property
+    def arrays(self) -> dict[str, dict[str, Any]]:
+        return self.record["arrays"]
+
+
+@dataclass(frozen=True)
+class PartScan:
+    """What ``scan`` found: committed parts (sorted by id) and uncommitted part ids."""
+
+    parts: list[PartInfo]
+    uncommitted: list[str]
+    sealed: bool
+
+
+def check_record(pid: str, rec: Any, meta: spec.StoreMeta, where: str) -> PartInfo:
+    """Validate a commit record against the store metadata (no I/O)."""
+    at = f"{where}: part {pid}"
+    keys = ("part", "fingerprint", "num_utterances", "num_frames", "arrays")
+    if not isinstance(rec, dict) or any(k not in rec for k in keys):
+        raise StoreFormatError(f"{at}: malformed commit record")
+    if rec["part"] != pid:
+        raise StoreIntegrityError(f"{at}: commit record names part {rec['part']!r}")
+    if rec["fingerprint"] != meta.fingerprint:
+        raise StoreIntegrityError(
+            f"{at}: written for other store metadata (fingerprint {rec['fingerprint']} vs "
+            f"{meta.fingerprint})"
+        )
+    expected = spec.expected_arrays(meta)
+    got = rec["arrays"]
+    if not isinstance(got, dict) or set(got) != set(expected):
+        missing = sorted(set(expected) - set(got or {}))
+        extra = sorted(set(got or {}) - set(expected))
+        raise StoreIntegrityError(
+            f"{at}: arrays differ from the spec: missing {missing}, unexpected {extra}"
+        )
+    for path, (dtype, width) in expected.items():
+        a = got[path]
+        shape = a.get("shape") if isinstance(a, dict) else None
+        if (
+            not isinstance(shape, list)
+            or a.get("dtype") != dtype
+            or len(shape) != (1 if width is None else 2)
+            or (width is not None and shape[1] != width)
+            or not isinstance(a.get("sha256"), str)
+        ):
+            raise StoreIntegrityError(f"{at}: array {path}: dtype/shape {a} breaks the spec")
+    return PartInfo(pid, rec)
+
+
+def scan(
+    store: Any, location: str | Path, meta: spec.StoreMeta, errors: list[str] | None = None
+) -> PartScan:
+    """Find committed parts through the manifest and (where possible) a listing.
+
+    A bad commit record raises, or with ``errors`` given is reported there and skipped.
+    """
+    where = str(location)
+    parts_doc = _zio.read_json_many(store, ["parts/zarr.json"])[0]
+    if parts_doc is None:
+        raise StoreFormatError(f"{where}: no 'parts' group")
+    manifest = (parts_doc.get("attributes") or {}).get(spec.MANIFEST_ATTR)
+    known: dict[str, Any] = dict((manifest or {}).get("parts", {}))
+    uncommitted: list[str] = []
+    if _zio.can_list(location):
+        names = [n for n in _zio.list_dir(store, "parts") if n != "zarr.json"]
+        gone = sorted(set(known) - set(names))
+        if gone:
+            msg = f"{where}: sealed part(s) missing: {', '.join(gone[:5])}"
+            if errors is None:
+                raise StoreIntegrityError(msg)
+            errors.append(msg)
+            known = {k: v for k, v in known.items() if k not in gone}
+        new = [n for n in names if n not in known]
+        docs = _zio.read_json_many(store, [f"parts/{n}/zarr.json" for n in new])
+        for name, doc in zip(new, docs, strict=True):
+            rec = None if doc is None else (doc.get("attributes") or {}).get(spec.PART_ATTR)
+            if rec is None:
+                uncommitted.append(name)
+            else:
+                known[name] = rec
+    elif manifest is None:
+        raise StoreError(
+            f"{where}: {_zio.scheme(location)}:// cannot list the parts of a store and this "
+            "store is not sealed; run `kdpipe store seal` on its source before serving it"
+        )
+    parts = []
+    for pid in sorted(known):
+        try:
+            parts.append(check_record(pid, known[pid], meta, where))
+        except StoreError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+    return PartScan(parts, sorted(uncommitted), manifest is not None)
+
+
+def seal(location: str | Path, storage_options: dict[str, Any] | None = None) -> int:
+    """Write the manifest of committed parts; returns how many parts it lists.
+
+    Run it when no writer is running (a part committed during ``seal`` is still found by
+    listing readers, but not over HTTP until the next seal).
+    """
+    import zarr
+
+    store = _zio.open_store(location, "r+", storage_options)
+    root = zarr.open_group(store, mode="r+", zarr_format=3)
+    meta, _ = spec.parse_root(dict(root.attrs), str(location))
+    found = scan(store, location, meta)
+    root["parts"].update_attributes(
+        {spec.MANIFEST_ATTR: {"parts": {p.id: p.record for p in found.parts}}}
+    )
+    return len(found.parts)

@@ -1,0 +1,222 @@
+"""``StoreReader``: per-utterance access and fast sequential block reads of a target store.
+
+Opening reads the root record (refusing unknown format versions), the commit records of
+the committed parts and their per-utterance index. Data is read lazily, part by part.
+Everything read is checked enough never to hand out wrong numbers: chunk CRCs (by zarr),
+missing chunks (one listing per part, where the store can list), index structure, and
+class indices in range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdpipe.errors import StoreError, StoreIntegrityError
+from kdpipe.labels import LabelSet
+from kdpipe.store import _zio, spec
+from kdpipe.store.block import TargetBlock
+from kdpipe.store.partdata import PartData
+from kdpipe.store.parts import PartInfo, scan
+
+BLOCK_FRAMES = 1 << 20  # frames per streamed block: ~25 MB decoded at k=8, few calls
+
+
+class StoreReader:
+    """Read the target store at ``location`` (a path or an fsspec URL)."""
+
+    def __init__(
+        self,
+        location: str | Path,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        labels: LabelSet | Sequence[str] | None = None,
+        check_chunks: bool = True,
+        allow_duplicates: bool = False,
+    ) -> None:
+        self.location = str(location)
+        self._store = _zio.open_store(location, "r", storage_options)
+        root = _zio.read_json_many(self._store, ["zarr.json"])[0]
+        if root is None:
+            raise StoreError(f"{self.location}: no zarr.json: not a zarr v3 target store")
+        self.meta, self.record = spec.parse_root(root.get("attributes") or {}, self.location)
+        if labels is not None:
+            self.check_labels(labels)
+        found = scan(self._store, self.location, self.meta)
+        self.parts: list[PartInfo] = found.parts
+        self.uncommitted: list[str] = found.uncommitted
+        self.sealed = found.sealed
+        self.codebook = spec.log_codebook() if self.meta.values == "uint8" else None
+        self._check_chunks = check_chunks and _zio.can_list(location)
+        self._data: dict[int, PartData] = {}
+        self._load_index(allow_duplicates)
+
+    @classmethod
+    def open(cls, location: str | Path, **kwargs: Any) -> StoreReader:
+        """Same as ``StoreReader(location, ...)``."""
+        return cls(location, **kwargs)
+
+    # -- index ------------------------------------------------------------------------
+    def _load_index(self, allow_duplicates: bool) -> None:
+        names = [
+            "ids/utf8",
+            "ids/offsets",
+            "frame_offsets",
+            "subsampling",
+            "frame_shift_ms",
+            "input_window",
+        ]
+        where = [
+            f"{self.location}: part {p.id}: array index/{n}" for p in self.parts for n in names
+        ]
+        paths = [f"parts/{p.id}/index/{n}" for p in self.parts for n in names]
+        data = _zio.read_slices(
+            _zio.open_arrays(self._store, paths), [Ellipsis] * len(paths), where
+        )
+        self.ids: list[str] = []  # store order, first occurrence of each id
+        self._where: dict[str, tuple[int, int]] = {}  # id -> (part, position in part)
+        self._part_ids: list[list[str]] = []
+        self._frame_offsets: list[np.ndarray] = []  # per part (U_p + 1,)
+        self._index_cols: list[dict[str, np.ndarray]] = []  # per part, per-utterance columns
+        self.shadowed: dict[str, list[tuple[int, int]]] = {}  # later copies of a duplicate id
+        keep: list[bool] = []
+        for i, part in enumerate(self.parts):
+            got = dict(zip(names, data[i * len(names) : (i + 1) * len(names)], strict=True))
+            ids = self._check_index(part, got)
+            self._part_ids.append(ids)
+            self._frame_offsets.append(got["frame_offsets"])
+            self._index_cols.append({n: got[n] for n in names[3:]})
+            for j, u in enumerate(ids):
+                if u in self._where:
+                    if not allow_duplicates:
+                        other = self.parts[self._where[u][0]].id
+                        raise StoreIntegrityError(
+                            f"{self.location}: utterance {u} is in parts {other} and {part.id}"
+                        )
+                    self.shadowed.setdefault(u, []).append((i, j))
+                    keep.append(False)
+                    continue
+                self._where[u] = (i, j)
+                self.ids.append(u)
+                keep.append(True)
+
+        def column(values: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+            return np.concatenate(values)[np.array(keep, bool)] if values else empty
+
+        self.num_frames = column([np.diff(o) for o in self._frame_offsets], np.zeros(0, np.int64))
+        cols = self._index_cols
+        self.subsampling = column([c["subsampling"] for c in cols], np.zeros(0, np.uint16))
+        self.frame_shift_ms = column([c["frame_shift_ms"] for c in cols], np.zeros(0, np.float32))
+        self.input_window = column([c["input_window"] for c in cols], np.zeros((0, 2), np.int64))
+
+    def _check_index(self, part: PartInfo, got: dict[str, np.ndarray]) -> list[str]:
+        at = f"{self.location}: part {part.id}"
+        u = part.num_utterances
+        for name, arr in got.items():
+            want = part.arrays[f"index/{name}"]["shape"]
+            if list(arr.shape) != want:
+                raise StoreIntegrityError(
+                    f"{at}: array index/{name} has shape {arr.shape}, its commit record says {want}"
+                )
+        raw, off, f_off = got["ids/utf8"], got["ids/offsets"], got["frame_offsets"]
+        for name, o, end in (
+            ("ids/offsets", off, len(raw)),
+            ("frame_offsets", f_off, part.num_frames),
+        ):
+            if len(o) != u + 1 or o[0] != 0 or o[-1] != end or (np.diff(o) < 0).any():
+                raise StoreIntegrityError(f"{at}: array index/{name} is not a valid offsets array")
+        blob = raw.tobytes()
+        try:
+            return [blob[off[i] : off[i + 1]].decode("utf-8") for i in range(u)]
+        except UnicodeDecodeError:
+            raise StoreIntegrityError(f"{at}: array index/ids is not UTF-8") from None
+
+    # -- metadata ---------------------------------------------------------------------
+    @property
+    def label_set(self) -> LabelSet:
+        return self.meta.label_set
+
+    def check_labels(self, labels: LabelSet | Sequence[str], what: str = "the student") -> None:
+        """``LabelSetError`` unless the store's label set equals ``labels``."""
+        other = labels if isinstance(labels, LabelSet) else LabelSet(tuple(labels))
+        self.meta.label_set.check_same(other, f"store {self.location}", what)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._where
+
+    @property
+    def total_frames(self) -> int:
+        return int(self.num_frames.sum())
+
+    # -- data -------------------------------------------------------------------------
+    def _part(self, i: int) -> PartData:
+        """Part ``i``'s arrays, opened once (the 4 most recently used parts are kept)."""
+        data = self._data.pop(i, None) or PartData(
+            self, i, self._frame_offsets[i], self._part_ids[i]
+        )
+        self._data[i] = data  # most recent last
+        while len(self._data) > 4:
+            self._data.pop(next(iter(self._data)))
+        return data
+
+    def get(self, utt_id: str, *, members: bool = False) -> TargetBlock:
+        """The targets of one utterance (a block of one)."""
+        return self.read([utt_id], members=members)
+
+    def read(self, ids: Sequence[str], *, members: bool = False) -> TargetBlock:
+        """The targets of ``ids`` in that order; each part involved is read once."""
+        if not ids:
+            raise StoreError("read: no utterance ids given")
+        locs = []
+        for u in ids:
+            if u not in self._where:
+                raise StoreError(f"{self.location}: utterance {u} is not in the store")
+            locs.append(self._where[u])
+        by_part: dict[int, list[int]] = {}
+        for p, j in locs:
+            by_part.setdefault(p, []).append(j)
+        got: dict[tuple[int, int], tuple[TargetBlock, int]] = {}
+        for p, js in by_part.items():
+            lo, hi = min(js), max(js) + 1
+            block = self._part(p).read_range(lo, hi, members=members, sequential=False)
+            for j in js:
+                got[(p, j)] = (block, j - lo)
+        if len(by_part) == 1:
+            block = next(iter(got.values()))[0]
+            return block.take([got[loc][1] for loc in locs])
+        return TargetBlock.concat([got[loc][0].utterance(got[loc][1]) for loc in locs])
+
+    def blocks(
+        self,
+        frames: int = BLOCK_FRAMES,
+        *,
+        parts: Sequence[str] | None = None,
+        members: bool = False,
+    ) -> Iterator[TargetBlock]:
+        """Stream the store in order (parts by id, utterances as written) in blocks of whole
+        utterances of about ``frames`` frames (never crossing a part); ``parts`` restricts
+        to some part ids (e.g. one shard per data-loader worker)."""
+        wanted = None if parts is None else set(parts)
+        for i, part in enumerate(self.parts):
+            if wanted is not None and part.id not in wanted:
+                continue
+            data = self._part(i)
+            f_off = self._frame_offsets[i]
+            u, n = 0, part.num_utterances
+            while u < n:
+                e = int(np.searchsorted(f_off, f_off[u] + max(1, frames), side="left"))
+                e = min(max(e, u + 1), n)
+                block = data.read_range(u, e, members=members, sequential=True)
+                if self.shadowed:
+                    keep = [k for k, x in enumerate(block.ids) if self._where[x] == (i, u + k)]
+                    block = block.take(keep) if len(keep) < len(block) else block
+                if len(block):
+                    yield block
+                u = e
+            data.release()

@@ -1,0 +1,280 @@
+"""Target store format 1: names, encodings, codecs and the metadata record.
+
+docs/store-format.md is the normative description; this module is its executable form and
+the two must agree (tests/store/test_spec_plain_zarr.py reads a store with zarr + numpy only).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kdpipe import __version__
+from kdpipe.config import fingerprint as _fingerprint
+from kdpipe.config import from_dict, to_dict
+from kdpipe.errors import ConfigError, StoreFormatError
+from kdpipe.essence import Rule
+from kdpipe.labels import LabelSet
+
+FORMAT = "kdpipe.store"
+VERSION = 1
+ROOT_ATTR = "kdpipe.store"  # root zarr.json attribute: the store record
+PART_ATTR = "kdpipe.part"  # parts/<id>/zarr.json attribute: the commit record
+MANIFEST_ATTR = "kdpipe.manifest"  # parts/zarr.json attribute: commit records of a sealed store
+LEVELS = ("frame", "utt")
+VALUE_ENCODINGS = ("uint8", "float16")
+LOGP_MIN = -16.0  # uint8 codes span log-probs [-16, 0]: e^-16 ~ 1e-7 is negligible mass
+CODE_LEVELS = 254  # codes 1..255 are the grid; code 0 means probability zero
+FLOAT16_FLOOR = -1.0e4  # float16 log-probs are clipped here (exp underflows to 0 anyway)
+CHUNK_ROWS = 65536  # rows per chunk: ~1 MB of uint16 indices at k=8, big sequential reads
+PART_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HARD_NONE_DOC = "the largest value of the hard-label dtype means 'no label'"
+
+
+def smallest_uint(max_value: int) -> np.dtype:
+    """The smallest unsigned dtype holding ``max_value``."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+def index_dtype(num_classes: int) -> np.dtype:
+    """Class indices 0..C-1: uint8 up to 256 classes, uint16 up to 65536, else uint32."""
+    return smallest_uint(num_classes - 1)
+
+
+def hard_dtype(num_classes: int) -> np.dtype:
+    """Hard labels 0..C-1 plus the 'no label' sentinel (the dtype's max, always >= C)."""
+    return smallest_uint(num_classes)
+
+
+def log_codebook() -> np.ndarray:
+    """(256,) float32 log-prob of each uint8 code: 0 -> -inf, c >= 1 -> -16 + (c-1)*16/254."""
+    book = np.empty(256, dtype=np.float32)
+    book[0] = -np.inf
+    book[1:] = LOGP_MIN + np.arange(CODE_LEVELS + 1, dtype=np.float64) * (-LOGP_MIN / CODE_LEVELS)
+    return book
+
+
+def quantization_step(encoding: str) -> float:
+    """Largest log-prob rounding error of an encoding (half a code step for uint8)."""
+    return -LOGP_MIN / CODE_LEVELS / 2 if encoding == "uint8" else 2.0**-11 * -LOGP_MIN
+
+
+def sum_tolerance(encoding: str) -> float:
+    """How far sum(exp(values)) + exp(tail) may be from 1 after encoding: the relative
+    error of the largest rounding (e^0.0315 - 1 = 0.032 for uint8, 0.008 for float16)
+    plus a margin."""
+    return 0.035 if encoding == "uint8" else 0.010
+
+
+def encode_logp(x: np.ndarray, encoding: str, *, tail: bool = False) -> np.ndarray:
+    """Store log-probs ``x`` (any shape) as ``encoding``; values are clipped into range.
+
+    uint8: nearest code on the grid; kept values never use code 0 (they clip to e^-16),
+    a tail below e^-16 / 2 becomes code 0 (zero). float16: clipped to [-1e4, 0]; a tail
+    may be -inf.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if encoding == "float16":
+        lo = -np.inf if tail else FLOAT16_FLOOR
+        return np.clip(x, lo, 0.0).astype(np.float16)
+    with np.errstate(invalid="ignore"):
+        q = np.rint((np.clip(x, LOGP_MIN, 0.0) - LOGP_MIN) * (CODE_LEVELS / -LOGP_MIN)) + 1
+    codes = q.astype(np.uint8)
+    if tail:
+        codes[x < LOGP_MIN - np.log(2.0)] = 0
+    return codes
+
+
+def codecs() -> dict[str, Any]:
+    """The chunk codecs of every array: blosc(zstd-5, bitshuffle) then crc32c.
+
+    Bit-shuffling puts the mostly-zero high bits of class indices together (the best size on
+    the benchmark); crc32c lets every reader detect a damaged chunk when it decodes it.
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    return {
+        "filters": None,
+        "compressors": [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()],
+    }
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher (or ensemble member) whose posteriors went into the store."""
+
+    name: str
+    weights_sha256: str = ""  # sha256 of the weights file: names the exact network
+    card: dict[str, Any] = field(default_factory=dict)  # model card / config, free-form
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a student must agree with; recorded in the root attributes."""
+
+    labels: tuple[str, ...]
+    rule: Rule = field(default_factory=Rule)  # top-k, k=8 (see kdpipe.essence.Rule)
+    levels: tuple[str, ...] = ("frame",)  # frame-level targets (ASR); add "utt" for clips
+    values: str = "uint8"  # uint8 codes: half the bytes of float16, error <= 0.032 nats
+    hard_labels: tuple[str, ...] = ()  # levels that also carry hard labels (alignments)
+    members: tuple[str, ...] = ()  # ensemble members whose own targets are stored too
+    teachers: tuple[Teacher, ...] = ()  # provenance: cards and weight hashes
+    combine: str = "single"  # how member posteriors were combined (e.g. mean-prob)
+    frame_shift_ms: float = 10.0  # teacher output frame shift (input shift x subsampling)
+    subsampling: int = 1  # teacher output frames per input frame
+    features: dict[str, Any] = field(default_factory=dict)  # {"fingerprint", "config"}
+    corpus_fingerprint: str = ""  # the corpus the targets were computed on
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "labels", tuple(self.labels))
+        LabelSet(self.labels)  # validates
+        if isinstance(self.rule, dict):
+            set_(self, "rule", Rule.from_dict(self.rule))
+        for name in ("levels", "hard_labels", "members"):
+            set_(self, name, tuple(getattr(self, name)))
+        set_(
+            self,
+            "teachers",
+            tuple(
+                from_dict(Teacher, t, "teacher") if isinstance(t, dict) else t
+                for t in self.teachers
+            ),
+        )
+        if not self.levels or len(set(self.levels)) != len(self.levels):
+            raise ConfigError(f"store levels must be distinct and non-empty: {self.levels}")
+        if not set(self.levels) <= set(LEVELS) or not set(self.hard_labels) <= set(self.levels):
+            raise ConfigError(f"store levels must be among {LEVELS} (hard labels among levels)")
+        if self.values not in VALUE_ENCODINGS:
+            raise ConfigError(f"store values must be one of {VALUE_ENCODINGS}: {self.values!r}")
+        if self.subsampling < 1 or self.frame_shift_ms <= 0:
+            raise ConfigError("store subsampling must be >= 1 and frame_shift_ms > 0")
+        if self.rule.layout == "fixed" and self.rule.params["k"] > len(self.labels):
+            raise ConfigError(f"topk k={self.rule.params['k']} > {len(self.labels)} labels")
+        if len(set(self.members)) != len(self.members):
+            raise ConfigError(f"duplicate ensemble member names: {self.members}")
+
+    @property
+    def label_set(self) -> LabelSet:
+        return LabelSet(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_dict(self)
+        d["rule"] = self.rule.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoreMeta:
+        return from_dict(cls, data, "store metadata")
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identity of the targets: equal metadata, interchangeable parts."""
+        return _fingerprint(self.to_dict())
+
+    def encoding(self) -> dict[str, Any]:
+        """The derived on-disk encoding, recorded so that plain readers need no logic."""
+        values: dict[str, Any] = {"dtype": self.values}
+        if self.values == "uint8":
+            values["codebook"] = {
+                "kind": "log-linear",
+                "min": LOGP_MIN,
+                "max": 0.0,
+                "levels": CODE_LEVELS,
+                "zero_code": 0,
+            }
+        return {
+            "layout": self.rule.layout,
+            "width": self.rule.width(self.num_classes),
+            "index_dtype": index_dtype(self.num_classes).name,
+            "hard_dtype": hard_dtype(self.num_classes).name,
+            "values": values,
+            "tail": values,
+        }
+
+
+def root_record(meta: StoreMeta) -> dict[str, Any]:
+    """The root attribute ``kdpipe.store``."""
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kdpipe_version": __version__,
+        "created_at": now,
+        "fingerprint": meta.fingerprint,
+        "meta": meta.to_dict(),
+        "encoding": meta.encoding(),
+    }
+
+
+def parse_root(attrs: dict[str, Any], where: str) -> tuple[StoreMeta, dict[str, Any]]:
+    """Check a root attribute record and return (metadata, record)."""
+    rec = attrs.get(ROOT_ATTR)
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        raise StoreFormatError(f"{where}: not a kdpipe target store (no {ROOT_ATTR!r} record)")
+    version = rec.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise StoreFormatError(f"{where}: bad format version {version!r}")
+    if version > VERSION:
+        raise StoreFormatError(
+            f"{where}: written in {FORMAT} format version {version} (kdpipe "
+            f"{rec.get('kdpipe_version', '?')}); this kdpipe {__version__} reads version "
+            f"{VERSION} only: upgrade kdpipe"
+        )
+    try:
+        meta = StoreMeta.from_dict(rec["meta"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise StoreFormatError(f"{where}: malformed store metadata: {e}") from None
+    if rec.get("encoding") != _jsonable(meta.encoding()):
+        raise StoreFormatError(f"{where}: recorded encoding disagrees with the metadata")
+    if rec.get("fingerprint") != meta.fingerprint:
+        raise StoreFormatError(f"{where}: recorded fingerprint disagrees with the metadata")
+    return meta, rec
+
+
+def _jsonable(x: Any) -> Any:
+    """``x`` as it comes back from JSON (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(x))
+
+
+def expected_arrays(meta: StoreMeta) -> dict[str, tuple[str, int | None]]:
+    """Array path within a part -> (dtype, width): width is the 2nd dim, None for 1-D."""
+    enc = meta.encoding()
+    idx, val, hard = enc["index_dtype"], meta.values, enc["hard_dtype"]
+    out: dict[str, tuple[str, int | None]] = {
+        "index/ids/utf8": ("uint8", None),
+        "index/ids/offsets": ("int64", None),
+        "index/frame_offsets": ("int64", None),
+        "index/subsampling": ("uint16", None),
+        "index/frame_shift_ms": ("float32", None),
+        "index/input_window": ("int64", 2),
+    }
+    sources = [""] + [f"members/{j}/" for j in range(len(meta.members))]
+    for src in sources:
+        for level in meta.levels:
+            base = f"{src}{level}/"
+            width = enc["width"]
+            if enc["layout"] == "variable":
+                out[base + "row_offsets"] = ("int64", None)
+            if enc["layout"] != "dense":
+                out[base + "indices"] = (idx, width)
+            out[base + "values"] = (val, width)
+            out[base + "tail"] = (val, None)
+            if not src and level in meta.hard_labels:
+                out[base + "hard"] = (hard, None)
+    return out

@@ -1,0 +1,196 @@
+"""``verify_store``: check everything a store promises, and name what breaks it.
+
+Checked: the format record; each committed part's commit record, chunks (present, CRC),
+array metadata and sha256 checksums; offsets; class indices in range; values finite, in
+descending order within rows and summing with the tail to 1 (within the encoding's
+tolerance); hard labels in range; no utterance twice; and, given the corpus, no utterance
+missing or extra and frame counts that fit. Parts without a commit record (left by an
+interrupted writer; readers ignore them) are warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdpipe.errors import KdpipeError
+from kdpipe.labels import LabelSet
+from kdpipe.store import _zio, spec
+from kdpipe.store.checks import VerifyReport, check_rows
+from kdpipe.store.parts import PartInfo, scan
+
+
+def _check_part(
+    rep: VerifyReport, store: Any, location: str, part: PartInfo, meta: spec.StoreMeta
+) -> list[str]:
+    """Checksums and contents of one part; returns its utterance ids."""
+    at = f"{location}: part {part.id}"
+    prefix = f"parts/{part.id}"
+    if _zio.can_list(location):
+        for key in _zio.missing_chunks(store, prefix, part.arrays)[:5]:
+            rep.error(
+                f"{at}: array {key.removeprefix(prefix + '/').rsplit('/c/', 1)[0]}: "
+                f"chunk {key} is missing"
+            )
+    data: dict[str, np.ndarray] = {}
+    paths = list(part.arrays)
+    arrays = _zio.open_arrays(store, [f"{prefix}/{p}" for p in paths], return_errors=True)
+    ok = [k for k, a in enumerate(arrays) if not isinstance(a, KdpipeError)]
+    got = _zio.read_slices(
+        [arrays[k] for k in ok],
+        [Ellipsis] * len(ok),
+        [f"{at}: array {paths[k]}" for k in ok],
+        return_errors=True,
+    )
+    results: list[Any] = list(arrays)
+    for k, g in zip(ok, got, strict=True):
+        results[k] = g
+    for path, arr, res in zip(paths, arrays, results, strict=True):
+        rep.arrays += 1
+        rec = part.arrays[path]
+        if isinstance(arr, KdpipeError):
+            rep.error(f"{at}: array {path}: missing or unreadable metadata")
+            continue
+        if isinstance(res, KdpipeError):
+            rep.error(str(res))
+            continue
+        if [list(arr.shape), arr.dtype.name, list(arr.chunks)] != [
+            rec["shape"],
+            rec["dtype"],
+            rec.get("chunks", list(arr.chunks)),
+        ]:
+            rep.error(f"{at}: array {path}: metadata disagrees with the commit record")
+        elif _zio.sha256(res) != rec["sha256"]:
+            rep.error(
+                f"{at}: array {path}: sha256 differs from the commit record (damaged or tampered)"
+            )
+        data[path] = res
+    if any(p.startswith("index/") and p not in data for p in part.arrays):
+        return []
+    raw, off, f_off = data["index/ids/utf8"], data["index/ids/offsets"], data["index/frame_offsets"]
+    u = part.num_utterances
+    for name, o, end in (("ids/offsets", off, len(raw)), ("frame_offsets", f_off, part.num_frames)):
+        if len(o) != u + 1 or o[0] != 0 or o[-1] != end or (np.diff(o) < 0).any():
+            rep.error(f"{at}: array index/{name} is not a valid offsets array")
+            return []
+    ids = [raw[off[i] : off[i + 1]].tobytes().decode("utf-8", "replace") for i in range(u)]
+    srcs = [""] + [f"members/{j}/" for j in range(len(meta.members))]
+    for base in (f"{s}{lv}/" for s in srcs for lv in meta.levels):
+        if all(p in data for p in part.arrays if p.startswith(base)):
+            check_rows(rep, at, base, data, meta, ids, f_off)
+    rep.parts += 1
+    rep.utterances += u
+    rep.frames += part.num_frames
+    return ids
+
+
+def verify_store(
+    location: str | Path,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    corpus_ids: Sequence[str] | None = None,
+    corpus_frames: Sequence[int] | None = None,
+    corpus_fingerprint: str | None = None,
+    labels: LabelSet | Sequence[str] | None = None,
+    frame_tolerance: int | None = None,
+) -> VerifyReport:
+    """Verify the store at ``location``; see the module docstring.
+
+    ``corpus_ids`` (+ ``corpus_frames``, input frames per utterance) is the corpus the
+    targets should cover; ``corpus_fingerprint`` its fingerprint, which must equal the
+    store's recorded feature or corpus fingerprint where one is recorded;
+    ``frame_tolerance`` is how far a teacher's frame count may be from input frames /
+    subsampling (default 0 without subsampling, else 2).
+    """
+    where = str(location)
+    rep = VerifyReport(where)
+    try:
+        store = _zio.open_store(location, "r", storage_options)
+        root = _zio.read_json_many(store, ["zarr.json"])[0]
+        if root is None:
+            raise KdpipeError(f"{where}: no zarr.json: not a zarr v3 target store")
+        meta, _ = spec.parse_root(root.get("attributes") or {}, where)
+        if labels is not None:
+            other = labels if isinstance(labels, LabelSet) else LabelSet(tuple(labels))
+            meta.label_set.check_same(other, f"store {where}", "the given label set")
+        found = scan(store, location, meta, rep.errors)
+        recorded = {meta.features.get("fingerprint"), meta.corpus_fingerprint} - {None, ""}
+        if corpus_fingerprint and recorded and corpus_fingerprint not in recorded:
+            rep.error(
+                f"{where}: made from features/corpus {', '.join(sorted(recorded))}, "
+                f"not from the given corpus ({corpus_fingerprint})"
+            )
+    except KdpipeError as e:
+        rep.error(str(e))
+        return rep
+    rep.warnings += [
+        f"{where}: part {p} has no commit record (an interrupted writer's "
+        "leftover; readers ignore it)"
+        for p in found.uncommitted
+    ]
+    seen: dict[str, str] = {}
+    frames: dict[str, tuple[int, int, tuple[int, int]]] = {}
+    for part in found.parts:
+        ids = _check_part(rep, store, where, part, meta)
+        if "frame" in meta.levels and ids:
+            idx = _zio.open_arrays(
+                store,
+                [
+                    f"parts/{part.id}/index/{n}"
+                    for n in ("frame_offsets", "subsampling", "input_window")
+                ],
+            )
+            with _zio.reading(f"{where}: part {part.id}: index"):
+                f_off, sub, win = (np.asarray(a[...]) for a in idx)
+            for k, u in enumerate(ids):
+                frames[u] = (
+                    int(f_off[k + 1] - f_off[k]),
+                    int(sub[k]),
+                    (int(win[k][0]), int(win[k][1])),
+                )
+        for u in ids:
+            if u in seen:
+                rep.error(f"{where}: utterance {u} is in parts {seen[u]} and {part.id}")
+            seen[u] = part.id
+    if corpus_ids is not None:
+        _check_corpus(rep, seen, frames, list(corpus_ids), corpus_frames, frame_tolerance)
+    return rep
+
+
+def _check_corpus(
+    rep: VerifyReport,
+    seen: dict[str, str],
+    frames: dict,
+    ids: list[str],
+    corpus_frames: Sequence[int] | None,
+    tol: int | None,
+) -> None:
+    want = set(ids)
+    missing = [u for u in ids if u not in seen]
+    extra = sorted(set(seen) - want)
+    if missing:
+        rep.error(
+            f"{rep.location}: {len(missing)} corpus utterance(s) missing from the store,"
+            f" e.g. {', '.join(missing[:5])}"
+        )
+    if extra:
+        rep.error(
+            f"{rep.location}: {len(extra)} utterance(s) not in the corpus, "
+            f"e.g. {', '.join(extra[:5])}"
+        )
+    if corpus_frames is None or not frames:
+        return
+    for u, t_in in zip(ids, corpus_frames, strict=True):
+        if u not in frames:
+            continue
+        n, sub, (start, stop) = frames[u]
+        span = (t_in if stop == -1 else min(stop, t_in)) - start
+        allowed = (0 if sub == 1 else 2) if tol is None else tol
+        if abs(n - span / sub) > allowed:
+            rep.error(
+                f"{rep.location}: utterance {u}: {n} target frames for {span} input "
+                f"frames at subsampling {sub}"
+            )
