@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= data
 SIZE ?= small
 
-.PHONY: setup test lint format demo clean bench
+.PHONY: setup test lint format demo corpora clean bench
 
 # torch is pinned so pip takes the local CPU wheel; an unpinned torch pulls CUDA packages.
 $(STAMP): pyproject.toml
@@ -29,13 +29,32 @@ format: setup
 test: lint
 	$(BIN)/python -m pytest -q
 
-demo: setup
-	$(BIN)/kdpipe corpus synth keywords --size $(SIZE) --out $(DATA)/keywords-$(SIZE)
-	$(BIN)/kdpipe corpus synth phones --size $(SIZE) --out $(DATA)/phones-$(SIZE)
-	$(BIN)/kdpipe corpus prepare $(DATA)/keywords-$(SIZE) --out $(DATA)/keywords-$(SIZE)/feats.zarr
-	$(BIN)/kdpipe corpus prepare $(DATA)/phones-$(SIZE) --out $(DATA)/phones-$(SIZE)/feats.zarr
-	$(BIN)/kdpipe corpus info $(DATA)/keywords-$(SIZE)/feats.zarr
-	$(BIN)/kdpipe corpus info $(DATA)/phones-$(SIZE)/feats.zarr
+KD := $(BIN)/kdpipe
+KW := $(DATA)/synth/keywords-$(SIZE)
+PH := $(DATA)/synth/phones-$(SIZE)
+EXP ?= exp/demo
+
+$(KW)/synth.json: | $(STAMP)
+	$(KD) corpus synth keywords $(KW) --size $(SIZE) --overwrite
+$(PH)/synth.json: | $(STAMP)
+	$(KD) corpus synth phones $(PH) --size $(SIZE) --overwrite
+$(DATA)/feats/keywords-$(SIZE).zarr/zarr.json: $(KW)/synth.json
+	$(KD) corpus prepare $(KW) --out $(DATA)/feats/keywords-$(SIZE).zarr --overwrite
+$(DATA)/feats/phones-$(SIZE).zarr/zarr.json: $(PH)/synth.json
+	$(KD) corpus prepare $(PH) --out $(DATA)/feats/phones-$(SIZE).zarr --overwrite
+
+corpora: $(DATA)/feats/keywords-$(SIZE).zarr/zarr.json $(DATA)/feats/phones-$(SIZE).zarr/zarr.json
+
+# The main job, on the embedded corpora: build them, then train a teacher and a small
+# baseline student on hard labels and compare them on held-out voices.
+demo: setup corpora
+	$(KD) corpus info $(DATA)/feats/keywords-$(SIZE).zarr
+	$(KD) learn --config pipelines/baselines/keywords-cnn.yaml \
+		--corpus $(DATA)/feats/keywords-$(SIZE).zarr --out $(EXP)/keywords-cnn --overwrite
+	$(KD) learn --config pipelines/baselines/keywords-dnn.yaml \
+		--corpus $(DATA)/feats/keywords-$(SIZE).zarr --out $(EXP)/keywords-dnn --overwrite
+	$(KD) eval --corpus $(DATA)/feats/keywords-$(SIZE).zarr --split test \
+		--model $(EXP)/keywords-cnn --model $(EXP)/keywords-dnn
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

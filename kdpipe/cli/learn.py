@@ -92,35 +92,47 @@ def learn(
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Checkpoint directory (model.safetensors + card).")],
+    model: Annotated[
+        list[Path],
+        typer.Option(help="Checkpoint directory (model.safetensors + card); repeat to compare."),
+    ],
     corpus: Annotated[Path, typer.Option(help="Feature store to score on.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     out: Annotated[
-        Path | None, typer.Option(help="Write metrics.json, confusion.csv/png here.")
+        Path | None,
+        typer.Option(help="Write metrics.json, confusion.csv/png here (one subdir per model)."),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     trust_custom_code: Annotated[
         bool, typer.Option(help="Allow a checkpoint of a package.module:Class model.")
     ] = False,
 ) -> None:
-    """Score a checkpoint: accuracy, cross-entropy, phone error rate, confusion matrix."""
+    """Score checkpoints: accuracy, cross-entropy, phone error rate, confusion matrix."""
     import json
 
     from rich.table import Table
 
     from kdpipe.learn.evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(model, corpus, split, out, trust_custom_code=trust_custom_code)
-    d = report.to_dict()
+    reports = []
+    for m in model:
+        where = None if out is None else (out if len(model) == 1 else out / m.name)
+        reports.append(
+            evaluate_checkpoint(
+                m, corpus, split, where, trust_custom_code=trust_custom_code
+            ).to_dict()
+        )
     if json_:
-        typer.echo(json.dumps(d))
+        typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports))
         return
-    table = Table(title=f"{model} on {corpus} [{split}]")
+    table = Table(title=f"{corpus} [{split}]")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in d.items():
-        if k not in ("model", "corpus", "split"):
-            table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for m in model:
+        table.add_column(str(m), justify="right")
+    keys = [k for k in reports[0] if k not in ("model", "corpus", "split")]
+    for k in keys:
+        cells = [r.get(k, "") for r in reports]
+        table.add_row(k, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))
     console.print(table)
 
 

@@ -18,7 +18,7 @@ class TrainConfig:
     weight_decay: float = 1e-2  # AdamW's usual regulariser; matters with little data
     warmup_epochs: float = 1.0  # linear warm-up keeps early LSTM updates stable
     min_lr_ratio: float = 0.05  # cosine decay floor, as a fraction of ``lr``
-    batch_frames: int = 20000  # padded frames per batch: ~200 one-second clips
+    batch_frames: int = 4000  # padded frames per batch: ~40 clips; small corpora need many steps
     grad_clip: float = 5.0  # max global grad norm; LSTMs occasionally spike
     patience: int = 5  # epochs without dev improvement before stopping (0 = never stop)
     seed: int = 0  # seeds init, batch order, dropout and SpecAugment

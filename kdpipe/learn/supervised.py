@@ -93,7 +93,11 @@ def train_supervised(
             features=store.config,
             feature_fingerprint=store.config.fingerprint,
             data_fingerprint=store.fingerprint,
-            training={**run.to_dict(), "objective": "hard"},
+            training={
+                **run.to_dict(),
+                "objective": "hard",
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
         )
 
         def save_best(m: torch.nn.Module, metrics: dict[str, Any]) -> None:

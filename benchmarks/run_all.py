@@ -1,0 +1,19 @@
+"""Run every benchmark that needs no prepared corpus, one after another (``make bench``).
+
+``baselines.py`` needs the synthetic corpora (``make corpora``) and runs for a long time,
+so it is run on its own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["store_size.py", "store_read.py", "train_throughput.py"]
+
+if __name__ == "__main__":
+    for script in SCRIPTS:
+        print(f"\n## {script}\n", flush=True)
+        subprocess.run([sys.executable, str(HERE / script)], check=True)
