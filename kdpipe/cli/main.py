@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from kdpipe import __version__
-from kdpipe.cli import corpus, learn, store
+from kdpipe.cli import corpus, learn, store, teach
 
 app = typer.Typer(
     name="kdpipe",
@@ -24,6 +24,7 @@ app.add_typer(corpus.app, name="corpus")
 app.add_typer(store.app, name="store")
 app.command("learn")(learn.learn)
 app.command("eval")(learn.evaluate)
+app.command("teach")(teach.teach)
 
 
 def _version(value: bool) -> None:

@@ -46,8 +46,9 @@ def inspect(
             console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
-def _corpus(loc: str) -> tuple[list[str], list[int] | None, str | None]:
-    """Ids, input frame counts and fingerprint of a feature store (imported lazily)."""
+def _corpus(loc: str, split: str | None = None) -> tuple[list[str], list[int] | None, str | None]:
+    """Ids, input frame counts and fingerprint of a feature store (imported lazily);
+    ``split`` restricts the ids to one split."""
     from kdpipe.corpus.featstore import FeatureStore
 
     fs = FeatureStore.open(loc)
@@ -58,6 +59,10 @@ def _corpus(loc: str) -> tuple[list[str], list[int] | None, str | None]:
         frames = [int(nf[u]) for u in ids]
     elif nf is not None:
         frames = [int(n) for n in nf]
+    if split is not None:
+        keep = [int(i) for i in fs.indices(split)]
+        ids = [ids[i] for i in keep]
+        frames = None if frames is None else [frames[i] for i in keep]
     return ids, frames, getattr(fs, "fingerprint", None)
 
 
@@ -67,6 +72,9 @@ def verify(
     store: StoreArg,
     corpus: Annotated[
         str | None, typer.Option(help="Feature store the targets must cover exactly.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="With --corpus: the store covers this split only.")
     ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Label file (one per line) the store must match.")
@@ -81,7 +89,7 @@ def verify(
 
     ids = frames = fingerprint = None
     if corpus is not None:
-        ids, frames, fingerprint = _corpus(corpus)
+        ids, frames, fingerprint = _corpus(corpus, split)
     rep = verify_store(
         store,
         corpus_ids=ids,

@@ -1,1 +1,40 @@
-"""teach."""
+"""``kdpipe teach``: run a teacher or an ensemble over a corpus once, into a target store.
+
+- ``config``: the ensemble.yaml schema (docs/ensemble-yaml.md) as frozen dataclasses;
+- ``ensemble``: members, label maps, frame-rate conversion, combination (torch);
+- ``views``: crop windows and per-utterance seeded generators;
+- ``plan``: the selection, the store metadata and the shard-independent batch plan;
+- ``run``: ``teach(...)``, the inference loop with its background writer thread.
+
+Importing this package imports neither torch nor zarr.
+"""
+
+from __future__ import annotations
+
+from kdpipe.teach.config import (
+    EnsembleConfig,
+    MemberConfig,
+    ViewConfig,
+    load_ensemble,
+    rule_from_flags,
+    single_teacher,
+)
+
+__all__ = [
+    "EnsembleConfig",
+    "MemberConfig",
+    "TeachSummary",
+    "ViewConfig",
+    "load_ensemble",
+    "rule_from_flags",
+    "single_teacher",
+    "teach",
+]
+
+
+def __getattr__(name: str):
+    if name in ("teach", "TeachSummary"):
+        from kdpipe.teach import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'kdpipe.teach' has no attribute {name!r}")

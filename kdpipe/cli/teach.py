@@ -1,0 +1,117 @@
+"""``kdpipe teach``: run a teacher (or an ensemble) over a corpus once, into a target store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdpipe.cli._common import console, report_errors
+
+
+def teach(
+    model: Annotated[
+        Path,
+        typer.Option(help="An ensemble.yaml (docs/ensemble-yaml.md) or one checkpoint directory."),
+    ],
+    corpus: Annotated[str, typer.Option(help="Feature store made by `kdpipe corpus prepare`.")],
+    out: Annotated[str, typer.Option(help="Target store to write (local path or s3://...).")],
+    split: Annotated[
+        str | None, typer.Option(help="Split to label; `all` for the whole corpus.")
+    ] = "train",
+    ids: Annotated[
+        Path | None, typer.Option(help="File of utterance ids (one per line) instead of a split.")
+    ] = None,
+    topk: Annotated[int | None, typer.Option(help="Keep the K most probable classes.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Keep classes with probability >= P.")
+    ] = None,
+    mass: Annotated[
+        float | None, typer.Option(help="Keep the fewest classes reaching mass M.")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Keep N draws (unbiased sampled targets).")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Keep the dense posterior.")] = False,
+    values: Annotated[
+        str | None, typer.Option(help="Value encoding for a checkpoint: uint8 or float16.")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Label shard i/N of the batches (e.g. 0/4).")
+    ] = None,
+    batch_frames: Annotated[int, typer.Option(help="Padded input frames per batch.")] = 20000,
+    part_frames: Annotated[
+        int | None, typer.Option(help="Frames per committed store part (default 1M).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a store made with other settings.")
+    ] = False,
+    trust_custom_code: Annotated[
+        bool, typer.Option(help="Allow checkpoints of package.module:Class models.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON line.")
+    ] = False,
+) -> None:
+    """Run the teacher(s) once and store the essence of their posteriors.
+
+    Resumable (run the same command again after a crash), shardable (`--shard i/N`, or
+    `torchrun --nproc-per-node N -m kdpipe teach ...`), exact (see `kdpipe store verify`).
+    """
+    from kdpipe.errors import ConfigError
+    from kdpipe.essence import Rule
+    from kdpipe.teach import load_ensemble, rule_from_flags, single_teacher
+    from kdpipe.teach.run import teach as run_teach
+
+    rule = rule_from_flags(topk, threshold, mass, sample, full)
+    if model.is_dir():
+        settings = {} if values is None else {"values": values}
+        ens = single_teacher(model, rule or Rule(), **settings)
+    elif model.suffix in (".yaml", ".yml") or model.is_file():
+        if rule is not None or values is not None:
+            raise ConfigError(f"{model}: the selection rule and values come from the file")
+        ens = load_ensemble(model)
+    else:
+        raise ConfigError(f"--model {model}: no such checkpoint directory or ensemble.yaml")
+    id_list = None
+    if ids is not None:
+        if not ids.is_file():
+            raise ConfigError(f"--ids file not found: {ids}")
+        id_list = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
+        split = None
+    summary = run_teach(
+        ens,
+        corpus,
+        out,
+        split=None if split == "all" else split,
+        ids=id_list,
+        shard=shard,
+        overwrite=overwrite,
+        batch_frames=batch_frames,
+        part_frames=part_frames,
+        device=device,
+        progress=progress,
+        trust_custom_code=trust_custom_code,
+    )
+    d = summary.to_dict()
+    if json_:
+        import json
+
+        typer.echo(json.dumps(d))
+        return
+    acc = "n/a" if d["accuracy"] is None else f"{d['accuracy']:.4f}"
+    console.print(
+        f"[bold]teach[/] shard {d['shard']}: {d['utterances']:,} utterances "
+        f"({d['skipped']:,} already there), {d['frames']:,} frames, "
+        f"{d['bytes_per_frame']:.1f} bytes/frame, {d['seconds']:.1f} s "
+        f"({d['frames_per_second']:,.0f} frames/s), mean entropy {d['mean_entropy']:.3f} nats, "
+        f"mean tail mass {d['mean_tail_mass']:.4f}, teacher accuracy {acc} -> {out}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+teach = report_errors(teach)

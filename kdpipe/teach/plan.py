@@ -1,0 +1,140 @@
+"""What a teach run will do, decided before any inference: the utterances, their views,
+the store metadata, and a batch plan that every shard and every resumed run shares.
+
+Batches are planned over the whole selection, independently of the shard and of what is
+already in the store: consecutive runs of utterances (store order, at most
+``WINDOW_FRAMES`` frames each, so one slice of the feature store feeds them) are split into
+length-bucketed batches. Shard i of N takes batches i, i + N, ... A resumed run recomputes
+the same plan and skips batches that are fully committed, so every utterance is always
+computed in the same padded batch: resumed and sharded stores hold identical values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kdpipe.config import fingerprint
+from kdpipe.errors import ConfigError, CorpusError
+from kdpipe.learn.batching import bucket_batches
+
+if TYPE_CHECKING:
+    from kdpipe.corpus.featstore import FeatureStore
+    from kdpipe.store.spec import StoreMeta
+    from kdpipe.teach.config import EnsembleConfig
+    from kdpipe.teach.ensemble import Member
+
+WINDOW_FRAMES = 1 << 18  # input frames read in one slice: 40 MB of 40-dim float32
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which utterances to label: feature-store indices in store order, and how named."""
+
+    index: np.ndarray  # (N,) int64, increasing
+    what: dict[str, Any]  # recorded in the store: {"split": name} or {"ids": n, ...}
+
+
+def select(store: FeatureStore, split: str | None, ids: list[str] | None) -> Selection:
+    """A split (``train``), a list of utterance ids, or (both None) the whole corpus."""
+    if split is not None and ids is not None:
+        raise ConfigError("select utterances by a split or by ids, not both")
+    if ids is not None:
+        if not ids:
+            raise CorpusError("no utterance ids given")
+        idx = np.unique(np.array([store.index_of(u) for u in ids], dtype=np.int64))
+        if len(idx) != len(ids):
+            raise CorpusError("the utterance id list has duplicates")
+        return Selection(idx, {"ids": len(idx), "ids_fingerprint": fingerprint(sorted(ids))})
+    if split is None:
+        return Selection(store.indices(None), {"split": None})
+    return Selection(store.indices(split), {"split": split})
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/N"`` (or None: from torchrun's RANK/WORLD_SIZE, else 0/1) -> (i, N)."""
+    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    if text is None:
+        if env_world > 1:
+            return int(os.environ.get("RANK", "0")), env_world
+        return 0, 1
+    if env_world > 1:
+        raise ConfigError("--shard cannot be combined with torchrun (it shards by rank)")
+    a, sep, b = text.partition("/")
+    try:
+        i, n = int(a), int(b)
+    except ValueError:
+        raise ConfigError(f"--shard must be i/N (e.g. 0/4), got {text!r}") from None
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard must be i/N with 0 <= i < N, got {text!r}")
+    return i, n
+
+
+def plan_batches(
+    index: np.ndarray, lengths: np.ndarray, batch_frames: int, window_frames: int = WINDOW_FRAMES
+) -> list[tuple[int, np.ndarray]]:
+    """(window number, batch of feature-store indices) pairs (see the module docstring);
+    ``lengths`` are the input frames the teacher sees, aligned with ``index``."""
+    if batch_frames < 1:
+        raise ConfigError(f"batch_frames must be >= 1, got {batch_frames}")
+    out: list[tuple[int, np.ndarray]] = []
+    start, window = 0, 0
+    csum = np.concatenate([[0], np.cumsum(lengths)])
+    while start < len(index):
+        stop = int(np.searchsorted(csum, csum[start] + window_frames, side="right")) - 1
+        stop = max(stop, start + 1)
+        for b in bucket_batches(lengths[start:stop], batch_frames):
+            out.append((window, index[start:stop][b]))
+        start, window = stop, window + 1
+    return out
+
+
+def store_meta(
+    ens: EnsembleConfig,
+    members: list[Member],
+    store: FeatureStore,
+    level: str,
+    sub: int,
+    selection: Selection,
+) -> StoreMeta:
+    """The target store's metadata: everything ``learn`` must agree with (fingerprinted)."""
+    from kdpipe.store.spec import StoreMeta, Teacher
+
+    lv = "frame" if level == "frame" else "utt"
+    has_hard = (store.task == "frame") == (lv == "frame")
+    teach = {
+        "combine": ens.combine_name,
+        "members": [
+            {
+                "name": m.name,
+                "weight": m.config.weight,
+                "temperature": m.config.temperature,
+                "label_map": m.config.label_map,
+                "frame_rate": m.config.frame_rate,
+                "subsampling": m.card.subsampling,
+            }
+            for m in members
+        ],
+        "view": None if ens.view is None else ens.to_dict()["view"],
+        "seed": ens.seed,
+        "selection": selection.what,
+        "feature_cmvn": store.config.cmvn,
+    }
+    return StoreMeta(
+        labels=store.labels.names,
+        rule=ens.rule,
+        levels=(lv,),
+        values=ens.values,
+        hard_labels=(lv,) if has_hard and ens.hard_labels else (),
+        members=tuple(m.name for m in members) if ens.keep_members else (),
+        teachers=tuple(Teacher(m.name, m.card.weights_sha256, m.card.to_dict()) for m in members),
+        combine=ens.combine_name,
+        frame_shift_ms=store.config.frame_shift_ms * sub,
+        subsampling=sub,
+        features={"fingerprint": store.config.fingerprint, "config": store.config.to_dict()},
+        corpus_fingerprint=store.fingerprint,
+        extra={"teach": teach},
+    )
