@@ -26,6 +26,28 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
+def _targets(items: list[str], weights: list[float] | None, file: Any) -> list[tuple]:
+    """Stores and weights from --targets/--weight, else from the config's ``targets``
+    (paths, or ``{path, weight, split}`` mappings)."""
+    from kdpipe.errors import ConfigError
+
+    if items:
+        w = list(weights or [])
+        if w and len(w) != len(items):
+            raise ConfigError(f"--weight given {len(w)} times for {len(items)} --targets")
+        return [(t, float(w[i]) if w else 1.0) for i, t in enumerate(items)]
+    out: list[tuple] = []
+    for t in file or []:
+        if isinstance(t, str):
+            out.append((t, 1.0))
+        elif isinstance(t, dict) and set(t) <= {"path", "weight", "split"} and "path" in t:
+            one = (str(t["path"]), float(t.get("weight", 1.0)))
+            out.append((*one, str(t["split"])) if "split" in t else one)
+        else:
+            raise ConfigError(f"targets: expected a path or {{path, weight, split}}, got {t!r}")
+    return out
+
+
 def learn(
     corpus: Annotated[Path, typer.Option(help="Feature store made by `kdpipe corpus prepare`.")],
     out: Annotated[Path, typer.Option(help="Output directory: the checkpoint and its logs.")],
@@ -36,8 +58,19 @@ def learn(
             "or package.module:Class. Default: from --config."
         ),
     ] = None,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Target store (local or URL) to distil from instead of hard labels; repeat "
+            "to mix stores."
+        ),
+    ] = None,
+    weight: Annotated[
+        list[float] | None, typer.Option(help="Loss weight of each --targets store (repeat).")
+    ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML with optional keys student, model, train.")
+        Path | None,
+        typer.Option(help="YAML with optional keys student, model, train, kd, targets."),
     ] = None,
     model: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Model setting KEY=VALUE (repeat).")
@@ -45,6 +78,22 @@ def learn(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Training setting KEY=VALUE (repeat).")
     ] = None,
+    kd: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kd", "-k", help="Distillation setting KEY=VALUE (repeat; see docs/learn.md)."
+        ),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="Override kd.temperature.")] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Override kd.alpha (weight of the teacher term).")
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="Override kd.schedule: constant, anneal or pretrain.")
+    ] = None,
+    allow_partial: Annotated[
+        bool, typer.Option(help="Train on the utterances a store covers when it misses some.")
+    ] = False,
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
     train_split: Annotated[str, typer.Option(help="Split to train on.")] = "train",
@@ -52,20 +101,21 @@ def learn(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
 ) -> None:
-    """Train on hard labels (frame alignments or clip labels) of a feature store.
+    """Train on hard labels (frame alignments or clip labels) of a feature store, or, with
+    --targets, distil from teacher targets stored by `kdpipe teach`.
 
     Runs under `torchrun --nproc-per-node N -m kdpipe learn ...` unchanged (DDP).
     """
     from kdpipe.config import check_keys, load_yaml
     from kdpipe.errors import ConfigError
     from kdpipe.learn.config import TrainConfig
-    from kdpipe.learn.supervised import SupervisedRun, train_supervised
 
+    keys = {"student", "model", "train", "kd", "targets"}
     file: dict[str, Any] = {}
     if config is not None:
         file = load_yaml(config) or {}
-        if not isinstance(file, dict) or set(file) - {"student", "model", "train"}:
-            raise ConfigError(f"{config}: expected a mapping with keys student, model, train")
+        if not isinstance(file, dict) or set(file) - keys:
+            raise ConfigError(f"{config}: expected a mapping with keys {', '.join(sorted(keys))}")
     train_cfg = {**(file.get("train") or {}), **parse_overrides(set_, "--set")}
     if epochs is not None:
         train_cfg["epochs"] = epochs
@@ -75,15 +125,44 @@ def learn(
     name = student or file.get("student")
     if not name:
         raise ConfigError("no student: give --student or `student:` in --config")
-    run = SupervisedRun(
-        corpus=str(corpus),
-        student=name,
-        model_config={**(file.get("model") or {}), **parse_overrides(model, "--model")},
-        train=TrainConfig.from_dict(train_cfg),
-        train_split=train_split,
-        dev_split=dev_split,
-    )
-    result = train_supervised(run, out, resume=resume, overwrite=overwrite)
+    model_cfg = {**(file.get("model") or {}), **parse_overrides(model, "--model")}
+    stores = _targets(targets or [], weight, file.get("targets"))
+    kd_cfg = {**(file.get("kd") or {}), **parse_overrides(kd, "--kd")}
+    for key, value in (("temperature", temperature), ("alpha", alpha), ("schedule", schedule)):
+        if value is not None:
+            kd_cfg[key] = value
+    if allow_partial:
+        kd_cfg["allow_partial"] = True
+    if stores:
+        from kdpipe.learn.kd import KdRun, train_kd
+        from kdpipe.learn.kdconfig import KdConfig
+
+        check_keys(kd_cfg, KdConfig, "kd")
+        run_kd = KdRun(
+            targets=tuple(stores),
+            corpus=str(corpus),
+            student=name,
+            model_config=model_cfg,
+            train=TrainConfig.from_dict(train_cfg),
+            kd=KdConfig.from_dict(kd_cfg),
+            train_split=train_split,
+            dev_split=dev_split,
+        )
+        result = train_kd(run_kd, out, resume=resume, overwrite=overwrite)
+    else:
+        from kdpipe.learn.supervised import SupervisedRun, train_supervised
+
+        if kd_cfg:
+            raise ConfigError("distillation settings given without --targets")
+        run = SupervisedRun(
+            corpus=str(corpus),
+            student=name,
+            model_config=model_cfg,
+            train=TrainConfig.from_dict(train_cfg),
+            train_split=train_split,
+            dev_split=dev_split,
+        )
+        result = train_supervised(run, out, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         console.print(
             f"[bold]{name}[/]: best dev accuracy {result.best_dev_acc:.4f} at epoch "

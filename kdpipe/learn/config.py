@@ -30,6 +30,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # hard-label CE smoothing; 0 keeps baselines plain
     device: str = "auto"  # cuda when present, else cpu
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    save_every: int = 0  # steps between mid-epoch states for --resume; 0 = epoch ends only
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -46,6 +47,7 @@ class TrainConfig:
         need(self.patience >= 0, "patience must be >= 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         need(self.num_threads >= 0, "num_threads must be >= 0")
+        need(self.save_every >= 0, "save_every must be >= 0 (0 = at epoch ends only)")
         for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0")
 

@@ -22,16 +22,36 @@ Level = Literal["frame", "clip"]
 
 
 @dataclass
+class SoftTargets:
+    """Sparse teacher targets of a batch at the student's output rate (T' = 1 for clips)."""
+
+    idx: torch.Tensor  # (B, T', K) int64 class indices (any value in empty slots)
+    logp: torch.Tensor  # (B, T', K) float32 log-probs at T=1, -inf in empty slots
+    tail: torch.Tensor  # (B, T') float32 log of the mass not kept (-inf: none)
+    valid: torch.Tensor  # (B, T') bool rows that have a target
+    weight: torch.Tensor  # (B,) float32 per-utterance loss weight (store mixing)
+
+    def to(self, device: torch.device) -> SoftTargets:
+        return SoftTargets(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+
+
+@dataclass
 class Batch:
-    """A padded batch. ``y`` is (B, T) frame labels (-100 = padding) or (B,) clip labels."""
+    """A padded batch. ``y`` is (B, T) frame labels (-100 = padding) or (B,) clip labels;
+    batches of a target stream carry ``targets`` and labels already at the student's
+    output rate (B, T')."""
 
     x: torch.Tensor  # (B, T, F) float32, zero-padded
     lengths: torch.Tensor  # (B,) int64, valid frames per utterance
     y: torch.Tensor  # (B, T) or (B,) int64
     index: np.ndarray  # (B,) utterance indices into the dataset
+    targets: SoftTargets | None = None  # teacher targets (``learn --targets``)
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.x.to(device), self.lengths.to(device), self.y.to(device), self.index)
+        soft = None if self.targets is None else self.targets.to(device)
+        return Batch(
+            self.x.to(device), self.lengths.to(device), self.y.to(device), self.index, soft
+        )
 
 
 @dataclass

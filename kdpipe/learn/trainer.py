@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,9 +64,45 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
-    """Dropout and SpecAugment draws depend only on (seed, epoch, rank): resume is exact."""
-    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+def _seed_step(cfg: TrainConfig, epoch: int, step: int, rank: int) -> None:
+    """Dropout and SpecAugment draws depend only on (seed, epoch, step, rank): resume is
+    exact, at an epoch end or mid-epoch, with no generator state to save."""
+    torch.manual_seed(((cfg.seed * 1_000_003 + epoch * 1009 + rank) * 100_003 + step) % 2**63)
+
+
+class BatchSource(Protocol):
+    """Where training batches come from: held in memory or streamed from a target store."""
+
+    def epoch_batches(
+        self, epoch: int, cfg: TrainConfig, dist: Dist, skip: int
+    ) -> tuple[int, Iterable[Batch]]:
+        """(batches this rank runs in ``epoch``, an iterable of them from batch ``skip``)."""
+        ...
+
+    def describe(self, index: Any) -> list[str]:
+        """Utterance ids of a batch's ``index`` (for error messages)."""
+        ...
+
+
+@dataclass
+class InMemory:
+    """A ``LabelledData`` split as a ``BatchSource``: length-bucketed batches, reshuffled
+    each epoch; every rank takes every ``world``-th batch."""
+
+    data: LabelledData
+
+    def epoch_batches(
+        self, epoch: int, cfg: TrainConfig, dist: Dist, skip: int
+    ) -> tuple[int, Iterable[Batch]]:
+        batches = bucket_batches(self.data.lengths, cfg.batch_frames, seed=cfg.seed * 7919 + epoch)
+        n_per_rank = len(batches) // dist.world
+        if n_per_rank == 0:
+            raise TrainingError(f"{len(batches)} batches cannot be split across {dist.world} ranks")
+        mine = batches[dist.rank :: dist.world][:n_per_rank]
+        return n_per_rank, (self.data.batch(idx) for idx in mine[skip:])
+
+    def describe(self, index: Any) -> list[str]:
+        return [self.data.ids[i] for i in index]
 
 
 def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict):
@@ -85,7 +121,7 @@ def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) 
 
 def train(
     model: torch.nn.Module,
-    train_data: LabelledData,
+    train_data: LabelledData | BatchSource,
     dev_data: LabelledData,
     cfg: TrainConfig,
     out: Path,
@@ -98,9 +134,12 @@ def train(
 ) -> TrainResult:
     """Train ``model`` (already on ``device``) and call ``save_best`` on each new best epoch.
 
-    ``out/last.pt`` holds the state after the latest finished epoch; ``resume=True``
-    continues from it and ends with the same weights as an uninterrupted run.
+    ``train_data`` is a ``LabelledData`` split or any ``BatchSource`` (a target stream).
+    ``out/last.pt`` holds the state after the latest finished epoch, or every
+    ``cfg.save_every`` steps within one; ``resume=True`` continues from it and ends with the
+    same weights as an uninterrupted run.
     """
+    source = InMemory(train_data) if isinstance(train_data, LabelledData) else train_data
     dist = dist or Dist()
     device = device or torch.device("cpu")
     out.mkdir(parents=True, exist_ok=True)
@@ -122,22 +161,21 @@ def train(
     start = time.perf_counter()
     epoch = state["epoch"]
     while epoch < cfg.epochs and not (cfg.patience and state["bad_epochs"] >= cfg.patience):
-        _seed_epoch(cfg, epoch, dist.rank)
-        batches = bucket_batches(train_data.lengths, cfg.batch_frames, seed=cfg.seed * 7919 + epoch)
-        n_per_rank = len(batches) // dist.world
-        if n_per_rank == 0:
-            raise TrainingError(f"{len(batches)} batches cannot be split across {dist.world} ranks")
-        mine = batches[dist.rank :: dist.world][:n_per_rank]
+        skip = int(state.get("step", 0))
+        n, batches = source.epoch_batches(epoch, cfg, dist, skip)
         net.train()
-        t0, tot_loss, correct, counted, frames = time.perf_counter(), 0.0, 0, 0, 0
-        bar = _progress(progress and dist.is_main, f"epoch {epoch + 1}/{cfg.epochs}", len(mine))
-        for b, idx in enumerate(mine):
-            lr = lr_at(
-                epoch + b / len(mine), cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio
-            )
+        t0 = time.perf_counter()
+        tot_loss, correct, counted, frames = state.get("sums") or (0.0, 0, 0, 0)
+        bar = _progress(progress and dist.is_main, f"epoch {epoch + 1}/{cfg.epochs}", n)
+        lr = cfg.lr
+        for b, batch in enumerate(batches, start=skip):
+            if b >= n:
+                break
+            _seed_step(cfg, epoch, b, dist.rank)
+            lr = lr_at(epoch + b / n, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = train_data.batch(idx).to(device)
+            batch = batch.to(device)
             if cfg.spec_augment:
                 batch.x = spec_augment(
                     batch.x,
@@ -147,21 +185,24 @@ def train(
                     cfg.time_masks,
                     cfg.time_mask_width,
                 )
-            loss, c, n = objective(net, batch, epoch)
+            loss, c, k = objective(net, batch, epoch)
             value = loss.detach().item()
             if not math.isfinite(value):
                 raise TrainingError(
                     f"loss is {value} at epoch {epoch + 1}, batch {b + 1} "
-                    f"(utterances {[train_data.ids[i] for i in idx[:3]]}...)"
+                    f"(utterances {source.describe(batch.index[:3])}...)"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            tot_loss, correct, counted = tot_loss + value * n, correct + c, counted + n
+            tot_loss, correct, counted = tot_loss + value * k, correct + c, counted + k
             frames += int(batch.lengths.sum())
             bar(b + 1)
+            if cfg.save_every and (b + 1) % cfg.save_every == 0 and b + 1 < n and dist.is_main:
+                sums = (tot_loss, correct, counted, frames)
+                _save_state(last, model, opt, {**state, "step": b + 1, "sums": sums})
         train_secs = time.perf_counter() - t0
         dev = predict(model, dev_data, device=device)
         epoch += 1
@@ -179,6 +220,7 @@ def train(
             raise TrainingError(f"dev loss is {row['dev_loss']} after epoch {epoch}")
         improved = dev.accuracy > state["best_dev_acc"]
         state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        state.update(step=0, sums=None)
         if improved:
             state.update(best_epoch=epoch, best_dev_acc=dev.accuracy)
         if dist.is_main:

@@ -1,0 +1,81 @@
+"""Training throughput of a student fed from the target store vs from in-memory tensors.
+
+Both modes train the same student on the same batches in the same order (one epoch of a
+``TargetStream``), with the KD loss, in one process, alternating A/B/A/B so machine noise
+hits both: ``stream`` reads the store and the features through a DataLoader worker while
+the model trains; ``memory`` first materialises every batch of the epoch as tensors, then
+times only the training loop. The ratio stream / memory is the cost of streaming (target:
+at least 0.95).
+
+    python benchmarks/learn_throughput.py [--utts 300] [--student lstm] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from learn_common import build
+
+from kdpipe.learn.kd import kd_loss
+from kdpipe.learn.stream import TargetStream
+from kdpipe.models import build_model
+
+CONFIGS = {
+    "lstm": {"hidden_dim": 128, "num_layers": 2},
+    "dnn": {"hidden_dim": 256, "num_layers": 3},
+    "tdnn": {},
+}
+
+
+def run_epoch(model, opt, batches) -> tuple[int, float]:
+    frames, t0 = 0, time.perf_counter()
+    for batch in batches:
+        logits, out_lengths = model(batch.x, batch.lengths)
+        loss, _, _ = kd_loss(logits, out_lengths, batch, alpha=0.9, temperature=2.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        frames += int(batch.lengths.sum())
+    return frames, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--utts", type=int, default=300)
+    ap.add_argument("--classes", type=int, default=2000)
+    ap.add_argument("--student", default="lstm", choices=sorted(CONFIGS))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        feats, store = build(Path(tmp), a.utts, a.classes)
+        print(f"built {a.utts} utterances, C = {a.classes}, in {time.perf_counter() - t0:.0f} s")
+        stream = TargetStream([store], feats, batch_frames=4000, seed=0, num_workers=a.workers)
+        torch.manual_seed(0)
+        model = build_model(a.student, 40, a.classes, CONFIGS[a.student])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        in_memory = list(stream.loader())  # the same epoch, as tensors
+        best = {"stream": 0.0, "memory": 0.0}
+        for r in range(a.rounds):
+            for mode in ("stream", "memory"):
+                frames, secs = run_epoch(
+                    model, opt, stream.loader() if mode == "stream" else in_memory
+                )
+                best[mode] = max(best[mode], frames / secs)
+                print(f"round {r + 1} {mode:6s} {frames / secs:10,.0f} frames/s ({secs:.1f} s)")
+        ratio = best["stream"] / best["memory"]
+        print(f"{a.student}: stream {best['stream']:,.0f} fr/s, memory {best['memory']:,.0f} "
+              f"fr/s, ratio {ratio:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

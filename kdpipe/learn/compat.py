@@ -1,0 +1,166 @@
+"""Compatibility checks between a target store, a corpus (feature store) and a student,
+run before the first training step. Every refusal names the store and what differs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kdpipe.errors import (
+    ConfigError,
+    FingerprintMismatch,
+    ModelError,
+    StoreError,
+    StoreIntegrityError,
+)
+from kdpipe.learn.targets import check_rates
+
+if TYPE_CHECKING:
+    from kdpipe.corpus.featstore import FeatureStore
+    from kdpipe.store.reader import StoreReader
+
+
+def store_level(model_level: str) -> str:
+    """The store level a student needs: frame -> "frame", utterance -> "utt"."""
+    return "frame" if model_level == "frame" else "utt"
+
+
+def check_meta(
+    reader: StoreReader, corpus: FeatureStore, model_level: str, student_sub: int
+) -> None:
+    """Labels, features, frame shift, level and subsampling of ``reader`` against the corpus
+    and the student (``LabelSetError``, ``FingerprintMismatch``, ``ModelError``)."""
+    where = f"store {reader.location}"
+    meta = reader.meta
+    reader.check_labels(corpus.labels, f"corpus {corpus.location}")
+    feat_fp = meta.features.get("fingerprint") if meta.features else None
+    if feat_fp and feat_fp != corpus.config.fingerprint:
+        theirs = corpus.config.to_dict()
+        ours = meta.features.get("config") or {}
+        diffs = [f"{k} {ours.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(theirs)
+                 if k in ours and ours.get(k) != theirs.get(k)]  # fmt: skip
+        detail = f"; differing settings: {', '.join(diffs)}" if diffs else ""
+        raise FingerprintMismatch(
+            f"{where}: targets were computed on features with fingerprint {feat_fp}, "
+            f"corpus {corpus.location} has {corpus.config.fingerprint}{detail}"
+        )
+    if meta.corpus_fingerprint and meta.corpus_fingerprint not in (
+        corpus.fingerprint,
+        corpus.attrs.get("fingerprint"),
+    ):
+        raise FingerprintMismatch(
+            f"{where}: targets were computed on corpus {meta.corpus_fingerprint}, "
+            f"{corpus.location} is {corpus.fingerprint} (another corpus or a changed one)"
+        )
+    level = store_level(model_level)
+    if level not in meta.levels:
+        raise ModelError(
+            f"{where} holds {'/'.join(meta.levels)}-level targets; the student is "
+            f"{model_level} level (needs {level}-level targets)"
+        )
+    if level == "frame":
+        shift = corpus.config.frame_shift_ms
+        subs = np.unique(reader.subsampling) if len(reader) else np.array([meta.subsampling])
+        for s in subs:
+            check_rates(student_sub, int(s), where)
+        for s, fs in zip(reader.subsampling, reader.frame_shift_ms, strict=True):
+            if abs(float(fs) - shift * int(s)) > 1e-3:
+                raise FingerprintMismatch(
+                    f"{where}: teacher frame shift {float(fs):g} ms with subsampling {int(s)} "
+                    f"does not match the corpus frame shift {shift:g} ms x {int(s)}"
+                )
+
+
+def check_verified(location: str, labels: object) -> None:
+    """``StoreIntegrityError`` unless ``kdpipe store verify`` would pass on the store."""
+    from kdpipe.store.verify import verify_store
+
+    rep = verify_store(location, labels=labels)  # type: ignore[arg-type]
+    if not rep.ok:
+        more = len(rep.errors) - 1 + rep.more_errors
+        extra = f" (+{more} more)" if more else ""
+        raise StoreIntegrityError(
+            f"store {location} fails verification: {rep.errors[0]}{extra}; "
+            f"see `kdpipe store verify {location}`"
+        )
+
+
+def join_ids(
+    reader: StoreReader, corpus: FeatureStore, split: str, allow_partial: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(store positions, corpus indices) of the split's utterances that the store covers,
+    in store order. Refuses an empty intersection, and a partial one unless allowed."""
+    in_split = corpus.indices(split)
+    corpus_pos = {corpus.ids[i]: int(i) for i in in_split}
+    pos = [p for p, u in enumerate(reader.ids) if u in corpus_pos]
+    where = f"store {reader.location}"
+    if not pos:
+        raise StoreError(
+            f"{where} has no targets for any of the {len(in_split)} utterances of split "
+            f"{split!r} of {corpus.location} (store ids look like "
+            f"{reader.ids[0] if len(reader) else 'nothing'!r}, corpus ids like "
+            f"{corpus.ids[int(in_split[0])]!r})"
+        )
+    missing = len(in_split) - len(pos)
+    if missing and not allow_partial:
+        have = set(reader.ids)
+        first = next(corpus.ids[int(i)] for i in in_split if corpus.ids[int(i)] not in have)
+        raise StoreError(
+            f"{where} covers {len(pos)} of the {len(in_split)} utterances of split {split!r} "
+            f"({missing} missing, e.g. {first}); pass --allow-partial to train on the "
+            f"{len(pos)} it covers"
+        )
+    p = np.array(pos, dtype=np.int64)
+    return p, np.array([corpus_pos[reader.ids[i]] for i in p], dtype=np.int64)
+
+
+def crop_windows(
+    reader: StoreReader, pos: np.ndarray, corpus: FeatureStore, fidx: np.ndarray
+) -> np.ndarray:
+    """(U, 2) [start, stop) input frames of each utterance (the store's input window with
+    stop = -1 resolved); ``StoreError`` naming an utterance whose window does not fit."""
+    win = reader.input_window[pos].copy()  # (U, 2)
+    total = corpus.num_frames[fidx]  # (U,)
+    win[:, 1] = np.where(win[:, 1] < 0, total, win[:, 1])
+    bad = (win[:, 0] < 0) | (win[:, 1] > total) | (win[:, 1] <= win[:, 0])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise StoreError(
+            f"store {reader.location}: utterance {reader.ids[pos[i]]}: input window "
+            f"[{win[i, 0]}, {reader.input_window[pos[i], 1]}) does not fit its "
+            f"{total[i]} feature frames"
+        )
+    return win
+
+
+def check_frame_counts(
+    reader: StoreReader, pos: np.ndarray, win: np.ndarray, corpus_location: str
+) -> None:
+    """Teacher rows per utterance against the (cropped) input frames: equal to
+    ceil(frames / s) without subsampling, within 2 with it (as ``store verify``)."""
+    sub = reader.subsampling[pos].astype(np.int64)
+    frames = win[:, 1] - win[:, 0]
+    want = -(-frames // sub)
+    have = reader.num_frames[pos]
+    tol = np.where(sub > 1, 2, 0)
+    bad = np.abs(have - want) > tol
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise StoreError(
+            f"store {reader.location}: utterance {reader.ids[pos[i]]} has {have[i]} teacher "
+            f"frames but {frames[i]} input frames in {corpus_location} (subsampling "
+            f"{sub[i]}: expected {want[i]}); {int(bad.sum())} utterance(s) disagree: were "
+            "the targets made from other features?"
+        )
+
+
+def check_sampled(reader: StoreReader, temperature: float) -> None:
+    """The sampled essence is unbiased only at T = 1 (see ``losses.sampled_kd``)."""
+    if reader.meta.rule.name == "sample" and temperature != 1.0:
+        raise ConfigError(
+            f"store {reader.location} holds sampled targets (rule {reader.meta.rule}); "
+            f"they can only be used at temperature 1 (got {temperature}): re-tempering "
+            "needs the teacher's probabilities, which a sample does not keep"
+        )
