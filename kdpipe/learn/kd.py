@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdpipe.errors import ModelError, TrainingError
+from kdpipe.errors import TrainingError
 from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.data import Batch
 from kdpipe.learn.kdconfig import KdConfig
-from kdpipe.learn.trainer import TrainResult, train
+from kdpipe.learn.trainer import TrainResult
 from kdpipe.losses import IGNORE, multitask, sampled_kd, sparse_kd
 
 
@@ -165,34 +165,20 @@ def train_kd(
     from kdpipe.corpus.featstore import FeatureStore
     from kdpipe.learn import compat
     from kdpipe.learn.data import LabelledData
-    from kdpipe.learn.distributed import init_distributed, shutdown
+    from kdpipe.learn.session import build_student, fit, session
     from kdpipe.learn.stream import TargetStream
-    from kdpipe.learn.supervised import _claim_output, task_level
-    from kdpipe.models import build_model, make_card, pick_device, save_checkpoint
-    from kdpipe.models.protocol import model_level, model_subsampling
+    from kdpipe.learn.supervised import claim_output
+    from kdpipe.models import make_card
     from kdpipe.store.reader import StoreReader
 
     out = Path(out)
     cfg, kd = run.train, run.kd
     if not run.targets:
         raise TrainingError("no target store given")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
-    dist = init_distributed(device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
-    try:
+    with session(cfg) as (dist, device):
         corpus = FeatureStore.open(run.corpus)
         readers = [StoreReader(t[0]) for t in run.targets]
-        torch.manual_seed(cfg.seed)  # same initial weights on every rank and every run
-        model = build_model(run.student, corpus.dim, len(corpus.labels), run.model_config)
-        level, sub = model_level(model), model_subsampling(model)
-        if level != task_level(corpus.task):
-            raise ModelError(
-                f"{run.student} is a {level}-level model but {run.corpus} is a {corpus.task} "
-                f"task; use a {task_level(corpus.task)}-level model"
-            )
+        model, level, sub = build_student(run.student, run.model_config, corpus, cfg.seed)
         for r in readers:
             compat.check_meta(r, corpus, level, sub)
             compat.check_sampled(r, kd.temperature)
@@ -216,8 +202,7 @@ def train_kd(
             allow_partial=kd.allow_partial,
         )
         dev_data = LabelledData.from_store(corpus, run.dev_split)
-        _claim_output(out, run, resume, overwrite)  # type: ignore[arg-type]  # checks passed
-        model.to(device)
+        claim_output(out, run, resume, overwrite)  # type: ignore[arg-type]  # checks passed
         sampled = all(r.meta.rule.name == "sample" for r in readers)
         objective = KdObjective(kd, cfg.epochs, sampled)
         card = make_card(
@@ -243,21 +228,5 @@ def train_kd(
             },
         )
 
-        def save_best(m: torch.nn.Module, metrics: dict[str, Any]) -> None:
-            save_checkpoint(out, m, card.replace(metrics=metrics))
-
-        return train(
-            model,
-            StreamSource(stream),
-            dev_data,
-            cfg,
-            out,
-            objective,
-            save_best,
-            resume=resume,
-            dist=dist,
-            device=device,
-            progress=progress,
-        )
-    finally:
-        shutdown(dist)
+        return fit(model, StreamSource(stream), dev_data, cfg, out, objective, card,
+                   resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import fingerprint
-from kdpipe.errors import ModelError, TrainingError
+from kdpipe.errors import TrainingError
 from kdpipe.learn.config import TrainConfig
-from kdpipe.learn.trainer import LAST_STATE, HardLabels, TrainResult, train
+from kdpipe.learn.trainer import LAST_STATE, HardLabels, TrainResult
 
 RUN_FILE = "run.json"  # what the run was asked to do; --resume refuses a different ask
 
@@ -43,11 +43,6 @@ class SupervisedRun:
         }
 
 
-def task_level(task: str) -> str:
-    """The model level a corpus task needs: frame alignments -> frame, clips -> utterance."""
-    return "frame" if task == "frame" else "utterance"
-
-
 def train_supervised(
     run: SupervisedRun,
     out: str | Path,
@@ -56,37 +51,20 @@ def train_supervised(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``run.student`` on hard labels; returns the result of the best dev epoch."""
-    import torch
-
     from kdpipe.corpus.featstore import FeatureStore
     from kdpipe.learn.data import LabelledData
-    from kdpipe.learn.distributed import init_distributed, shutdown
-    from kdpipe.models import build_model, make_card, pick_device, save_checkpoint
-    from kdpipe.models.protocol import model_level, model_subsampling
+    from kdpipe.learn.session import build_student, fit, session
+    from kdpipe.models import make_card
 
     out = Path(out)
     cfg = run.train
-    _claim_output(out, run, resume, overwrite)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
-    dist = init_distributed(device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
-    try:
+    claim_output(out, run, resume, overwrite)
+    with session(cfg) as (dist, device):
         store = FeatureStore.open(run.corpus)
         train_data = LabelledData.from_store(store, run.train_split)
         dev_data = LabelledData.from_store(store, run.dev_split)
-        torch.manual_seed(cfg.seed)  # same initial weights on every rank and every run
-        model = build_model(run.student, store.dim, len(store.labels), run.model_config)
-        level = model_level(model)
-        if level != task_level(store.task):
-            raise ModelError(
-                f"{run.student} is a {level}-level model but {run.corpus} is a {store.task} "
-                f"task; use a {task_level(store.task)}-level model"
-            )
-        model.to(device)
-        objective = HardLabels(train_data.level, model_subsampling(model), cfg.label_smoothing)
+        model, _, sub = build_student(run.student, run.model_config, store, cfg.seed)
+        objective = HardLabels(train_data.level, sub, cfg.label_smoothing)
         card = make_card(
             model,
             labels=store.labels,
@@ -99,28 +77,11 @@ def train_supervised(
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
         )
-
-        def save_best(m: torch.nn.Module, metrics: dict[str, Any]) -> None:
-            save_checkpoint(out, m, card.replace(metrics=metrics))
-
-        return train(
-            model,
-            train_data,
-            dev_data,
-            cfg,
-            out,
-            objective,
-            save_best,
-            resume=resume,
-            dist=dist,
-            device=device,
-            progress=progress,
-        )
-    finally:
-        shutdown(dist)
+        return fit(model, train_data, dev_data, cfg, out, objective, card,
+                   resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip
 
 
-def _claim_output(out: Path, run: SupervisedRun, resume: bool, overwrite: bool) -> None:
+def claim_output(out: Path, run: SupervisedRun, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; record this run's identity.
 
     Under ``torchrun`` only rank 0 checks and writes; if it refuses, torchrun stops the rest.
