@@ -45,16 +45,23 @@ $(DATA)/feats/phones-$(SIZE).zarr/zarr.json: $(PH)/synth.json
 
 corpora: $(DATA)/feats/keywords-$(SIZE).zarr/zarr.json $(DATA)/feats/phones-$(SIZE).zarr/zarr.json
 
-# The main job, on the embedded corpora: build them, then train a teacher and a small
-# baseline student on hard labels and compare them on held-out voices.
+# The main job, on the embedded corpora: train a keyword teacher (CNN) on hard labels, teach
+# it once into a target store (top-8), then train the same small student (pooled DNN) on
+# hard labels and on the teacher's soft targets, and compare all three on held-out voices.
+KWF := $(DATA)/feats/keywords-$(SIZE).zarr
 demo: setup corpora
-	$(KD) corpus info $(DATA)/feats/keywords-$(SIZE).zarr
-	$(KD) learn --config pipelines/baselines/keywords-cnn.yaml \
-		--corpus $(DATA)/feats/keywords-$(SIZE).zarr --out $(EXP)/keywords-cnn --overwrite
-	$(KD) learn --config pipelines/baselines/keywords-dnn.yaml \
-		--corpus $(DATA)/feats/keywords-$(SIZE).zarr --out $(EXP)/keywords-dnn --overwrite
-	$(KD) eval --corpus $(DATA)/feats/keywords-$(SIZE).zarr --split test \
-		--model $(EXP)/keywords-cnn --model $(EXP)/keywords-dnn
+	$(KD) corpus info $(KWF)
+	$(KD) learn --config pipelines/baselines/keywords-cnn.yaml --epochs 8 \
+		--corpus $(KWF) --out $(EXP)/teacher-cnn --overwrite
+	$(KD) teach --model $(EXP)/teacher-cnn --corpus $(KWF) --split train --topk 8 \
+		--out $(EXP)/teacher-cnn-top8.zarr --overwrite
+	$(KD) learn --config pipelines/baselines/keywords-dnn.yaml --epochs 12 \
+		--corpus $(KWF) --out $(EXP)/student-hard --overwrite
+	$(KD) learn --config pipelines/baselines/keywords-dnn.yaml --epochs 12 \
+		--targets $(EXP)/teacher-cnn-top8.zarr --temperature 2 --alpha 0.5 \
+		--corpus $(KWF) --out $(EXP)/student-kd --overwrite
+	$(KD) eval --corpus $(KWF) --split test \
+		--model $(EXP)/teacher-cnn --model $(EXP)/student-hard --model $(EXP)/student-kd
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -207,7 +207,7 @@ def evaluate(
     table = Table(title=f"{corpus} [{split}]")
     table.add_column("metric")
     for m in model:
-        table.add_column(str(m), justify="right")
+        table.add_column(m.name, justify="right")
     keys = [k for k in reports[0] if k not in ("model", "corpus", "split")]
     for k in keys:
         cells = [r.get(k, "") for r in reports]
