@@ -240,8 +240,6 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
 
 def load_training_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read ``save_training_state`` output with ``weights_only=True``: never unpickles code."""
-    import pickle
-
     import torch
 
     from kdpipe.models.device import pick_device
@@ -252,13 +250,15 @@ def load_training_state(path: str | Path, device: str | torch.device = "cpu") ->
     target = device if isinstance(device, torch.device) else pick_device(device)
     try:
         state = torch.load(p, map_location=target, weights_only=True)
-    except pickle.UnpicklingError as e:
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ModelError(f"{p}: not a readable training state: {e}") from None
+    except Exception as e:  # weights_only's UnpicklingError: an object that is not data
+        if type(e).__name__ != "UnpicklingError":
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
             f"{p}: refusing to load: it holds objects other than tensors and plain data ({first})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ModelError(f"{p}: not a readable training state: {e}") from None
     if not isinstance(state, dict):
         raise ModelError(f"{p}: training state must be a dict, got {type(state).__name__}")
     return state
