@@ -30,6 +30,7 @@ from kdpipe import errors
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.manifest import SPLITS, Utterance
 from kdpipe.errors import AlignmentError, AudioError, CorpusError, KdpipeError
+from kdpipe.progress import progress_bar
 from kdpipe.zarrio import is_url
 
 if TYPE_CHECKING:
@@ -251,14 +252,7 @@ def _store_order(utts: list[Utterance]) -> list[Utterance]:
 
 
 def _progress(items: Iterable[Any], total: int, show: bool) -> Iterator[Any]:
-    if not show:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("features", total=total)
+    with progress_bar("features", total, enabled=show, unit="utt") as advance:
         for x in items:
             yield x
-            bar.advance(task)
+            advance(1)

@@ -27,6 +27,7 @@ from kdpipe.learn.schedule import lr_at
 from kdpipe.learn.specaug import spec_augment
 from kdpipe.losses import align_frame_labels, hard_ce
 from kdpipe.models.checkpoint import load_training_state, save_training_state
+from kdpipe.progress import progress_bar
 
 LAST_STATE = "last.pt"  # training state after the latest finished epoch, for --resume
 
@@ -166,43 +167,45 @@ def train(
         net.train()
         t0 = time.perf_counter()
         tot_loss, correct, counted, frames = state.get("sums") or (0.0, 0, 0, 0)
-        bar = _progress(progress and dist.is_main, f"epoch {epoch + 1}/{cfg.epochs}", n)
         lr = cfg.lr
-        for b, batch in enumerate(batches, start=skip):
-            if b >= n:
-                break
-            _seed_step(cfg, epoch, b, dist.rank)
-            lr = lr_at(epoch + b / n, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = batch.to(device)
-            if cfg.spec_augment:
-                batch.x = spec_augment(
-                    batch.x,
-                    batch.lengths,
-                    cfg.freq_masks,
-                    cfg.freq_mask_width,
-                    cfg.time_masks,
-                    cfg.time_mask_width,
-                )
-            loss, c, k = objective(net, batch, epoch)
-            value = loss.detach().item()
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"loss is {value} at epoch {epoch + 1}, batch {b + 1} "
-                    f"(utterances {source.describe(batch.index[:3])}...)"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            tot_loss, correct, counted = tot_loss + value * k, correct + c, counted + k
-            frames += int(batch.lengths.sum())
-            bar(b + 1)
-            if cfg.save_every and (b + 1) % cfg.save_every == 0 and b + 1 < n and dist.is_main:
-                sums = (tot_loss, correct, counted, frames)
-                _save_state(last, model, opt, {**state, "step": b + 1, "sums": sums})
+        label, show = f"epoch {epoch + 1}/{cfg.epochs}", progress and dist.is_main
+        with progress_bar(label, n, enabled=show, unit="batches") as advance:
+            advance(skip)
+            for b, batch in enumerate(batches, start=skip):
+                if b >= n:
+                    break
+                _seed_step(cfg, epoch, b, dist.rank)
+                lr = lr_at(epoch + b / n, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                batch = batch.to(device)
+                if cfg.spec_augment:
+                    batch.x = spec_augment(
+                        batch.x,
+                        batch.lengths,
+                        cfg.freq_masks,
+                        cfg.freq_mask_width,
+                        cfg.time_masks,
+                        cfg.time_mask_width,
+                    )
+                loss, c, k = objective(net, batch, epoch)
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"loss is {value} at epoch {epoch + 1}, batch {b + 1} "
+                        f"(utterances {source.describe(batch.index[:3])}...)"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                tot_loss, correct, counted = tot_loss + value * k, correct + c, counted + k
+                frames += int(batch.lengths.sum())
+                advance(1)
+                if cfg.save_every and (b + 1) % cfg.save_every == 0 and b + 1 < n and dist.is_main:
+                    sums = (tot_loss, correct, counted, frames)
+                    _save_state(last, model, opt, {**state, "step": b + 1, "sums": sums})
         train_secs = time.perf_counter() - t0
         dev = predict(model, dev_data, device=device)
         epoch += 1
@@ -236,28 +239,6 @@ def train(
     return TrainResult(
         state["best_epoch"], state["best_dev_acc"], epoch, time.perf_counter() - start, history
     )
-
-
-def _progress(enabled: bool, label: str, total: int) -> Callable[[int], None]:
-    """A rich progress line for one epoch when on a terminal; a no-op otherwise."""
-    if not enabled:
-        return lambda done: None
-    from rich.progress import Progress
-
-    from kdpipe.cli._common import err_console
-
-    if not err_console.is_terminal:
-        return lambda done: None
-    p = Progress(console=err_console, transient=True)
-    task = p.add_task(label, total=total)
-    p.start()
-
-    def update(done: int) -> None:
-        p.update(task, completed=done)
-        if done >= total:
-            p.stop()
-
-    return update
 
 
 def _print_row(row: dict[str, Any], improved: bool, enabled: bool) -> None:

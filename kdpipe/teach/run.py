@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.progress import progress_bar
 from kdpipe.teach import plan as _plan
 from kdpipe.teach.config import EnsembleConfig
 from kdpipe.teach.views import crop_windows, view_lengths
@@ -242,9 +243,11 @@ def teach(
     worker = _Writer(writer, meta, ens, summary)
     worker.start()
     total = int(sum(lengths[np.searchsorted(sel.index, b)].sum() for _, b in todo))
-    bar = _progress(progress, total)
     try:
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            progress_bar("teach", total, enabled=progress, unit="frames") as advance,
+        ):
             for group in _by_window(todo):
                 raw = _read_group(fs, np.unique(np.concatenate(group)))  # i -> (feats, labels)
                 for b in group:
@@ -257,15 +260,11 @@ def teach(
                     for u, n in zip(utts, out_len, strict=True):
                         u["hard"] = _hard_labels(fs, raw, u, sub, int(n), meta.levels[0])
                     worker.put((utts, logp_np, out_len, keep))
-                    if bar is not None:
-                        _advance(bar, int(ln.sum()))
+                    advance(int(ln.sum()))
     except BaseException:
         if worker.error is None:
             worker.abandon()
         raise
-    finally:
-        if bar is not None:
-            bar.stop()
     worker.put(None)
     worker.join()
     if worker.error is not None:
@@ -325,30 +324,6 @@ def _batch(
         utts.append({"id": fs.ids[i], "index": i, "window": (start, stop)})
     x, ln = pad_features(xs)
     return x.to(dev), ln.to(dev), utts
-
-
-def _progress(on: bool, total: int) -> Any:
-    """A rich progress bar over input frames, with frames/s and ETA (None when off)."""
-    if not on:
-        return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    p = Progress(
-        TextColumn("teach"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} frames"),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-    p.add_task("teach", total=max(total, 1), rate="")
-    p.start()
-    return p
-
-
-def _advance(bar: Any, frames: int) -> None:
-    task = bar.tasks[0]
-    bar.update(task.id, advance=frames, rate=f"{task.speed or 0:,.0f} frames/s")
 
 
 def _part_bytes(location: str, parts: list[str], options: dict[str, Any] | None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdpipe.errors import SynthError
+from kdpipe.progress import progress_bar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,7 +115,7 @@ def run_jobs(
     from kdpipe.corpus.synth import worker
 
     batches = [list(jobs[i : i + BATCH]) for i in range(0, len(jobs), BATCH)]
-    bar = _progress(progress, description, len(jobs))
+    bar = progress_bar(description, len(jobs), enabled=progress, transient=False)
     results: list[Result] = []
     if workers > 1 and len(batches) > 1:
         results = _run_pool(out, batches, min(workers, len(batches)), babble, bar)
@@ -166,39 +167,3 @@ def _run_pool(out: Path, batches: list, workers: int, babble: Any, bar: Any) -> 
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return results
-
-
-class _progress:
-    """A rich progress bar (or nothing); the context value advances it."""
-
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
-        self.enabled, self.description, self.total = enabled, description, total
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
