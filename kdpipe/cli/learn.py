@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,30 +23,41 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{what}: expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed):
+            parsed = float(parsed)  # YAML 1.1 reads 1e-9 (no dot) as a string
+        out[key.strip()] = parsed
     return out
 
 
-def _targets(items: list[str], weights: list[float] | None, file: Any) -> list[tuple]:
-    """Stores and weights from --targets/--weight, else from the config's ``targets``
-    (paths, or ``{path, weight, split}`` mappings)."""
+def _targets(items: list[str], weights: list[float] | None) -> list[tuple] | None:
+    """Stores and weights from --targets/--weight; None: take the config's ``targets``."""
     from kdpipe.errors import ConfigError
 
-    if items:
-        w = list(weights or [])
-        if w and len(w) != len(items):
-            raise ConfigError(f"--weight given {len(w)} times for {len(items)} --targets")
-        return [(t, float(w[i]) if w else 1.0) for i, t in enumerate(items)]
-    out: list[tuple] = []
-    for t in file or []:
-        if isinstance(t, str):
-            out.append((t, 1.0))
-        elif isinstance(t, dict) and set(t) <= {"path", "weight", "split"} and "path" in t:
-            one = (str(t["path"]), float(t.get("weight", 1.0)))
-            out.append((*one, str(t["split"])) if "split" in t else one)
-        else:
-            raise ConfigError(f"targets: expected a path or {{path, weight, split}}, got {t!r}")
-    return out
+    if not items:
+        if weights:
+            raise ConfigError("--weight given without --targets")
+        return None
+    w = list(weights or [])
+    if w and len(w) != len(items):
+        raise ConfigError(f"--weight given {len(w)} times for {len(items)} --targets")
+    return [(t, float(w[i]) if w else 1.0) for i, t in enumerate(items)]
+
+
+ViewMs = Annotated[
+    float | None, typer.Option(help="Crop each utterance to a window of this many ms (view).")
+]
+ViewOffsetMs = Annotated[
+    float | None, typer.Option(help="Start of the view window in ms (without --view-random).")
+]
+ViewRandom = Annotated[
+    bool | None,
+    typer.Option(
+        "--view-random/--no-view-random",
+        help="Draw each view's start per utterance from (--view-seed, utterance id).",
+    ),
+]
+ViewSeed = Annotated[int | None, typer.Option(help="Seed of the random view starts.")]
 
 
 def learn(
@@ -70,7 +82,9 @@ def learn(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML with optional keys student, model, train, kd, targets."),
+        typer.Option(
+            help="YAML with optional keys student, model, train, kd, targets, view, init."
+        ),
     ] = None,
     model: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Model setting KEY=VALUE (repeat).")
@@ -96,8 +110,18 @@ def learn(
     ] = False,
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
-    train_split: Annotated[str, typer.Option(help="Split to train on.")] = "train",
+    train_split: Annotated[
+        str, typer.Option(help="Split to train on; a subset such as train[:10%] too.")
+    ] = "train",
     dev_split: Annotated[str, typer.Option(help="Split for early stopping.")] = "dev",
+    view_ms: ViewMs = None,
+    view_offset_ms: ViewOffsetMs = None,
+    view_random: ViewRandom = None,
+    view_seed: ViewSeed = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this checkpoint's weights (same student, config, labels)."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
 ) -> None:
@@ -106,63 +130,46 @@ def learn(
 
     Runs under `torchrun --nproc-per-node N -m kdpipe learn ...` unchanged (DDP).
     """
-    from kdpipe.config import check_keys, load_yaml
+    from kdpipe.config import load_yaml
+    from kdpipe.corpus.views import view_from_options
     from kdpipe.errors import ConfigError
-    from kdpipe.learn.config import TrainConfig
+    from kdpipe.learn.runs import build_run, train_run
 
-    keys = {"student", "model", "train", "kd", "targets"}
     file: dict[str, Any] = {}
     if config is not None:
         file = load_yaml(config) or {}
-        if not isinstance(file, dict) or set(file) - keys:
-            raise ConfigError(f"{config}: expected a mapping with keys {', '.join(sorted(keys))}")
-    train_cfg = {**(file.get("train") or {}), **parse_overrides(set_, "--set")}
+        if not isinstance(file, dict):
+            raise ConfigError(f"{config}: expected a mapping of learn settings")
+    train_cfg = parse_overrides(set_, "--set")
     if epochs is not None:
         train_cfg["epochs"] = epochs
     if seed is not None:
         train_cfg["seed"] = seed
-    check_keys(train_cfg, TrainConfig, "train")
-    name = student or file.get("student")
-    if not name:
-        raise ConfigError("no student: give --student or `student:` in --config")
-    model_cfg = {**(file.get("model") or {}), **parse_overrides(model, "--model")}
-    stores = _targets(targets or [], weight, file.get("targets"))
-    kd_cfg = {**(file.get("kd") or {}), **parse_overrides(kd, "--kd")}
+    kd_cfg = parse_overrides(kd, "--kd")
     for key, value in (("temperature", temperature), ("alpha", alpha), ("schedule", schedule)):
         if value is not None:
             kd_cfg[key] = value
     if allow_partial:
         kd_cfg["allow_partial"] = True
-    if stores:
-        from kdpipe.learn.kd import KdRun, train_kd
-        from kdpipe.learn.kdconfig import KdConfig
-
-        check_keys(kd_cfg, KdConfig, "kd")
-        run_kd = KdRun(
-            targets=tuple(stores),
-            corpus=str(corpus),
-            student=name,
-            model_config=model_cfg,
-            train=TrainConfig.from_dict(train_cfg),
-            kd=KdConfig.from_dict(kd_cfg),
-            train_split=train_split,
-            dev_split=dev_split,
-        )
-        result = train_kd(run_kd, out, resume=resume, overwrite=overwrite)
-    else:
-        from kdpipe.learn.supervised import SupervisedRun, train_supervised
-
-        if kd_cfg:
-            raise ConfigError("distillation settings given without --targets")
-        run = SupervisedRun(
-            corpus=str(corpus),
-            student=name,
-            model_config=model_cfg,
-            train=TrainConfig.from_dict(train_cfg),
-            train_split=train_split,
-            dev_split=dev_split,
-        )
-        result = train_supervised(run, out, resume=resume, overwrite=overwrite)
+    if (kd_cfg or file.get("kd")) and not (targets or file.get("targets")):
+        raise ConfigError("distillation settings given without --targets")
+    view = view_from_options(file.get("view"), view_ms, view_offset_ms, view_random, view_seed)
+    run = build_run(
+        file,
+        corpus=str(corpus),
+        student=student,
+        model=parse_overrides(model, "--model"),
+        train=train_cfg,
+        kd=kd_cfg,
+        targets=_targets(targets or [], weight),
+        view=None if view is None else view.to_dict(),
+        init=None if init is None else str(init),
+        train_split=train_split,
+        dev_split=dev_split,
+        where=str(config) if config is not None else "learn",
+    )
+    result = train_run(run, out, resume=resume, overwrite=overwrite)
+    name = run.student
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         console.print(
             f"[bold]{name}[/]: best dev accuracy {result.best_dev_acc:.4f} at epoch "
@@ -176,7 +183,9 @@ def evaluate(
         typer.Option(help="Checkpoint directory (model.safetensors + card); repeat to compare."),
     ],
     corpus: Annotated[Path, typer.Option(help="Feature store to score on.")],
-    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    split: Annotated[
+        str, typer.Option(help="Split to score; a subset such as test[:50%] too.")
+    ] = "test",
     out: Annotated[
         Path | None,
         typer.Option(help="Write metrics.json, confusion.csv/png here (one subdir per model)."),
@@ -185,30 +194,39 @@ def evaluate(
     trust_custom_code: Annotated[
         bool, typer.Option(help="Allow a checkpoint of a package.module:Class model.")
     ] = False,
+    view_ms: ViewMs = None,
+    view_offset_ms: ViewOffsetMs = None,
+    view_random: ViewRandom = None,
+    view_seed: ViewSeed = None,
 ) -> None:
-    """Score checkpoints: accuracy, cross-entropy, phone error rate, confusion matrix."""
+    """Score checkpoints: accuracy, cross-entropy, phone error rate, confusion matrix.
+
+    --split takes a subset too (test[:50%]); --view-ms scores crop windows (as teach cuts).
+    """
     import json
 
     from rich.table import Table
 
+    from kdpipe.corpus.views import view_from_options
     from kdpipe.learn.evaluate import evaluate_checkpoint
 
+    view = view_from_options(None, view_ms, view_offset_ms, view_random, view_seed)
     reports = []
     for m in model:
         where = None if out is None else (out if len(model) == 1 else out / m.name)
-        reports.append(
-            evaluate_checkpoint(
-                m, corpus, split, where, trust_custom_code=trust_custom_code
-            ).to_dict()
+        rep = evaluate_checkpoint(
+            m, corpus, split, where, trust_custom_code=trust_custom_code, view=view
         )
+        reports.append(rep.to_dict())
     if json_:
         typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports))
         return
-    table = Table(title=f"{corpus} [{split}]")
+    crop = "" if view is None else f" view {view.length_ms:g} ms"
+    table = Table(title=f"{corpus} [{split}]{crop}")
     table.add_column("metric")
     for m in model:
         table.add_column(m.name, justify="right")
-    keys = [k for k in reports[0] if k not in ("model", "corpus", "split")]
+    keys = [k for k in reports[0] if k not in ("model", "corpus", "split", "view")]
     for k in keys:
         cells = [r.get(k, "") for r in reports]
         table.add_row(k, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))

@@ -18,7 +18,8 @@ def teach(
     corpus: Annotated[str, typer.Option(help="Feature store made by `kdpipe corpus prepare`.")],
     out: Annotated[str, typer.Option(help="Target store to write (local path or s3://...).")],
     split: Annotated[
-        str | None, typer.Option(help="Split to label; `all` for the whole corpus.")
+        str | None,
+        typer.Option(help="Split to label (a subset such as train[:10%] too); `all`: everything."),
     ] = "train",
     ids: Annotated[
         Path | None, typer.Option(help="File of utterance ids (one per line) instead of a split.")

@@ -20,9 +20,8 @@ T_total = sum T_i. Layout (format ``kdpipe.features``, version 1)::
     cmvn/mean, cmvn/std   float32 (F): global stats over the train split (all utterances
                     when there is no train split), used when CMVN is "global"
 
-``prepare`` writes utterances grouped by split (train, dev, test, others), so a split is a
-contiguous run and ``load_split`` reads it in a few large slices. ``format`` is written
-last: a store without it is incomplete.
+``prepare`` writes utterances grouped by split (train, dev, test, others), so
+``load_split`` reads a split in a few large slices. ``format`` is written last.
 
 Fingerprint: sha256 (16 hex digits) of the feature config, task, label set and, per
 utterance in order, its id, speaker, split, frame count, labels, the float64 sum of its
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdpipe.config import fingerprint as short_hash
 from kdpipe.corpus.features import Cmvn, CmvnStats, FbankConfig, apply_cmvn
+from kdpipe.corpus.subsets import parse_split, subset, unknown_split
 from kdpipe.errors import CorpusError, StoreError, StoreFormatError
 from kdpipe.labels import LabelSet
 from kdpipe.zarrio import is_url, open_group, read_strings, write_strings
@@ -297,19 +297,21 @@ class FeatureStore:
             raise CorpusError(f"{self.location}: no utterance {utt_id!r}") from None
 
     def indices(self, split: str | None = None) -> np.ndarray:
-        """Utterance indices (int64) of ``split`` (all when None), in store order."""
+        """Utterance indices (int64) of ``split`` (all when None; a name or a subset such as
+        ``train[:10%]``, see ``kdpipe.corpus.subsets``), in store order."""
         import numpy as np
 
         if split is None:
             return np.arange(len(self), dtype=np.int64)
-        code = self._split_names.index(split) if split in self._split_names else -1
+        name, lo, hi = parse_split(split)
+        code = self._split_names.index(name) if name in self._split_names else -1
         idx = np.flatnonzero(self._split_codes == code).astype(np.int64)
         if len(idx) == 0:
-            known = ", ".join(f"{k} ({v})" for k, v in self.attrs["splits"].items())
-            raise CorpusError(
-                f"{self.location}: split {split!r} is empty or unknown; known splits: {known}"
-            )
-        return idx
+            raise unknown_split(self.location, split, self.attrs["splits"])
+        if len(part := subset(self.ids, idx, lo, hi)) == 0:
+            msg = f"selects none of the {len(idx)} utterances of {name!r}: take a wider range"
+            raise CorpusError(f"{self.location}: split {split!r} {msg}")
+        return part
 
     def _rows(self, name: str, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) of array ``name``, through a one-block cache of whole chunks so
@@ -347,11 +349,10 @@ class FeatureStore:
         return self._rows("frame_labels", *self._span(i)).astype("int64")
 
     def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray] | np.ndarray]:
-        """Features (CMVN applied) and labels of ``split``, in store order.
+        """Features (CMVN applied) and labels of ``split`` (a subset spec too), in store order.
 
         Returns N_split (T_i, F) arrays and either N_split (T_i,) int64 frame-label arrays
-        (frame task) or (N_split,) int64 clip labels. Reads each contiguous run of the split
-        in one slice.
+        (frame task) or (N_split,) int64 clip labels. Reads each contiguous run in one slice.
         """
         import numpy as np
 

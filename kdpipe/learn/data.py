@@ -17,6 +17,7 @@ from kdpipe.learn.batching import pad_features, pad_labels
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
+    from kdpipe.corpus.views import ViewConfig
 
 Level = Literal["frame", "clip"]
 
@@ -89,9 +90,29 @@ class LabelledData:
         return Batch(x, lengths, y, index)
 
     @classmethod
-    def from_store(cls, store: FeatureStore, split: str) -> LabelledData:
-        """Load ``split`` of a feature store (CMVN applied as the store's config says)."""
+    def from_store(
+        cls, store: FeatureStore, split: str, view: ViewConfig | None = None
+    ) -> LabelledData:
+        """Load ``split`` (a name or a subset such as ``train[:10%]``) of a feature store,
+        CMVN applied as the store's config says.
+
+        With ``view``, each utterance is cut to its crop window after CMVN (the windows
+        ``teach`` cuts for the same ids: ``kdpipe.corpus.views.crop_windows``), frame
+        labels likewise; clip labels are unchanged. ``ConfigError`` names an utterance
+        shorter than the window.
+        """
+        from kdpipe.corpus.views import crop_windows
+
         idx = store.indices(split)
+        ids = [store.ids[i] for i in idx]
+        windows = None
+        if view is not None:  # before reading: a too-short utterance fails fast
+            windows = crop_windows(view, ids, store.num_frames[idx], store.config.frame_shift_ms)
         feats, labels = store.load_split(split)
+        if windows is not None:
+            cut = [slice(int(a), int(b)) for a, b in windows]
+            feats = [f[c].copy() for f, c in zip(feats, cut, strict=True)]  # N x (T_view, F)
+            if store.task == "frame":
+                labels = [y[c].copy() for y, c in zip(labels, cut, strict=True)]
         level: Level = "frame" if store.task == "frame" else "clip"
-        return cls([store.ids[i] for i in idx], feats, labels, level, len(store.labels))
+        return cls(ids, feats, labels, level, len(store.labels))

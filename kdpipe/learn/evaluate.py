@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ import torch
 from kdpipe.learn.batching import bucket_batches
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
+
+if TYPE_CHECKING:
+    from kdpipe.corpus.views import ViewConfig
 
 
 @dataclass
@@ -87,6 +91,7 @@ class EvalReport:
     phone_error_rate: float | None  # frame level only
     labels: list[str]
     confusion: np.ndarray  # (C, C) counts[ref, hyp]
+    view: dict | None = None  # ViewConfig.to_dict() of the crop scored; None: whole utterances
 
     def to_dict(self) -> dict:
         key = "frame_accuracy" if self.level == "frame" else "clip_accuracy"
@@ -101,6 +106,8 @@ class EvalReport:
         }
         if self.phone_error_rate is not None:
             out["phone_error_rate"] = self.phone_error_rate
+        if self.view is not None:
+            out["view"] = self.view
         return out
 
 
@@ -111,8 +118,11 @@ def evaluate_checkpoint(
     out: str | Path | None = None,
     device: str = "auto",
     trust_custom_code: bool = False,
+    view: ViewConfig | None = None,
 ) -> EvalReport:
-    """Score checkpoint ``model_dir`` on ``split`` of feature store ``corpus``.
+    """Score checkpoint ``model_dir`` on ``split`` (a name or a subset such as
+    ``test[:50%]``) of feature store ``corpus``; with ``view``, on each utterance's crop
+    window (``LabelledData.from_store``).
 
     Refuses a corpus whose label set or feature config disagrees with the checkpoint's
     card. With ``out``, writes ``metrics.json``, ``confusion.csv`` and ``confusion.png``.
@@ -133,7 +143,7 @@ def evaluate_checkpoint(
         level=level,
         name=f"checkpoint {model_dir}",
     )
-    data = LabelledData.from_store(store, split)
+    data = LabelledData.from_store(store, split, view)
     pred = predict(model, data, device=dev, keep=True)
     names = list(store.labels.names)
     report = EvalReport(
@@ -147,6 +157,7 @@ def evaluate_checkpoint(
         phone_error_rate=phone_error_rate(pred.ref, pred.hyp, names) if level == "frame" else None,
         labels=names,
         confusion=confusion(pred.ref, pred.hyp, len(names)),
+        view=None if view is None else view.to_dict(),
     )
     if out is not None:
         write_report(report, Path(out))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import TrainingError
 from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.data import Batch
@@ -133,8 +134,10 @@ class KdRun:
     model_config: dict[str, Any]
     train: TrainConfig
     kd: KdConfig = field(default_factory=KdConfig)
-    train_split: str = "train"
+    train_split: str = "train"  # a split name or a subset spec such as train[:10%]
     dev_split: str = "dev"
+    view: ViewConfig | None = None  # crop dev utterances (training windows: the stores')
+    init: str | None = None  # checkpoint to start from (fine-tuning); None: seeded init
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +149,8 @@ class KdRun:
             "kd": self.kd.to_dict(),
             "train_split": self.train_split,
             "dev_split": self.dev_split,
+            "view": None if self.view is None else self.view.to_dict(),
+            "init": self.init,
         }
 
 
@@ -178,7 +183,9 @@ def train_kd(
     with session(cfg) as (dist, device):
         corpus = FeatureStore.open(run.corpus)
         readers = [StoreReader(t[0]) for t in run.targets]
-        model, level, sub = build_student(run.student, run.model_config, corpus, cfg.seed)
+        model, level, sub = build_student(
+            run.student, run.model_config, corpus, cfg.seed, init=run.init
+        )
         for r in readers:
             compat.check_meta(r, corpus, level, sub)
             compat.check_sampled(r, kd.temperature)
@@ -201,7 +208,7 @@ def train_kd(
             world=dist.world,
             allow_partial=kd.allow_partial,
         )
-        dev_data = LabelledData.from_store(corpus, run.dev_split)
+        dev_data = LabelledData.from_store(corpus, run.dev_split, run.view)
         claim_output(out, run, resume, overwrite)  # type: ignore[arg-type]  # checks passed
         sampled = all(r.meta.rule.name == "sample" for r in readers)
         objective = KdObjective(kd, cfg.epochs, sampled)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdpipe.errors import ModelError
+from kdpipe.errors import LabelSetError, ModelError
 from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.distributed import Dist
 
@@ -44,11 +44,17 @@ def session(cfg: TrainConfig) -> Iterator[tuple[Dist, torch.device]]:
 
 
 def build_student(
-    name: str, config: dict[str, Any], corpus: FeatureStore, seed: int
+    name: str,
+    config: dict[str, Any],
+    corpus: FeatureStore,
+    seed: int,
+    init: str | Path | None = None,
 ) -> tuple[torch.nn.Module, str, int]:
-    """The student for ``corpus`` with seeded initial weights; (model, level, subsampling).
+    """The student for ``corpus`` with seeded initial weights, or with the weights of
+    checkpoint ``init`` (fine-tuning); (model, level, subsampling).
 
-    ``ModelError`` if the model's level does not fit the corpus task.
+    ``ModelError`` if the model's level does not fit the corpus task, or if ``init`` was
+    not made by the same architecture, config, features and label set.
     """
     from kdpipe.models import build_model
     from kdpipe.models.protocol import model_level, model_subsampling
@@ -61,7 +67,48 @@ def build_student(
             f"{name} is a {level}-level model but {corpus.location} is a {corpus.task} "
             f"task; use a {need}-level model"
         )
+    if init is not None:
+        load_init(model, init, corpus)
     return model, level, model_subsampling(model)
+
+
+def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) -> None:
+    """Copy the weights of checkpoint ``init`` into ``model`` (built by ``build_model``).
+
+    Refuses (``ModelError``, one line naming what differs) unless the checkpoint's
+    architecture, model config (as ``make_card`` records it), number of features and label
+    set equal the new model's. Custom code is trusted only when the student is itself a
+    ``package.module:Class`` (its code is imported to build the student anyway).
+    """
+    import json
+
+    from kdpipe.models import load_checkpoint, read_card
+    from kdpipe.models.registry import is_custom
+
+    spec = model.kdpipe_spec
+    card = read_card(init)  # no code and no weights read yet
+    where = f"init checkpoint {init}"
+    if card.architecture != spec.architecture:
+        raise ModelError(
+            f"{where} is a {card.architecture!r} model but the student is {spec.architecture!r}"
+        )
+    ours = json.loads(json.dumps(spec.config))  # the JSON form, as a card holds it
+    if card.model_config != ours:
+        diffs = [f"{k} {card.model_config.get(k)!r} vs {ours.get(k)!r}"
+                 for k in sorted(set(card.model_config) | set(ours))
+                 if card.model_config.get(k) != ours.get(k)]  # fmt: skip
+        raise ModelError(f"{where}: model config differs from the student's: {', '.join(diffs)}")
+    if card.num_features != spec.num_features:
+        raise ModelError(
+            f"{where} takes {card.num_features} features, corpus {corpus.location} has "
+            f"{spec.num_features}"
+        )
+    try:
+        card.label_set.check_same(corpus.labels, where, f"corpus {corpus.location}")
+    except LabelSetError as e:
+        raise ModelError(str(e)) from None
+    trained, _ = load_checkpoint(init, "cpu", trust_custom_code=is_custom(spec.architecture))
+    model.load_state_dict(trained.state_dict(), strict=True)
 
 
 def fit(

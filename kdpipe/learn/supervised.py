@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import fingerprint
-from kdpipe.errors import TrainingError
+from kdpipe.corpus.views import ViewConfig
+from kdpipe.errors import ConfigError, TrainingError
 from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.trainer import LAST_STATE, HardLabels, TrainResult
 
@@ -29,8 +30,10 @@ class SupervisedRun:
     student: str  # registry name or package.module:Class
     model_config: dict[str, Any]
     train: TrainConfig
-    train_split: str = "train"
+    train_split: str = "train"  # a split name or a subset spec such as train[:10%]
     dev_split: str = "dev"
+    view: ViewConfig | None = None  # crop train and dev utterances; None: whole utterances
+    init: str | None = None  # checkpoint to start from (fine-tuning); None: seeded init
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,8 @@ class SupervisedRun:
             "train": self.train.to_dict(),
             "train_split": self.train_split,
             "dev_split": self.dev_split,
+            "view": None if self.view is None else self.view.to_dict(),
+            "init": self.init,
         }
 
 
@@ -58,12 +63,12 @@ def train_supervised(
 
     out = Path(out)
     cfg = run.train
-    claim_output(out, run, resume, overwrite)
     with session(cfg) as (dist, device):
         store = FeatureStore.open(run.corpus)
-        train_data = LabelledData.from_store(store, run.train_split)
-        dev_data = LabelledData.from_store(store, run.dev_split)
-        model, _, sub = build_student(run.student, run.model_config, store, cfg.seed)
+        train_data = LabelledData.from_store(store, run.train_split, run.view)
+        dev_data = LabelledData.from_store(store, run.dev_split, run.view)
+        model, _, sub = build_student(run.student, run.model_config, store, cfg.seed, init=run.init)
+        claim_output(out, run, resume, overwrite)  # after every check on the inputs
         objective = HardLabels(train_data.level, sub, cfg.label_smoothing)
         card = make_card(
             model,
@@ -90,14 +95,16 @@ def claim_output(out: Path, run: SupervisedRun, resume: bool, overwrite: bool) -
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
+    if run.init is not None and Path(run.init).resolve() == out.resolve():
+        raise ConfigError(f"init {run.init} is the output directory; train into another one")
     ident = run.to_dict()
     ident["fingerprint"] = fingerprint(ident)
     record = out / RUN_FILE
     if resume:
-        if record.is_file():
+        if record.is_file():  # a key missing before (added since) counts as None
             before = json.loads(record.read_text())
-            if before.get("fingerprint") != ident["fingerprint"]:
-                diffs = sorted(k for k in ident if k != "fingerprint" and before.get(k) != ident[k])
+            diffs = sorted(k for k in ident if k != "fingerprint" and before.get(k) != ident[k])
+            if diffs:
                 raise TrainingError(
                     f"--resume: {out} holds a different run (differs in {', '.join(diffs)})"
                 )

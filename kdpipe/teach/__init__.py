@@ -2,7 +2,7 @@
 
 - ``config``: the ensemble.yaml schema (docs/ensemble-yaml.md) as frozen dataclasses;
 - ``ensemble``: members, label maps, frame-rate conversion, combination (torch);
-- ``views``: crop windows and per-utterance seeded generators;
+- crop windows (``ViewConfig``) and per-utterance seeded generators: ``kdpipe.corpus.views``;
 - ``plan``: the selection, the store metadata and the shard-independent batch plan;
 - ``run``: ``teach(...)``, the inference loop with its background writer thread.
 
@@ -11,10 +11,10 @@ Importing this package imports neither torch nor zarr.
 
 from __future__ import annotations
 
+from kdpipe.corpus.views import ViewConfig
 from kdpipe.teach.config import (
     EnsembleConfig,
     MemberConfig,
-    ViewConfig,
     load_ensemble,
     rule_from_flags,
     single_teacher,

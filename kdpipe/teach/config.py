@@ -1,6 +1,7 @@
 """``ensemble.yaml``: the teacher(s) of ``kdpipe teach`` as frozen dataclasses.
 
-The documented schema is docs/ensemble-yaml.md. ``load_ensemble(path)`` reads a file with
+The documented schema is docs/ensemble-yaml.md; ``ViewConfig`` (the ``view:`` block) lives
+in ``kdpipe.corpus.views`` and is re-exported here. ``load_ensemble(path)`` reads a file with
 ``yaml.safe_load`` and validates it (unknown keys, bad values and missing checkpoints are
 ``ConfigError``/``ModelError`` before any work); ``single_teacher(dir, rule)`` is the
 one-checkpoint form behind ``kdpipe teach --model exp/teacher1 --topk 8``.
@@ -14,8 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import check_keys, load_yaml, to_dict
+from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
 from kdpipe.essence import Rule
+
+__all__ = [
+    "EnsembleConfig",
+    "MemberConfig",
+    "ViewConfig",
+    "ensemble_from_dict",
+    "load_ensemble",
+    "rule_from_flags",
+    "single_teacher",
+]
 
 COMBINE = ("mean-prob", "mean-logprob")
 FRAME_RATE = ("average", "decimate")
@@ -60,26 +72,6 @@ class MemberConfig:
     @property
     def display_name(self) -> str:
         return self.name or Path(self.checkpoint).name
-
-
-@dataclass(frozen=True)
-class ViewConfig:
-    """A crop window: the teacher labels input frames [offset, offset + length) only."""
-
-    length_ms: float  # the window's length
-    offset_ms: float = 0.0  # fixed start; ignored when random
-    random: bool = False  # draw the start per utterance, uniformly, from (seed, utt id)
-    seed: int = 0  # the generator of random starts; recorded so learn can re-derive them
-
-    def __post_init__(self) -> None:
-        for name in ("length_ms", "offset_ms"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"view: {name} must be a number, got {v!r}")
-        if not self.length_ms > 0 or self.offset_ms < 0:
-            raise ConfigError("view: need length_ms > 0 and offset_ms >= 0")
-        if not isinstance(self.random, bool) or not isinstance(self.seed, int):
-            raise ConfigError("view: random must be true/false and seed an integer")
 
 
 @dataclass(frozen=True)
@@ -157,10 +149,7 @@ def ensemble_from_dict(data: Any, where: str, base: Path | None = None) -> Ensem
             d["rule"] = Rule(rule.get("name", "topk"), dict(rule.get("params") or {}))
         view = d.pop("view", None)
         if view is not None:
-            check_keys(view, ViewConfig, "view")
-            if "length_ms" not in view:
-                raise ConfigError("view: missing key 'length_ms'")
-            d["view"] = ViewConfig(**view)
+            d["view"] = ViewConfig.from_dict(view)
         ms = tuple(_member(m, f"member {i}", base) for i, m in enumerate(members))
         return EnsembleConfig(members=ms, **d)
     except ConfigError as e:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kdpipe.corpus.views import crop_windows, utt_rng, view_lengths
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.progress import progress_bar
 from kdpipe.teach import plan as _plan
 from kdpipe.teach.config import EnsembleConfig
-from kdpipe.teach.views import crop_windows, view_lengths
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
@@ -148,8 +148,6 @@ class _Writer(threading.Thread):
 
     def _batch(self, utts: list[dict], logp: np.ndarray, lens: np.ndarray, mem: list) -> None:
         """Select, encode and add one batch's utterances; accumulate the summary."""
-        from kdpipe.teach.views import utt_rng
-
         rule, lv, s = self.meta.rule, self.meta.levels[0], self.summary
         for b, u in enumerate(utts):
             uid = u["id"]

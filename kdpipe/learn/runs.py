@@ -1,0 +1,113 @@
+"""One way to say what to train: a learn config (YAML) plus overrides, made into a run.
+
+``kdpipe learn`` and the recipe runner (``kdpipe run``) both call ``build_run`` and
+``train_run``; the YAML keys are those of ``kdpipe learn --config`` (docs/learn.md):
+``student``, ``model``, ``train``, ``kd``, ``targets``, ``view``, ``init``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdpipe.config import check_keys
+from kdpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kdpipe.learn.kd import KdRun
+    from kdpipe.learn.supervised import SupervisedRun
+    from kdpipe.learn.trainer import TrainResult
+
+CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init")
+
+
+def parse_targets(items: Any, where: str = "targets") -> list[tuple]:
+    """Target stores as ``(location, weight[, split])`` from paths or
+    ``{path, weight, split}`` mappings."""
+    out: list[tuple] = []
+    for t in items or []:
+        if isinstance(t, str):
+            out.append((t, 1.0))
+        elif isinstance(t, dict) and set(t) <= {"path", "weight", "split"} and "path" in t:
+            one = (str(t["path"]), float(t.get("weight", 1.0)))
+            out.append((*one, str(t["split"])) if "split" in t else one)
+        else:
+            raise ConfigError(f"{where}: expected a path or {{path, weight, split}}, got {t!r}")
+    return out
+
+
+def build_run(
+    file: dict[str, Any] | None,
+    *,
+    corpus: str,
+    student: str | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    kd: dict[str, Any] | None = None,
+    targets: list[tuple] | None = None,
+    view: dict[str, Any] | None = None,
+    init: str | None = None,
+    train_split: str = "train",
+    dev_split: str = "dev",
+    where: str = "learn config",
+) -> SupervisedRun | KdRun:
+    """The run that ``file`` (a parsed learn YAML) with these overrides asks for.
+
+    Overrides win key by key (``train``, ``model``, ``kd`` merge into the file's mappings);
+    ``targets`` replace the file's. A distillation run when there are targets, else a
+    hard-label run; ``ConfigError`` for unknown keys or kd settings without targets.
+    """
+    from kdpipe.corpus.views import ViewConfig
+    from kdpipe.learn.config import TrainConfig
+    from kdpipe.learn.kdconfig import KdConfig
+
+    file = dict(file or {})
+    if set(file) - set(CONFIG_KEYS):
+        bad = sorted(set(file) - set(CONFIG_KEYS))
+        raise ConfigError(f"{where}: unknown key(s) {bad}; known: {', '.join(CONFIG_KEYS)}")
+    name = student or file.get("student")
+    if not name:
+        raise ConfigError(f"{where}: no student: give --student or `student:` in the config")
+    train_cfg = {**(file.get("train") or {}), **(train or {})}
+    check_keys(train_cfg, TrainConfig, "train")
+    model_cfg = {**(file.get("model") or {}), **(model or {})}
+    kd_cfg = {**(file.get("kd") or {}), **(kd or {})}
+    stores = targets if targets else parse_targets(file.get("targets"), f"{where}: targets")
+    view_cfg = view if view is not None else file.get("view")
+    common = {
+        "corpus": str(corpus),
+        "student": str(name),
+        "model_config": model_cfg,
+        "train": TrainConfig.from_dict(train_cfg),
+        "train_split": train_split,
+        "dev_split": dev_split,
+        "view": None if view_cfg is None else ViewConfig.from_dict(view_cfg),
+        "init": init or file.get("init"),
+    }
+    if stores:
+        from kdpipe.learn.kd import KdRun
+
+        check_keys(kd_cfg, KdConfig, "kd")
+        return KdRun(targets=tuple(stores), kd=KdConfig.from_dict(kd_cfg), **common)
+    from kdpipe.learn.supervised import SupervisedRun
+
+    if kd_cfg:
+        raise ConfigError(f"{where}: distillation settings (kd) given without target stores")
+    return SupervisedRun(**common)
+
+
+def train_run(
+    run: SupervisedRun | KdRun,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``run`` into ``out``: ``train_kd`` or ``train_supervised``."""
+    from kdpipe.learn.kd import KdRun, train_kd
+    from kdpipe.learn.supervised import train_supervised
+
+    if isinstance(run, KdRun):
+        return train_kd(run, out, resume=resume, overwrite=overwrite, progress=progress)
+    return train_supervised(run, out, resume=resume, overwrite=overwrite, progress=progress)
