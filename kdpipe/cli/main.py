@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from kdpipe import __version__
-from kdpipe.cli import corpus, learn, store, teach
+from kdpipe.cli import corpus, learn, run, store, teach
 
 app = typer.Typer(
     name="kdpipe",
@@ -25,6 +25,7 @@ app.add_typer(store.app, name="store")
 app.command("learn")(learn.learn)
 app.command("eval")(learn.evaluate)
 app.command("teach")(teach.teach)
+app.command("run")(run.run)
 
 
 def _version(value: bool) -> None:

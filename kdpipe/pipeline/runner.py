@@ -1,0 +1,162 @@
+"""``kdpipe run``: the stages of a recipe in order, skipping what is done and unchanged.
+
+Each execution of a stage (one per seed for seeded stages) has a fingerprint: its settings
+as they will run (config files read) and the fingerprints of the stages it reads. A record
+``WORKDIR/.stages/<stage>[@seed<N>].json`` says ``running`` or ``done`` with that
+fingerprint. On a rerun a ``done`` record with the same fingerprint is skipped; a
+``running`` one (the run was interrupted) resumes a learn stage from its ``last.pt`` and
+redoes the others (synth, prepare and teach are minutes at most); anything else starts
+afresh. A changed config therefore re-runs its stage and every stage downstream of it.
+
+Output paths: ``WORKDIR/<stage>``, and ``WORKDIR/<stage>/seed<N>`` for seeded stages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdpipe.config import fingerprint
+from kdpipe.pipeline.recipe import Recipe, Stage
+from kdpipe.pipeline.stages import RUNNERS, StageCall, identity
+
+RECORDS = ".stages"
+
+
+@dataclass
+class Execution:
+    """One stage for one seed: where it writes and whether it must run."""
+
+    stage: Stage
+    seed: int | None
+    out: Path
+    fingerprint: str
+    state: str  # done | resume | changed | missing | new
+
+    @property
+    def key(self) -> str:
+        return self.stage.name if self.seed is None else f"{self.stage.name}@seed{self.seed}"
+
+
+@dataclass
+class RunReport:
+    """What ``run_recipe`` did: per execution key, its state before and its summary."""
+
+    recipe: Recipe
+    workdir: Path
+    plan: list[Execution]
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # this invocation
+    compute_seconds: float = 0.0  # every execution's wall time, skipped ones included
+
+
+def output_path(workdir: Path, stage: Stage, seed: int | None) -> Path:
+    return workdir / stage.name if seed is None else workdir / stage.name / f"seed{seed}"
+
+
+def _record_path(workdir: Path, key: str) -> Path:
+    return workdir / RECORDS / f"{key}.json"
+
+
+def read_record(workdir: Path, key: str) -> dict[str, Any] | None:
+    p = _record_path(workdir, key)
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(workdir: Path, key: str, data: dict[str, Any]) -> None:
+    p = _record_path(workdir, key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(p)  # atomic: a record is whole or absent
+
+
+def plan(recipe: Recipe, workdir: str | Path) -> list[Execution]:
+    """Every execution in order with its fingerprint and state; validates every stage's
+    settings (config files, keys) before anything runs."""
+    workdir = Path(workdir)
+    fps: dict[tuple[str, int | None], str] = {}
+    out: list[Execution] = []
+    for stage in recipe.stages:
+        for seed in recipe.seeds if stage.seeded else (None,):
+
+            def ref_seed(name: str, s: int | None = seed) -> int | None:
+                return s if recipe.stage(name).seeded else None
+
+            placeholders = {r: f"/@{r}" for r in stage.refs}  # paths out of the identity
+            call = StageCall(stage.options, placeholders, Path("/@out"), seed,
+                             recipe.directory, False, False)  # fmt: skip
+            ident = {
+                "kind": stage.kind,
+                "seed": seed,
+                "settings": identity(stage.kind, call),
+                "inputs": {r: fps[(r, ref_seed(r))] for r in stage.refs},
+            }
+            fp = fingerprint(ident)
+            fps[(stage.name, seed)] = fp
+            ex = Execution(stage, seed, output_path(workdir, stage, seed), fp, "new")
+            rec = read_record(workdir, ex.key)
+            if rec is not None:
+                same = rec.get("fingerprint") == fp
+                ex.state = (
+                    "changed" if not same else ("done" if rec["state"] == "done" else "resume")
+                )
+                if ex.state == "done" and not ex.out.exists():
+                    ex.state = "missing"  # its output was deleted: make it again
+            out.append(ex)
+    return out
+
+
+def run_recipe(
+    recipe: Recipe,
+    workdir: str | Path,
+    *,
+    progress: bool = True,
+    announce: Callable[[int, int, Execution], None] | None = None,
+) -> RunReport:
+    """Run what ``plan`` says is not done; returns every execution's summary."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    steps = plan(recipe, workdir)
+    report = RunReport(recipe, workdir, steps)
+    outputs = {(ex.stage.name, ex.seed): ex.out for ex in steps}
+    for i, ex in enumerate(steps):
+        if announce is not None:
+            announce(i, len(steps), ex)
+        if ex.state == "done":
+            rec = read_record(workdir, ex.key) or {}
+            report.summaries[ex.key] = rec.get("summary", {})
+            report.compute_seconds += float(rec.get("wall_seconds", 0.0))
+            continue
+        resume = ex.state == "resume" and ex.stage.kind == "learn" and (ex.out / "last.pt").exists()
+        if not resume and ex.out.exists():
+            shutil.rmtree(ex.out)
+        inputs = {
+            r: str(outputs[(r, ex.seed if recipe.stage(r).seeded else None)]) for r in ex.stage.refs
+        }
+        call = StageCall(ex.stage.options, inputs, ex.out, ex.seed, recipe.directory,
+                         resume, progress)  # fmt: skip
+        _write_record(workdir, ex.key, {"state": "running", "fingerprint": ex.fingerprint})
+        ts = time.perf_counter()
+        summary = RUNNERS[ex.stage.kind](call)
+        summary.setdefault("seconds", time.perf_counter() - ts)
+        _write_record(workdir, ex.key, {
+            "state": "done", "fingerprint": ex.fingerprint, "stage": ex.stage.name,
+            "kind": ex.stage.kind, "seed": ex.seed, "summary": summary,
+            "wall_seconds": time.perf_counter() - ts,
+        })  # fmt: skip
+        report.summaries[ex.key] = summary
+        report.ran.append(ex.key)
+        report.compute_seconds += time.perf_counter() - ts
+    report.seconds = time.perf_counter() - t0
+    return report
