@@ -25,8 +25,9 @@ def pad_rows(rows: SparseRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tail = rows.tail_logprob().astype(np.float32)  # (N,)
     n = rows.num_rows
     if rows.layout == "dense":
-        idx = np.broadcast_to(np.arange(rows.num_classes, dtype=np.int64), logp.shape)
-        return np.ascontiguousarray(idx), logp.astype(np.float32), tail
+        # a fresh array: a broadcast view of one row would be read-only (torch warns)
+        idx = np.tile(np.arange(rows.num_classes, dtype=np.int64), (logp.shape[0], 1))
+        return idx, logp.astype(np.float32), tail
     assert rows.indices is not None
     if rows.layout == "fixed":
         return rows.indices.astype(np.int64), logp.astype(np.float32), tail

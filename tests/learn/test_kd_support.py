@@ -85,3 +85,17 @@ def test_write_store_roundtrip(tmp_path):
     r = StoreReader(loc)
     assert r.ids == ["train-u0", "train-u1", "train-u2"]
     assert r.num_frames[1] == 8 and r.input_window[1].tolist() == [2, 10]
+
+
+def test_pad_rows_dense_single_row_is_writable():
+    """A clip-level store with the full rule has one dense row per utterance; its index
+    array must be a fresh writable array (torch.from_numpy warns on read-only ones)."""
+    import numpy as np
+
+    from kdpipe.essence import full
+    from kdpipe.learn.targets import pad_rows
+
+    logp = np.log(np.full((1, 5), 0.2, dtype=np.float32))
+    idx, lp, tail = pad_rows(full(logp))
+    assert idx.flags.writeable and idx.tolist() == [[0, 1, 2, 3, 4]]
+    assert np.allclose(lp, logp) and np.isneginf(tail).all()
