@@ -111,3 +111,17 @@ def test_missing_recipe_and_unknown_size(tmp_path):
         load_recipe(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no size 'huge'"):
         load_recipe(write(tmp_path, BASE), "huge")
+
+
+def test_every_key_and_option_is_documented():
+    from kdpipe.pipeline.recipe import KINDS, OPTIONS, TOP_KEYS
+
+    doc = (ROOT / "docs" / "recipes.md").read_text()
+    for key in TOP_KEYS:
+        assert f"| `{key}` |" in doc, key
+    for kind in KINDS:
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{kind}` |"))
+        for opt in OPTIONS[kind]:
+            assert f"`{opt}`" in row, (kind, opt)
+    for name in RECIPES:
+        assert f"| `{name.name}` |" in doc, name
