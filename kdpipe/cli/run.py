@@ -66,8 +66,13 @@ def run(
     def announce(i: int, n: int, ex) -> None:
         console.print(f"[bold][{i + 1}/{n}] {ex.key}[/] ({ex.stage.kind}): {STATE_STYLE[ex.state]}")
 
+    def finished(ex, summary: dict, seconds: float) -> None:
+        acc = summary.get("accuracy")
+        score = "" if acc is None else f"accuracy {100 * acc:.1f}%, "
+        console.print(f"    {ex.key}: {score}{seconds:.0f} s", highlight=False)
+
     console.print(f"[bold]{r.title or r.name}[/] ({size}, seeds {list(r.seeds)}) -> {work}")
-    report = run_recipe(r, work, progress=progress, announce=announce)
+    report = run_recipe(r, work, progress=progress, announce=announce, finished=finished)
     command = f"kdpipe run {recipe}" + (f" --size {size}" if size != "full" else "")
     command += f" --seeds {seeds}" if seeds else ""
     md, _ = write_results(report, command)

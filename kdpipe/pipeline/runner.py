@@ -122,8 +122,13 @@ def run_recipe(
     *,
     progress: bool = True,
     announce: Callable[[int, int, Execution], None] | None = None,
+    finished: Callable[[Execution, dict[str, Any], float], None] | None = None,
 ) -> RunReport:
-    """Run what ``plan`` says is not done; returns every execution's summary."""
+    """Run what ``plan`` says is not done; returns every execution's summary.
+
+    ``announce(i, n, execution)`` is called before each execution (done ones included),
+    ``finished(execution, summary, seconds)`` after each one that ran.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -158,5 +163,7 @@ def run_recipe(
         report.summaries[ex.key] = summary
         report.ran.append(ex.key)
         report.compute_seconds += time.perf_counter() - ts
+        if finished is not None:
+            finished(ex, summary, time.perf_counter() - ts)
     report.seconds = time.perf_counter() - t0
     return report

@@ -39,9 +39,9 @@ def test_run_command_small(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "[7/7] student_kd_unlabelled@seed0 (learn): running" in out.stdout
+    assert "[12/12] student_kd_unlabelled@seed0 (learn): running" in out.stdout
     md = (work / "results.md").read_text()
-    assert "| DNN student, hard labels (labelled half) |" in md
+    assert "| A. DNN student, hard labels |" in md
     assert "kdpipe run" in md and "--size small" in md
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("done, skipped") == 7
+    assert again.returncode == 0 and again.stdout.count("done, skipped") == 12
