@@ -2,13 +2,18 @@
 
 One store of synthetic top-8 targets (uint16 indices, uint8 log-prob codes, uint8 tail;
 C = 2000, speech-like ``segments`` posteriors, utterances of 100-700 frames) in parts of
-``--part-frames`` frames, default codecs. Three readers of the same numbers, warm page
-cache, best of ``--repeats`` runs each, interleaved:
+``--part-frames`` frames, the default format and codecs. Three readers, warm page cache,
+``--repeats`` rounds of all three in turn (interleaved, so that a change in the machine's
+load hits all three alike); the median round is reported:
 
 - ``kdpipe``: ``StoreReader.blocks()`` (whole utterances, ~1M frames per block, index and
-  range checks included);
-- ``zarr``: the same arrays read directly with zarr in chunk-aligned 1M-row slices;
-- ``npy``: the same arrays as raw ``.npy`` files read with ``np.load``.
+  range checks and the decoding of row-delta values included);
+- ``zarr``: the same arrays read directly with zarr in chunk-aligned 1M-row slices (the
+  values as stored: row deltas, not decoded);
+- ``zarr-v1``: the same numbers as format 1 stored them (value codes, every array
+  bit-shuffled, blosc's own block size, 65536-row chunks) read with zarr: what the smaller
+  format 2 costs in decoding speed;
+- ``npy``: the indices, value codes and tail as raw ``.npy`` files read with ``np.load``.
 
     .venv/bin/python benchmarks/store_read.py [--frames 4194304]
 """
@@ -30,7 +35,7 @@ from kdpipe.store.synth import synthetic_logprobs
 from kdpipe.store.writer import StoreWriter
 
 C, K = 2000, 8
-BASE = 65536  # distinct synthetic frames; longer stores repeat them (chunks stay distinct)
+BASE = 1 << 18  # distinct synthetic frames (2 chunks); longer stores repeat them
 
 
 def make_rows(n: int) -> SparseRows:
@@ -59,8 +64,19 @@ def build(root: Path, n: int, part_frames: int) -> tuple[Path, SparseRows]:
             t = min(n - s, int(rng.integers(100, 700)))
             w.add(f"utt{i:07d}", frame=rows.slice_rows(s, s + t))
             s, i = s + t, i + 1
+    import zarr
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    v1 = zarr.open_group(root / "v1.zarr", mode="w")
     for name in ("indices", "values", "tail"):
-        np.save(root / f"{name}.npy", getattr(rows, name))
+        data = getattr(rows, name)
+        np.save(root / f"{name}.npy", data)
+        v1.create_array(
+            name,
+            data=data,
+            chunks=(1 << 16, *data.shape[1:]),
+            compressors=[BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()],
+        )
     return root / "t.zarr", rows
 
 
@@ -86,6 +102,18 @@ def read_zarr(path: Path) -> int:
     return n
 
 
+def read_zarr_v1(path: Path) -> int:
+    import zarr
+
+    g = zarr.open_group(path, mode="r")
+    arrays = [g[a] for a in ("indices", "values", "tail")]
+    n, step = 0, 1 << 20
+    for a in range(0, arrays[0].shape[0], step):
+        got = [arr[a : a + step] for arr in arrays]
+        n += len(got[0])
+    return n
+
+
 def read_npy(root: Path) -> int:
     got = [np.load(root / f"{a}.npy") for a in ("indices", "values", "tail")]
     return len(got[0])
@@ -95,36 +123,46 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1 << 22)
     ap.add_argument("--part-frames", type=int, default=1 << 20)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
         path, _ = build(root, args.frames, args.part_frames)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        v1 = sum(f.stat().st_size for f in (root / "v1.zarr").rglob("*") if f.is_file())
         npy = sum((root / f"{a}.npy").stat().st_size for a in ("indices", "values", "tail"))
         print(
             f"# {args.frames} frames top-{K} of C={C} in {len(StoreReader(path).parts)} parts,"
             f" built in {time.perf_counter() - t:.0f} s"
         )
-        print(f"store {size / args.frames:.2f} B/frame on disk; npy {npy / args.frames:.2f}")
-        best = {"kdpipe": np.inf, "zarr": np.inf, "npy": np.inf}
+        print(
+            f"store {size / args.frames:.2f} B/frame on disk; format 1 codecs "
+            f"{v1 / args.frames:.2f}; npy {npy / args.frames:.2f}"
+        )
         fns = {
             "kdpipe": lambda: read_kdpipe(path),
             "zarr": lambda: read_zarr(path),
+            "zarr-v1": lambda: read_zarr_v1(root / "v1.zarr"),
             "npy": lambda: read_npy(root),
         }
+        times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(args.repeats):
             for name, fn in fns.items():
                 t = time.perf_counter()
                 assert fn() == args.frames
-                best[name] = min(best[name], time.perf_counter() - t)
-        fps = {k: args.frames / v for k, v in best.items()}
+                times[name].append(time.perf_counter() - t)
+        rounds = np.array([times[k] for k in fns])  # (4, repeats) seconds
+        ratio = rounds[1] / rounds[0]  # kdpipe / zarr speed, per round
+        fps = {k: args.frames / float(np.median(v)) for k, v in times.items()}
         for k, v in fps.items():
-            print(f"{k:7s} {v / 1e6:7.1f} M frames/s")
+            each = " ".join(f"{args.frames / t / 1e6:.1f}" for t in times[k])
+            print(f"{k:7s} {v / 1e6:7.1f} M frames/s (median; rounds: {each})")
         print(
-            f"kdpipe / zarr = {fps['kdpipe'] / fps['zarr']:.2f}; "
-            f"kdpipe / npy = {fps['kdpipe'] / fps['npy']:.3f}"
+            f"kdpipe / zarr = {np.median(ratio):.2f} (median of rounds; "
+            f"{ratio.min():.2f}-{ratio.max():.2f}); "
+            f"kdpipe / npy = {np.median(rounds[3] / rounds[0]):.3f}; "
+            f"zarr / zarr-v1 = {np.median(rounds[2] / rounds[1]):.2f}"
         )
 
 

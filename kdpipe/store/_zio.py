@@ -161,8 +161,11 @@ def read_slices(
 
 
 def write_arrays(group: Any, arrays: dict[str, tuple[np.ndarray, int]]) -> dict[str, list]:
-    """Write ``path -> (data, rows per chunk)`` under ``group`` with the format's codecs,
-    all chunks kept, the arrays concurrently; returns each array's chunk shape."""
+    """Write ``path -> (data, rows per chunk)`` under ``group`` with the format's codecs
+    (``coding.codecs``), all chunks kept, the arrays concurrently; returns each array's
+    chunk shape."""
+    from kdpipe.store.coding import codecs
+
     subs: dict[str, Any] = {"": group}
     for path in arrays:
         parents = path.split("/")[:-1]
@@ -173,12 +176,13 @@ def write_arrays(group: Any, arrays: dict[str, tuple[np.ndarray, int]]) -> dict[
 
     async def one(path: str, data: np.ndarray, chunk_len: int) -> Any:
         parent, _, name = path.rpartition("/")
+        chunks = (max(1, min(len(data), chunk_len)), *data.shape[1:])
         return await subs[parent]._async_group.create_array(
             name,
             data=data,
-            chunks=(max(1, min(len(data), chunk_len)), *data.shape[1:]),
+            chunks=chunks,
             config={"write_empty_chunks": True},
-            **spec.codecs(),
+            **codecs(name, data.dtype.itemsize, math.prod(chunks) * data.dtype.itemsize),
         )
 
     async def go() -> list[Any]:

@@ -2,7 +2,8 @@
 
 Shapes: U utterances, R = sum of their frames. Frame-level arrays have R rows, utterance
 rows of the utterance ``i`` are ``frame_offsets[i]:frame_offsets[i + 1]``; utterance-level
-arrays have U rows. Values are as stored (see ``SparseRows.logprobs`` to decode).
+arrays have U rows. Values are uint8 codes or float16 as the store's encoding says (row deltas
+already undone; see ``SparseRows.logprobs`` to get log-probabilities).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kdpipe.store import spec
+from kdpipe.store.coding import NO_TRANSFORM, ROW_DELTA, delta_decode
 
 MAX_MESSAGES = 50  # errors listed in full; the rest are counted
 
@@ -61,13 +62,17 @@ def check_rows(
     meta: spec.StoreMeta,
     ids: list[str],
     f_off: np.ndarray | None,
+    transform: str = NO_TRANSFORM,
 ) -> None:
-    """Content checks of one target matrix (``base`` = e.g. ``frame/``)."""
+    """Content checks of one target matrix (``base`` = e.g. ``frame/``) whose values are
+    stored with ``transform`` (``coding``)."""
     c, enc = meta.num_classes, meta.values
     vals, tail = d[base + "values"], d[base + "tail"]
     ro = d.get(base + "row_offsets")
     if ro is not None and (ro[0] != 0 or ro[-1] != len(vals) or (np.diff(ro) < 0).any()):
         return rep.error(f"{at}: array {base}row_offsets is not a valid offsets array")
+    if transform == ROW_DELTA:
+        vals = delta_decode(vals, ro)
     ix = d.get(base + "indices")
     rows_of = (
         (lambda pos: int(np.searchsorted(ro, pos, "right") - 1))

@@ -4,7 +4,8 @@ The copy keeps the root record (metadata, creation time) and each part's id and 
 record, with the chunk shapes updated: checksums are of the decoded arrays, so they still
 hold after re-chunking, and every array is checked against them on the way. Parts the
 destination already has committed are skipped (an interrupted copy resumes). The
-destination is sealed at the end, so it can be served over HTTP.
+destination is sealed at the end, so it can be served over HTTP. Arrays are copied as
+stored (a format 1 store stays format 1) and re-encoded with the current codecs.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def copy_store(
     d_doc = _zio.read_json_many(d_store, ["zarr.json"])[0]
     if d_doc is not None and not overwrite:
         _, d_rec = spec.parse_root(d_doc.get("attributes") or {}, str(dst))
-        if d_rec["fingerprint"] != rec["fingerprint"]:
-            raise FingerprintMismatch(f"{dst}: holds a store with other metadata than {src}")
+        if (d_rec["fingerprint"], d_rec["version"]) != (rec["fingerprint"], rec["version"]):
+            raise FingerprintMismatch(
+                f"{dst}: holds a store with other metadata or format version than {src}"
+            )
         done = {p.id for p in scan(d_store, dst, meta).parts}
     else:
         if d_doc is not None:  # overwrite

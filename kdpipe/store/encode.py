@@ -1,5 +1,8 @@
 """Check and encode one utterance's targets; assemble a part's arrays (the writer's core).
 
+Parts are written in the current format (``spec.VERSION``): uint8 values of sparse rows are
+row-delta coded on the way out (``coding``).
+
 Shapes: T frames of the utterance, k kept classes per row (fixed), nnz entries (variable),
 C classes, U utterances and R = sum(T) frames of a part.
 """
@@ -12,6 +15,7 @@ import numpy as np
 
 from kdpipe.errors import LabelSetError, StoreError
 from kdpipe.store import spec
+from kdpipe.store.coding import ROW_DELTA, delta_encode, values_transform
 from kdpipe.store.rows import SparseRows
 
 
@@ -67,13 +71,35 @@ def encode_rows(
         if off[0] != 0 or off[-1] != len(rows.values) or (np.diff(off) < 0).any():
             raise StoreError(f"{where}: row offsets are not a valid CSR offsets array")
         offsets = off
+    values = _values(rows.values, meta, f"{where} values", tail=False)
+    if indices is not None:
+        _check_descending(values, offsets, where)
     return SparseRows(
-        values=_values(rows.values, meta, f"{where} values", tail=False),
+        values=values,
         tail=_values(rows.tail, meta, f"{where} tail", tail=True),
         num_classes=c,
         indices=indices,
         offsets=offsets,
     )
+
+
+def _check_descending(values: np.ndarray, offsets: np.ndarray | None, where: str) -> None:
+    """Sparse rows keep their entries in descending probability order (the format says so,
+    and the row-delta coding of uint8 values relies on it)."""
+    if offsets is None:
+        up = values[:, 1:] > values[:, :-1]  # (T, k-1)
+        bad = np.flatnonzero(up.any(axis=1))
+    else:
+        up = values[1:] > values[:-1]  # (nnz-1,)
+        same_row = np.ones(len(up), dtype=bool)
+        same_row[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < len(values))] - 1] = False
+        pos = np.flatnonzero(up & same_row)
+        bad = np.searchsorted(offsets, pos, side="right") - 1
+    if len(bad):
+        raise StoreError(
+            f"{where}: row {int(bad[0])}: entries not in descending probability order "
+            "(a selection rule returns them sorted)"
+        )
 
 
 def _hard(x: Any, n: int, meta: spec.StoreMeta, where: str) -> np.ndarray:
@@ -131,7 +157,10 @@ def _rows_arrays(base: str, rows: SparseRows, out: dict[str, np.ndarray]) -> Non
         out[base + "row_offsets"] = rows.offsets
     if rows.indices is not None:
         out[base + "indices"] = rows.indices
-    out[base + "values"] = rows.values
+    transform = values_transform(rows.layout, rows.values.dtype.name)
+    out[base + "values"] = (
+        delta_encode(rows.values, rows.offsets) if transform == ROW_DELTA else rows.values
+    )
     out[base + "tail"] = rows.tail
 
 

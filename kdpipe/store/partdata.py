@@ -1,7 +1,8 @@
 """``PartData``: the data arrays of one committed part, read by utterance ranges.
 
 Sequential reads keep, per array, the decoded rows from the last chunk-aligned read, so a
-stream of consecutive ranges decodes every chunk exactly once.
+stream of consecutive ranges decodes every chunk exactly once. Row-delta coded values
+(format 2) are turned back into codes per range read (``coding.delta_decode``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from kdpipe.errors import StoreIntegrityError
 from kdpipe.store import _zio
 from kdpipe.store.block import TargetBlock
+from kdpipe.store.coding import ROW_DELTA, delta_decode
 from kdpipe.store.rows import SparseRows
 
 if TYPE_CHECKING:
@@ -93,6 +95,8 @@ class PartData:
             offsets = ro - ro[0]
         ix = flat.get(base + "indices", data.get(base + "indices"))
         vals = flat.get(base + "values", data.get(base + "values"))
+        if r.transform == ROW_DELTA:
+            vals = delta_decode(vals, offsets)  # a new array: the window keeps what is stored
         if ix is not None and ix.size and np.iinfo(ix.dtype).max >= c and int(ix.max()) >= c:
             bad = ix >= c
             if bad.any():

@@ -1,7 +1,8 @@
-"""Target store format 1: names, encodings, codecs and the metadata record.
+"""Target store format 2 (reads 1 too): names, encodings, codecs and the metadata record.
 
-docs/store-format.md is the normative description; this module is its executable form and
-the two must agree (tests/store/test_spec_plain_zarr.py reads a store with zarr + numpy only).
+docs/store-format.md is the normative description; this module and ``coding`` (codecs, the
+row-delta transform) are its executable form and the two must agree
+(tests/store/test_spec_plain_zarr.py reads a store with zarr + numpy only).
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from kdpipe import __version__
 from kdpipe.config import fingerprint as _fingerprint
-from kdpipe.config import from_dict, to_dict
+from kdpipe.config import from_dict
 from kdpipe.errors import ConfigError, StoreFormatError
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
 
 FORMAT = "kdpipe.store"
-VERSION = 1
+VERSION = 2  # what this kdpipe writes (2: row-delta values, per-array codecs; see the spec)
+READ_VERSIONS = (1, 2)  # what it reads: format 1 stores values as plain codes
 ROOT_ATTR = "kdpipe.store"  # root zarr.json attribute: the store record
 PART_ATTR = "kdpipe.part"  # parts/<id>/zarr.json attribute: the commit record
 MANIFEST_ATTR = "kdpipe.manifest"  # parts/zarr.json attribute: commit records of a sealed store
@@ -31,7 +33,7 @@ VALUE_ENCODINGS = ("uint8", "float16")
 LOGP_MIN = -16.0  # uint8 codes span log-probs [-16, 0]: e^-16 ~ 1e-7 is negligible mass
 CODE_LEVELS = 254  # codes 1..255 are the grid; code 0 means probability zero
 FLOAT16_FLOOR = -1.0e4  # float16 log-probs are clipped here (exp underflows to 0 anyway)
-CHUNK_ROWS = 65536  # rows per chunk: ~1 MB of uint16 indices at k=8, big sequential reads
+CHUNK_ROWS = 131072  # rows per chunk: 2 MB of uint16 indices at k=8; bigger compress better
 PART_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HARD_NONE_DOC = "the largest value of the hard-label dtype means 'no label'"
 
@@ -91,20 +93,6 @@ def encode_logp(x: np.ndarray, encoding: str, *, tail: bool = False) -> np.ndarr
     if tail:
         codes[x < LOGP_MIN - np.log(2.0)] = 0
     return codes
-
-
-def codecs() -> dict[str, Any]:
-    """The chunk codecs of every array: blosc(zstd-5, bitshuffle) then crc32c.
-
-    Bit-shuffling puts the mostly-zero high bits of class indices together (the best size on
-    the benchmark); crc32c lets every reader detect a damaged chunk when it decodes it.
-    """
-    from zarr.codecs import BloscCodec, Crc32cCodec
-
-    return {
-        "filters": None,
-        "compressors": [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()],
-    }
 
 
 @dataclass(frozen=True)
@@ -172,9 +160,14 @@ class StoreMeta:
         return len(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
-        d = to_dict(self)
+        """As ``kdpipe.config.to_dict`` (tuples become lists), via one JSON round trip: the
+        label set and the teacher cards hold thousands of items; this runs on every open."""
+        import json
+
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["rule"] = self.rule.to_dict()
-        return d
+        d["teachers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.teachers]
+        return json.loads(json.dumps(d))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoreMeta:
@@ -185,24 +178,30 @@ class StoreMeta:
         """Identity of the targets: equal metadata, interchangeable parts."""
         return _fingerprint(self.to_dict())
 
-    def encoding(self) -> dict[str, Any]:
-        """The derived on-disk encoding, recorded so that plain readers need no logic."""
-        values: dict[str, Any] = {"dtype": self.values}
+    def encoding(self, version: int = VERSION) -> dict[str, Any]:
+        """The derived on-disk encoding of format ``version``, recorded so that plain
+        readers need no logic; format 2 adds the values' ``transform``."""
+        from kdpipe.store.coding import values_transform
+
+        tail: dict[str, Any] = {"dtype": self.values}
         if self.values == "uint8":
-            values["codebook"] = {
+            tail["codebook"] = {
                 "kind": "log-linear",
                 "min": LOGP_MIN,
                 "max": 0.0,
                 "levels": CODE_LEVELS,
                 "zero_code": 0,
             }
+        values = dict(tail)
+        if version >= 2:
+            values["transform"] = values_transform(self.rule.layout, self.values)
         return {
             "layout": self.rule.layout,
             "width": self.rule.width(self.num_classes),
             "index_dtype": index_dtype(self.num_classes).name,
             "hard_dtype": hard_dtype(self.num_classes).name,
             "values": values,
-            "tail": values,
+            "tail": tail,
         }
 
 
@@ -226,23 +225,43 @@ def parse_root(attrs: dict[str, Any], where: str) -> tuple[StoreMeta, dict[str, 
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise StoreFormatError(f"{where}: not a kdpipe target store (no {ROOT_ATTR!r} record)")
     version = rec.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreFormatError(f"{where}: bad format version {version!r}")
-    if version > VERSION:
+    if version not in READ_VERSIONS:
         raise StoreFormatError(
             f"{where}: written in {FORMAT} format version {version} (kdpipe "
-            f"{rec.get('kdpipe_version', '?')}); this kdpipe {__version__} reads version "
-            f"{VERSION} only: upgrade kdpipe"
+            f"{rec.get('kdpipe_version', '?')}); this kdpipe {__version__} reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))} only: upgrade kdpipe"
         )
     try:
         meta = StoreMeta.from_dict(rec["meta"])
     except (ConfigError, KeyError, TypeError) as e:
         raise StoreFormatError(f"{where}: malformed store metadata: {e}") from None
-    if rec.get("encoding") != _jsonable(meta.encoding()):
-        raise StoreFormatError(f"{where}: recorded encoding disagrees with the metadata")
+    enc = rec.get("encoding")
+    transform = (enc.get("values") or {}).get("transform") if isinstance(enc, dict) else None
+    if transform is not None and transform not in _transforms():
+        raise StoreFormatError(
+            f"{where}: values stored with transform {transform!r}, which this kdpipe "
+            f"{__version__} does not know ({', '.join(_transforms())}): upgrade kdpipe"
+        )
+    if enc != _jsonable(meta.encoding(version)):
+        raise StoreFormatError(
+            f"{where}: recorded encoding disagrees with the metadata (format version {version})"
+        )
     if rec.get("fingerprint") != meta.fingerprint:
         raise StoreFormatError(f"{where}: recorded fingerprint disagrees with the metadata")
     return meta, rec
+
+
+def _transforms() -> tuple[str, ...]:
+    from kdpipe.store.coding import TRANSFORMS
+
+    return TRANSFORMS
+
+
+def values_transform(rec: dict[str, Any]) -> str:
+    """The transform of the values arrays of a store, from its root record."""
+    return rec["encoding"]["values"].get("transform", "none")
 
 
 def _jsonable(x: Any) -> Any:

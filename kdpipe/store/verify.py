@@ -24,7 +24,12 @@ from kdpipe.store.parts import PartInfo, scan
 
 
 def _check_part(
-    rep: VerifyReport, store: Any, location: str, part: PartInfo, meta: spec.StoreMeta
+    rep: VerifyReport,
+    store: Any,
+    location: str,
+    part: PartInfo,
+    meta: spec.StoreMeta,
+    transform: str,
 ) -> list[str]:
     """Checksums and contents of one part; returns its utterance ids."""
     at = f"{location}: part {part.id}"
@@ -80,7 +85,7 @@ def _check_part(
     srcs = [""] + [f"members/{j}/" for j in range(len(meta.members))]
     for base in (f"{s}{lv}/" for s in srcs for lv in meta.levels):
         if all(p in data for p in part.arrays if p.startswith(base)):
-            check_rows(rep, at, base, data, meta, ids, f_off)
+            check_rows(rep, at, base, data, meta, ids, f_off, transform)
     rep.parts += 1
     rep.utterances += u
     rep.frames += part.num_frames
@@ -112,7 +117,7 @@ def verify_store(
         root = _zio.read_json_many(store, ["zarr.json"])[0]
         if root is None:
             raise KdpipeError(f"{where}: no zarr.json: not a zarr v3 target store")
-        meta, _ = spec.parse_root(root.get("attributes") or {}, where)
+        meta, rec = spec.parse_root(root.get("attributes") or {}, where)
         if labels is not None:
             other = labels if isinstance(labels, LabelSet) else LabelSet(tuple(labels))
             meta.label_set.check_same(other, f"store {where}", "the given label set")
@@ -134,7 +139,7 @@ def verify_store(
     seen: dict[str, str] = {}
     frames: dict[str, tuple[int, int, tuple[int, int]]] = {}
     for part in found.parts:
-        ids = _check_part(rep, store, where, part, meta)
+        ids = _check_part(rep, store, where, part, meta, spec.values_transform(rec))
         if "frame" in meta.levels and ids:
             idx = _zio.open_arrays(
                 store,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kdpipe import __version__
-from kdpipe.errors import FingerprintMismatch, StoreError
+from kdpipe.errors import FingerprintMismatch, StoreError, StoreFormatError
 from kdpipe.store import _zio, spec
 from kdpipe.store.rows import SparseRows
 
@@ -75,6 +75,11 @@ class StoreWriter:
     def _check_root(self) -> None:
         doc = _zio.read_json_many(self._store, ["zarr.json"])[0] or {}
         meta, rec = spec.parse_root(doc.get("attributes") or {}, self.location)
+        if rec["version"] != spec.VERSION:
+            raise StoreFormatError(
+                f"{self.location}: written in format version {rec['version']}; this kdpipe "
+                f"writes version {spec.VERSION} only: write a new store (or overwrite it)"
+            )
         if rec["fingerprint"] != self.meta.fingerprint:
             diff = sorted(k for k, v in self.meta.to_dict().items() if meta.to_dict().get(k) != v)
             raise FingerprintMismatch(

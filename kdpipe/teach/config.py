@@ -80,7 +80,7 @@ class EnsembleConfig:
 
     members: tuple[MemberConfig, ...]
     combine: str = "mean-prob"  # arithmetic mean of probabilities: the usual ensemble
-    rule: Rule = field(default_factory=Rule)  # top-8: ~0.9 of the mass in ~18 bytes/frame
+    rule: Rule = field(default_factory=Rule)  # top-8: ~0.9 of the mass in ~14 bytes/frame
     values: str = "uint8"  # store encoding: uint8 codes (error <= 0.032 nats) or float16
     keep_members: bool = False  # also store each member's own targets (more bytes)
     subsampling: int | None = None  # ensemble output rate; None = the slowest member's

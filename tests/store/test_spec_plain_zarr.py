@@ -65,14 +65,14 @@ def test_the_spec_reader_reads_what_kdpipe_wrote(tmp_path, rule, values, levels)
 def test_recorded_layout_matches_the_spec_tables(store_path):
     root = zarr.open_group(store_path, mode="r")
     rec = root.attrs[spec.ROOT_ATTR]
-    assert (rec["format"], rec["version"]) == ("kdpipe.store", 1)
-    assert rec["encoding"]["values"]["codebook"] == {
-        "kind": "log-linear",
-        "min": -16.0,
-        "max": 0.0,
-        "levels": 254,
-        "zero_code": 0,
+    assert (rec["format"], rec["version"]) == ("kdpipe.store", 2)
+    book = {"kind": "log-linear", "min": -16.0, "max": 0.0, "levels": 254, "zero_code": 0}
+    assert rec["encoding"]["values"] == {
+        "dtype": "uint8",
+        "codebook": book,
+        "transform": "row-delta",
     }
+    assert rec["encoding"]["tail"] == {"dtype": "uint8", "codebook": book}
     part = next(iter(root["parts"].groups()))[1]
     commit = part.attrs[spec.PART_ATTR]
     want = {
@@ -93,8 +93,16 @@ def test_recorded_layout_matches_the_spec_tables(store_path):
     assert {p: a["dtype"] for p, a in commit["arrays"].items()} == want
     for path in want:
         arr = part[path]
-        codecs = [c["name"] for c in arr.metadata.to_dict()["codecs"]]
-        assert codecs == ["bytes", "blosc", "crc32c"], (path, codecs)
+        codecs = arr.metadata.to_dict()["codecs"]
+        assert [c["name"] for c in codecs] == ["bytes", "blosc", "crc32c"], (path, codecs)
+        blosc = codecs[1]["configuration"]
+        class_ids = path.endswith(("indices", "hard"))  # no shuffle: zstd matches repeated ids
+        assert blosc["shuffle"] == ("noshuffle" if class_ids else "bitshuffle"), path
+        assert (blosc["cname"], blosc["clevel"], blosc["typesize"]) == (
+            "zstd",
+            5,
+            arr.dtype.itemsize,
+        )
         assert arr.metadata.chunk_grid.chunk_shape[1:] == arr.shape[1:]  # whole rows
     # dtype rules of the spec
     assert spec.index_dtype(256) == np.uint8 and spec.index_dtype(257) == np.uint16
