@@ -45,23 +45,12 @@ $(DATA)/feats/phones-$(SIZE).zarr/zarr.json: $(PH)/synth.json
 
 corpora: $(DATA)/feats/keywords-$(SIZE).zarr/zarr.json $(DATA)/feats/phones-$(SIZE).zarr/zarr.json
 
-# The main job, on the embedded corpora: train a keyword teacher (CNN) on hard labels, teach
-# it once into a target store (top-8), then train the same small student (pooled DNN) on
-# hard labels and on the teacher's soft targets, and compare all three on held-out voices.
-KWF := $(DATA)/feats/keywords-$(SIZE).zarr
-demo: setup corpora
-	$(KD) corpus info $(KWF)
-	$(KD) learn --config pipelines/baselines/keywords-cnn.yaml --epochs 8 \
-		--corpus $(KWF) --out $(EXP)/teacher-cnn --overwrite
-	$(KD) teach --model $(EXP)/teacher-cnn --corpus $(KWF) --split train --topk 8 \
-		--out $(EXP)/teacher-cnn-top8.zarr --overwrite
-	$(KD) learn --config pipelines/baselines/keywords-dnn.yaml --epochs 12 \
-		--corpus $(KWF) --out $(EXP)/student-hard --overwrite
-	$(KD) learn --config pipelines/baselines/keywords-dnn.yaml --epochs 12 \
-		--targets $(EXP)/teacher-cnn-top8.zarr --temperature 2 --alpha 0.5 \
-		--corpus $(KWF) --out $(EXP)/student-kd --overwrite
-	$(KD) eval --corpus $(KWF) --split test \
-		--model $(EXP)/teacher-cnn --model $(EXP)/student-hard --model $(EXP)/student-kd
+# The main job, on the embedded corpora: the demo size of the dark-knowledge recipe (Tang et
+# al. 2015). 10% of the phone corpus has labels: a DNN teacher learns from them and teaches
+# all of train once into a target store; an LSTM student learns (a) from the labelled 10%,
+# (b) from the store, then fine-tunes on the labelled 10%. Prints the comparison table.
+demo: setup
+	$(KD) run pipelines/dark_knowledge_lstm --size demo --workdir $(EXP)
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
