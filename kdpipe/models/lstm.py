@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from kdpipe.errors import ConfigError
 from kdpipe.models.base import ModelConfig
 from kdpipe.models.layers import lengths_to_mask, masked_pool
 
@@ -32,11 +33,14 @@ class LstmConfig(ModelConfig):
     hidden_dim: int = 256  # per direction; large teachers use 512-1024
     num_layers: int = 3  # 3 stacked layers: the usual LSTM acoustic model depth
     dropout: float = 0.1  # between layers and before the output; light, KD regularises
+    delay: int = 0  # lstm: frames of look-ahead (output t after reading t + delay); Sak et al.
+    # 2014 delay LSTM targets by 5 frames. 0 keeps the plain, causal model.
 
     def __post_init__(self) -> None:
         self._int("hidden_dim", 1)
         self._int("num_layers", 1)
         self._dropout()
+        self._int("delay", 0)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,13 @@ class Lstm(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, F), lengths: (B,) -> logits (B, T, C), out_lengths (B,)."""
         lengths = lengths.to(x.device)
-        hidden = self.lstm(x, lengths)  # (B, T, D*H)
+        d = self.config.delay
+        if d:  # read d zero frames past each utterance's end, drop the first d outputs
+            keep = lengths_to_mask(lengths, x.shape[1])[..., None].to(x.dtype)  # (B, T, 1)
+            x_late = nn.functional.pad(x * keep, (0, 0, 0, d))  # (B, T + d, F), zeros after
+            hidden = self.lstm(x_late, lengths + d)[:, d:]  # (B, T, H): t sees up to t + d
+        else:
+            hidden = self.lstm(x, lengths)  # (B, T, D*H)
         mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # (B, T, 1)
         logits = self.output(self.dropout(hidden)) * mask  # (B, T, C), zero on padding
         return logits, lengths
@@ -115,7 +125,10 @@ class Blstm(Lstm):
     bidirectional: ClassVar[bool] = True
 
     def __init__(self, num_features: int, num_classes: int, config: LstmConfig | None = None):
-        super().__init__(num_features, num_classes, config or BlstmConfig())
+        cfg = config or BlstmConfig()
+        if cfg.delay:
+            raise ConfigError("blstm config: delay must be 0 (a BLSTM already sees the future)")
+        super().__init__(num_features, num_classes, cfg)
 
 
 @dataclass(frozen=True)

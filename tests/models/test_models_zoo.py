@@ -34,6 +34,7 @@ VARIANTS = [(name, cfg) for name, cfg in TINY.items()] + [
     ("cnn", {"channels": [4, 4, 8], "pooling": "max", "norm": "layer", "time_pool": 3}),
     ("dnn_pool", {**TINY["dnn_pool"], "pooling": "max", "norm": "layer"}),
     ("lstm_pool", {**TINY["lstm_pool"], "pooling": "max", "bidirectional": False}),
+    ("lstm", {**TINY["lstm"], "delay": 3}),
 ]
 IDS = [f"{n}-{i}" for i, (n, _) in enumerate(VARIANTS)]
 
@@ -225,3 +226,26 @@ def test_config_round_trips_and_lists_become_tuples():
     assert spec.architecture == "tdnn" and (spec.num_features, spec.num_classes) == (F, C)
     assert spec.config["kernel_sizes"] == [5, 3] and spec.config["hidden_dim"] == 256
     assert type(model.config).from_dict(spec.config) == model.config
+
+
+@pytest.mark.parametrize("delay", [0, 2])
+def test_lstm_delay_sees_exactly_delay_frames_ahead(delay):
+    """Output t of an LSTM with delay d depends on input frames <= t + d and no later."""
+    model = build("lstm", {**TINY["lstm"], "delay": delay}).eval()
+    x, lengths = padded_batch([12])
+    t = 4
+    base, _ = model(x, lengths)
+    for j, moves in ((t + delay, True), (t + delay + 1, False)):
+        y = x.clone()
+        y[0, j] += 5.0
+        out, _ = model(y, lengths)
+        assert bool((out[0, t] - base[0, t]).abs().max() > 1e-6) == moves, (delay, j)
+    # the last d outputs read zeros past the end: still defined, still finite
+    assert torch.isfinite(base).all() and base.shape[1] == 12
+
+
+def test_blstm_refuses_a_delay():
+    from kdpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="delay must be 0"):
+        build("blstm", {**TINY["blstm"], "delay": 2})
