@@ -1,7 +1,8 @@
 """A recipe's results: its comparison table (mean +- std over seeds) and its claims checked.
 
 A claim ``{text, better: A, than: B}`` holds when A's mean test accuracy is above B's; the
-difference is reported with its standard error so a reader can tell signal from seed noise.
+difference is reported with its standard error, and a difference within two standard errors
+(when both sides have several seeds) reads "within seed noise" instead of a verdict.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def collect(report: RunReport) -> dict[str, Any]:
         if ma is not None and mb is not None:
             se = math.sqrt(((sa or 0) ** 2) / len(a) + ((sb or 0) ** 2) / len(b))
             err_a, err_b = 100 - ma, 100 - mb
+            known = len(a) > 1 and len(b) > 1  # a standard error needs seeds on both sides
             item.update(
                 holds=ma > mb,
                 difference=ma - mb,
-                standard_error=se if len(a) > 1 and len(b) > 1 else None,
+                standard_error=se if known else None,
+                # a difference inside two standard errors could be seed noise
+                within_noise=known and abs(ma - mb) <= 2 * se,
                 relative_error_reduction=(err_b - err_a) / err_b if err_b > 0 else None,
             )
         claims.append(item)
@@ -127,6 +131,8 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         rer = c["relative_error_reduction"]
         rer_txt = "" if rer is None else f"; relative error reduction {100 * rer:.1f}%"
         verdict = "holds" if c["holds"] else "does not hold"
+        if c["within_noise"]:
+            verdict = "within seed noise"
         lines.append(
             f"- {c['text']}: **{verdict}** ({c['better']} {c['better_accuracy']:.1f} vs "
             f"{c['than']} {c['than_accuracy']:.1f}: {c['difference']:+.1f}{se} points{rer_txt})"

@@ -106,3 +106,35 @@ def test_killed_cli_run_resumes_from_the_last_finished_stage(tiny_recipe, tmp_pa
     assert "teacher (learn): done, skipped" in text
     assert "kd@seed1 (learn): running" in text or "kd@seed1 (learn): interrupted" in text
     assert (work / "results.md").is_file()
+
+
+def test_claim_verdicts_and_noise():
+    """A claim's verdict from numbers: holds, does not hold, or within two standard errors."""
+    from types import SimpleNamespace
+
+    from kdpipe.pipeline.results import collect, to_markdown
+    from kdpipe.pipeline.runner import RunReport
+
+    def ex(stage, seed):
+        return SimpleNamespace(
+            stage=SimpleNamespace(name=stage, kind="learn"), key=f"{stage}@{seed}"
+        )
+
+    scores = {"a": [0.70, 0.71, 0.72], "b": [0.60, 0.61, 0.62], "c": [0.705, 0.715, 0.71]}
+    plan_ = [ex(s, i) for s in scores for i in range(3)]
+    summaries = {f"{s}@{i}": {"accuracy": v[i]} for s, v in scores.items() for i in range(3)}
+    recipe = SimpleNamespace(
+        name="r", title="t", paper="", claim="", size="full", seeds=(0, 1, 2),
+        rows=(), claims=(
+            {"text": "a>b", "better": "a", "than": "b"},
+            {"text": "b>a", "better": "b", "than": "a"},
+            {"text": "a>c", "better": "a", "than": "c"},
+        ),
+    )  # fmt: skip
+    res = collect(RunReport(recipe, None, plan_, summaries))
+    verdicts = [(c["holds"], c["within_noise"]) for c in res["claims"]]
+    assert verdicts == [(True, False), (False, False), (False, True)]
+    assert abs(res["claims"][0]["relative_error_reduction"] - (39 - 29) / 39) < 1e-9
+    md = to_markdown(res)
+    assert "a>b: **holds**" in md and "b>a: **does not hold**" in md
+    assert "a>c: **within seed noise**" in md
