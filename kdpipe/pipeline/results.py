@@ -58,9 +58,8 @@ def collect(report: RunReport) -> dict[str, Any]:
         if per:
             row["per_mean"], row["per_std"] = _mean_std(per)
         row["parameters"] = _first(report, r["stage"], "parameters")
-        store = r.get("store") or (r["stage"] if recipe.stage(r["stage"]).kind == "teach" else None)
-        if store is not None:
-            row["bytes_per_frame"] = _first(report, store, "bytes_per_frame")
+        if r.get("store") is not None:  # the store this row's model learnt from
+            row["bytes_per_frame"] = _first(report, r["store"], "bytes_per_frame")
         rows.append(row)
     claims = []
     for c in recipe.claims:
