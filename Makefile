@@ -48,7 +48,7 @@ corpora: $(DATA)/feats/keywords-$(SIZE).zarr/zarr.json $(DATA)/feats/phones-$(SI
 # The main job, on the embedded corpora: the demo size of the dark-knowledge recipe (Tang et
 # al. 2015). 10% of the phone corpus has labels: a DNN teacher learns from them and teaches
 # all of train once into a target store; an LSTM student learns (a) from the labelled 10%,
-# (b) from the store, then fine-tunes on the labelled 10%. Prints the comparison table.
+# (b) from the store, then fine-tunes on the labelled 10% (3 seeds). Prints the table.
 demo: setup
 	$(KD) run pipelines/dark_knowledge_lstm --size demo --workdir $(EXP)
 

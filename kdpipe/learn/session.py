@@ -80,10 +80,9 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
     set equal the new model's. Custom code is trusted only when the student is itself a
     ``package.module:Class`` (its code is imported to build the student anyway).
     """
-    import json
 
     from kdpipe.models import load_checkpoint, read_card
-    from kdpipe.models.registry import is_custom
+    from kdpipe.models.registry import config_diffs, is_custom
 
     spec = model.kdpipe_spec
     card = read_card(init)  # no code and no weights read yet
@@ -92,11 +91,8 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
         raise ModelError(
             f"{where} is a {card.architecture!r} model but the student is {spec.architecture!r}"
         )
-    ours = json.loads(json.dumps(spec.config))  # the JSON form, as a card holds it
-    if card.model_config != ours:
-        diffs = [f"{k} {card.model_config.get(k)!r} vs {ours.get(k)!r}"
-                 for k in sorted(set(card.model_config) | set(ours))
-                 if card.model_config.get(k) != ours.get(k)]  # fmt: skip
+    diffs = config_diffs(card.model_config, spec.config)
+    if diffs:
         raise ModelError(f"{where}: model config differs from the student's: {', '.join(diffs)}")
     if card.num_features != spec.num_features:
         raise ModelError(

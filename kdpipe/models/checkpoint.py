@@ -24,7 +24,7 @@ from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import KdpipeError, ModelError
 from kdpipe.labels import LabelSet
 from kdpipe.models.card import CARD_FILE, ModelCard
-from kdpipe.models.registry import ModelSpec, build_model, is_custom
+from kdpipe.models.registry import ModelSpec, build_model, config_diffs, is_custom
 
 if TYPE_CHECKING:
     import torch
@@ -189,7 +189,7 @@ def _check_card_matches(model: nn.Module, card: ModelCard, level: str, subsampli
         return
     built = (spec.architecture, spec.num_features, spec.num_classes, spec.config)
     carded = (card.architecture, card.num_features, card.num_classes, card.model_config)
-    if built != carded:
+    if built[:3] != carded[:3] or config_diffs(card.model_config, spec.config):
         raise ModelError(
             f"the card describes {carded[0]}(F={carded[1]}, C={carded[2]}, {carded[3]}) but the "
             f"model was built as {built[0]}(F={built[1]}, C={built[2]}, {built[3]})"

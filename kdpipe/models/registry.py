@@ -146,3 +146,17 @@ def _build_custom(
     if check:
         check_protocol(model, num_features, num_classes)
     return model, config
+
+
+def config_diffs(card_config: dict[str, Any], built_config: dict[str, Any]) -> list[str]:
+    """``"key card-value vs built-value"`` for each setting a card and a built model disagree
+    on. A key the built model has and the card lacks is a field added after the card was
+    written; new fields default to the old behaviour, so it is no difference."""
+    import json
+
+    built = json.loads(json.dumps(built_config))  # the JSON form, as a card holds it
+    return [
+        f"{k} {card_config.get(k)!r} vs {built.get(k)!r}"
+        for k in sorted(set(card_config) | set(built))
+        if k in card_config and card_config.get(k) != built.get(k)
+    ]

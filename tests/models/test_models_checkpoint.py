@@ -352,3 +352,30 @@ def test_load_on_the_auto_device(tmp_path):
         got, _ = loaded(x.to(device), lengths.to(device))
         want, _ = model(x, lengths)
     torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_card_written_before_a_config_field_existed_still_loads(tmp_path):
+    """Cards from before a field was added (e.g. lstm ``delay``) lack it; the field's default
+    keeps the old behaviour, so the checkpoint loads; a real disagreement is still refused."""
+    import json
+
+    import torch
+
+    from kdpipe.errors import ModelError
+    from kdpipe.labels import LabelSet
+    from kdpipe.models import build_model, load_checkpoint, make_card, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("lstm", 6, 3, {"hidden_dim": 4, "num_layers": 1})
+    out = tmp_path / "ckpt"
+    card0 = make_card(model, labels=LabelSet(("a", "b", "c")), feature_fingerprint="f" * 16)
+    save_checkpoint(out, model, card0)
+    card = json.loads((out / "card.json").read_text())
+    del card["model_config"]["delay"]  # as written before the field existed
+    (out / "card.json").write_text(json.dumps(card))
+    loaded, _ = load_checkpoint(out)
+    assert loaded.config.delay == 0
+    card["model_config"]["hidden_dim"] = 5  # a real disagreement
+    (out / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError):
+        load_checkpoint(out)
