@@ -60,6 +60,12 @@ def output_path(workdir: Path, stage: Stage, seed: int | None) -> Path:
     return workdir / stage.name if seed is None else workdir / stage.name / f"seed{seed}"
 
 
+def _ref_seed(recipe: Recipe, name: str, seed: int | None) -> int | None:
+    """Which execution of stage ``name`` a stage run for ``seed`` reads: the same seed's if
+    ``name`` is seeded, its only one otherwise."""
+    return seed if recipe.stage(name).seeded else None
+
+
 def _record_path(workdir: Path, key: str) -> Path:
     return workdir / RECORDS / f"{key}.json"
 
@@ -88,10 +94,6 @@ def plan(recipe: Recipe, workdir: str | Path) -> list[Execution]:
     out: list[Execution] = []
     for stage in recipe.stages:
         for seed in recipe.seeds if stage.seeded else (None,):
-
-            def ref_seed(name: str, s: int | None = seed) -> int | None:
-                return s if recipe.stage(name).seeded else None
-
             placeholders = {r: f"/@{r}" for r in stage.refs}  # paths out of the identity
             call = StageCall(stage.options, placeholders, Path("/@out"), seed,
                              recipe.directory, False, False)  # fmt: skip
@@ -99,7 +101,7 @@ def plan(recipe: Recipe, workdir: str | Path) -> list[Execution]:
                 "kind": stage.kind,
                 "seed": seed,
                 "settings": identity(stage.kind, call),
-                "inputs": {r: fps[(r, ref_seed(r))] for r in stage.refs},
+                "inputs": {r: fps[(r, _ref_seed(recipe, r, seed))] for r in stage.refs},
             }
             fp = fingerprint(ident)
             fps[(stage.name, seed)] = fp
@@ -129,6 +131,8 @@ def run_recipe(
     ``announce(i, n, execution)`` is called before each execution (done ones included),
     ``finished(execution, summary, seconds)`` after each one that ran.
     """
+    from kdpipe.learn.trainer import LAST_STATE
+
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -143,12 +147,11 @@ def run_recipe(
             report.summaries[ex.key] = rec.get("summary", {})
             report.compute_seconds += float(rec.get("wall_seconds", 0.0))
             continue
-        resume = ex.state == "resume" and ex.stage.kind == "learn" and (ex.out / "last.pt").exists()
+        interrupted_learn = ex.state == "resume" and ex.stage.kind == "learn"
+        resume = interrupted_learn and (ex.out / LAST_STATE).exists()
         if not resume and ex.out.exists():
             shutil.rmtree(ex.out)
-        inputs = {
-            r: str(outputs[(r, ex.seed if recipe.stage(r).seeded else None)]) for r in ex.stage.refs
-        }
+        inputs = {r: str(outputs[(r, _ref_seed(recipe, r, ex.seed))]) for r in ex.stage.refs}
         call = StageCall(ex.stage.options, inputs, ex.out, ex.seed, recipe.directory,
                          resume, progress)  # fmt: skip
         _write_record(workdir, ex.key, {"state": "running", "fingerprint": ex.fingerprint})

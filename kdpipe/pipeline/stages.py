@@ -85,19 +85,19 @@ def run_prepare(call: StageCall) -> dict[str, Any]:
 
 def learn_run(call: StageCall) -> Any:
     """The ``SupervisedRun``/``KdRun`` a learn stage asks for (its identity: fingerprinted)."""
-    from kdpipe.learn.runs import build_run
+    from kdpipe.learn.runs import build_run, parse_targets
 
     o = call.options
     train = dict(o.get("train") or {})
     if call.seed is not None:
         train["seed"] = call.seed
-    targets = []
+    targets = []  # {stage, weight, split} -> the {path, weight, split} of a learn config
     for t in o.get("targets") or []:
-        t = t if isinstance(t, dict) else {"stage": t}
-        if set(t) - {"stage", "weight", "split"}:
+        t = dict(t) if isinstance(t, dict) else {"stage": t}
+        if "stage" not in t or set(t) - {"stage", "weight", "split"}:
             raise ConfigError(f"targets: keys are stage, weight, split; got {sorted(t)}")
-        one = (call.inputs[str(t["stage"])], float(t.get("weight", 1.0)))
-        targets.append((*one, str(t["split"])) if "split" in t else one)
+        t["path"] = call.inputs[str(t.pop("stage"))]
+        targets.append(t)
     return build_run(
         config_file(call),
         corpus=call.inputs[o["corpus"]],
@@ -105,7 +105,7 @@ def learn_run(call: StageCall) -> Any:
         model=o.get("model"),
         train=train,
         kd=o.get("kd"),
-        targets=targets or None,
+        targets=parse_targets(targets, "targets") or None,
         view=o.get("view"),
         init=call.inputs[o["init"]] if o.get("init") else None,
         train_split=str(o.get("train_split", "train")),
