@@ -6,8 +6,9 @@ C = 2000, speech-like ``segments`` posteriors, utterances of 100-700 frames) in 
 ``--repeats`` rounds of all three in turn (interleaved, so that a change in the machine's
 load hits all three alike); the median round is reported:
 
-- ``kdpipe``: ``StoreReader.blocks()`` (whole utterances, ~1M frames per block, index and
-  range checks and the decoding of row-delta values included);
+- ``kdpipe``: ``StoreReader(path).blocks()`` (opening the store and reading its index,
+  whole utterances, ~1M frames per block, index and range checks and the decoding of
+  row-delta values included; chunks decoded by ``store/chunkio.py``'s threads);
 - ``zarr``: the same arrays read directly with zarr in chunk-aligned 1M-row slices (the
   values as stored: row deltas, not decoded);
 - ``zarr-v1``: the same numbers as format 1 stored them (value codes, every array
@@ -152,6 +153,11 @@ def main() -> None:
                 t = time.perf_counter()
                 assert fn() == args.frames
                 times[name].append(time.perf_counter() - t)
+        opens = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            StoreReader(path)
+            opens.append(time.perf_counter() - t)
         rounds = np.array([times[k] for k in fns])  # (4, repeats) seconds
         ratio = rounds[1] / rounds[0]  # kdpipe / zarr speed, per round
         fps = {k: args.frames / float(np.median(v)) for k, v in times.items()}
@@ -163,6 +169,10 @@ def main() -> None:
             f"{ratio.min():.2f}-{ratio.max():.2f}); "
             f"kdpipe / npy = {np.median(rounds[3] / rounds[0]):.3f}; "
             f"zarr / zarr-v1 = {np.median(rounds[2] / rounds[1]):.2f}"
+        )
+        print(
+            f"kdpipe opens the store (index of {len(StoreReader(path))} utterances) in "
+            f"{1e3 * np.median(opens):.0f} ms (median), included above"
         )
 
 

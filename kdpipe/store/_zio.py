@@ -134,14 +134,31 @@ def open_arrays(store: Any, paths: Sequence[str], return_errors: bool = False) -
 
 
 def read_slices(
-    arrays: Sequence[Any], sels: Sequence[Any], where: Sequence[str], return_errors: bool = False
+    arrays: Sequence[Any],
+    sels: Sequence[Any],
+    where: Sequence[str],
+    return_errors: bool = False,
+    posts: Sequence[Any] | None = None,
 ) -> list[Any]:
     """``arrays[i][sels[i]]`` for all i, concurrently; errors name ``where[i]`` (and are
-    returned in place with ``return_errors``)."""
+    returned in place with ``return_errors``). Row ranges and whole arrays are read by
+    ``chunkio`` (threads decode, and apply ``posts[i]``, a row-wise transform, if given);
+    other selections by zarr."""
+    from kdpipe.store.chunkio import read_rows
+
+    def one(a: Any, s: Any, post: Any) -> Any:
+        if s is Ellipsis:
+            s = slice(0, a.shape[0] if a.shape else 0)
+        if isinstance(s, slice) and s.step in (None, 1) and a.shape:
+            start, stop, _ = s.indices(a.shape[0])
+            return read_rows(a, start, stop, post)
+        assert post is None, "row-wise transforms need a row range"
+        return a._async_array.getitem(s)
 
     async def go() -> list[Any]:
+        ps = posts or [None] * len(arrays)
         return await asyncio.gather(
-            *(a._async_array.getitem(s) for a, s in zip(arrays, sels, strict=True)),
+            *(one(a, s, p) for a, s, p in zip(arrays, sels, ps, strict=True)),
             return_exceptions=True,
         )
 
@@ -242,18 +259,6 @@ def sha256(data: np.ndarray) -> str:
     """sha256 of an array's C-order little-endian bytes."""
     le = data.astype(data.dtype.newbyteorder("<"), copy=False)
     return hashlib.sha256(np.ascontiguousarray(le).tobytes()).hexdigest()
-
-
-def array_sha256(arr: Any, where: str, slab: int = 1 << 20) -> str:
-    """sha256 of a stored array, read in slabs (the same digest as ``sha256``)."""
-    h = hashlib.sha256()
-    n = arr.shape[0] if arr.shape else 0
-    step = max(1, slab // max(1, math.prod(arr.shape[1:])))
-    with reading(where):
-        for a in range(0, n, step):
-            part = np.asarray(arr[a : a + step])
-            h.update(np.ascontiguousarray(part.astype(part.dtype.newbyteorder("<"))).tobytes())
-    return h.hexdigest()
 
 
 def chunk_keys(shape: Sequence[int], chunks: Sequence[int]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Sequential reads keep, per array, the decoded rows from the last chunk-aligned read, so a
 stream of consecutive ranges decodes every chunk exactly once. Row-delta coded values
-(format 2) are turned back into codes per range read (``coding.delta_decode``).
+(format 2) are turned back into codes (``coding.delta_decode``): chunk by chunk as they are
+read for fixed-width rows, per range read for variable-width rows.
 """
 
 from __future__ import annotations
@@ -49,10 +50,18 @@ class PartData:
                     f"{self.at}: array {p}: shape/dtype {arr.shape} "
                     f"{arr.dtype} disagrees with the commit record"
                 )
-        self._win: dict[str, tuple[int, int, np.ndarray]] = {}
+        self._win: dict[str, tuple[int, int, np.ndarray]] = {}  # path -> rows [lo, hi)
+        self.delta = reader.transform == ROW_DELTA
 
     def release(self) -> None:
         self._win.clear()
+
+    def _post(self, path: str) -> Any:
+        """Row-delta values of fixed-width rows are decoded chunk by chunk as they are read
+        (in the decoding threads); variable-width rows span chunks: decoded in ``_rows``."""
+        base = path.rpartition("/")[0] + "/"
+        fixed = base + "row_offsets" not in self.arrays
+        return delta_decode if fixed and path.endswith("/values") and self.delta else None
 
     def _fetch(self, reqs: dict[str, tuple[int, int]], sequential: bool) -> dict[str, Any]:
         out: dict[str, np.ndarray] = {}
@@ -76,6 +85,7 @@ class PartData:
                 [self.arrays[p] for p in names],
                 [slice(todo[p][1], todo[p][2]) for p in names],
                 [f"{self.at}: array {p}" for p in names],
+                posts=[self._post(p) for p in names],
             )
             for p, fresh in zip(names, got, strict=True):
                 lo, _, hi, keep = todo[p]
@@ -95,7 +105,7 @@ class PartData:
             offsets = ro - ro[0]
         ix = flat.get(base + "indices", data.get(base + "indices"))
         vals = flat.get(base + "values", data.get(base + "values"))
-        if r.transform == ROW_DELTA:
+        if self.delta and offsets is not None:  # (fixed rows were decoded on reading)
             vals = delta_decode(vals, offsets)  # a new array: the window keeps what is stored
         if ix is not None and ix.size and np.iinfo(ix.dtype).max >= c and int(ix.max()) >= c:
             bad = ix >= c

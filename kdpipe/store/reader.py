@@ -10,6 +10,7 @@ class indices in range.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -90,19 +91,24 @@ class StoreReader:
             self._part_ids.append(ids)
             self._frame_offsets.append(got["frame_offsets"])
             self._index_cols.append({n: got[n] for n in names[3:]})
+            before = len(self._where)
+            self._where.update((u, (i, j)) for j, u in enumerate(ids) if u not in self._where)
+            if len(self._where) - before == len(ids):  # no id seen before: the common case
+                self.ids.extend(ids)
+                keep.extend([True] * len(ids))
+                continue
             for j, u in enumerate(ids):
-                if u in self._where:
-                    if not allow_duplicates:
-                        other = self.parts[self._where[u][0]].id
-                        raise StoreIntegrityError(
-                            f"{self.location}: utterance {u} is in parts {other} and {part.id}"
-                        )
-                    self.shadowed.setdefault(u, []).append((i, j))
-                    keep.append(False)
+                if self._where[u] == (i, j):
+                    self.ids.append(u)
+                    keep.append(True)
                     continue
-                self._where[u] = (i, j)
-                self.ids.append(u)
-                keep.append(True)
+                if not allow_duplicates:
+                    other = self.parts[self._where[u][0]].id
+                    raise StoreIntegrityError(
+                        f"{self.location}: utterance {u} is in parts {other} and {part.id}"
+                    )
+                self.shadowed.setdefault(u, []).append((i, j))
+                keep.append(False)
 
         def column(values: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
             return np.concatenate(values)[np.array(keep, bool)] if values else empty
@@ -129,9 +135,9 @@ class StoreReader:
         ):
             if len(o) != u + 1 or o[0] != 0 or o[-1] != end or (np.diff(o) < 0).any():
                 raise StoreIntegrityError(f"{at}: array index/{name} is not a valid offsets array")
-        blob = raw.tobytes()
+        blob, cuts = raw.tobytes(), off.tolist()  # python ints: 10x faster to slice with
         try:
-            return [blob[off[i] : off[i + 1]].decode("utf-8") for i in range(u)]
+            return [blob[a:b].decode("utf-8") for a, b in pairwise(cuts)]
         except UnicodeDecodeError:
             raise StoreIntegrityError(f"{at}: array index/ids is not UTF-8") from None
 
@@ -202,22 +208,48 @@ class StoreReader:
     ) -> Iterator[TargetBlock]:
         """Stream the store in order (parts by id, utterances as written) in blocks of whole
         utterances of about ``frames`` frames (never crossing a part); ``parts`` restricts
-        to some part ids (e.g. one shard per data-loader worker)."""
+        to some part ids (e.g. one shard per data-loader worker). The next block is read in
+        a background thread while the caller works on this one."""
+        from concurrent.futures import ThreadPoolExecutor
+
         wanted = None if parts is None else set(parts)
-        for i, part in enumerate(self.parts):
-            if wanted is not None and part.id not in wanted:
-                continue
-            data = self._part(i)
-            f_off = self._frame_offsets[i]
-            u, n = 0, part.num_utterances
-            while u < n:
-                e = int(np.searchsorted(f_off, f_off[u] + max(1, frames), side="left"))
-                e = min(max(e, u + 1), n)
-                block = data.read_range(u, e, members=members, sequential=True)
-                if self.shadowed:
-                    keep = [k for k, x in enumerate(block.ids) if self._where[x] == (i, u + k)]
-                    block = block.take(keep) if len(keep) < len(block) else block
-                if len(block):
-                    yield block
-                u = e
-            data.release()
+        ranges = [
+            (i, u, e)
+            for i, part in enumerate(self.parts)
+            if wanted is None or part.id in wanted
+            for u, e in self._block_ranges(i, frames)
+        ]
+        opened: dict[int, PartData] = {}  # this stream's own, so that read() may run beside
+
+        def load(i: int, u: int, e: int) -> TargetBlock:
+            if i not in opened:
+                opened.clear()  # parts are read in turn: drop the previous part's window
+                opened[i] = PartData(self, i, self._frame_offsets[i], self._part_ids[i])
+            block = opened[i].read_range(u, e, members=members, sequential=True)
+            if self.shadowed:
+                keep = [k for k, x in enumerate(block.ids) if self._where[x] == (i, u + k)]
+                block = block.take(keep) if len(keep) < len(block) else block
+            return block
+
+        with ThreadPoolExecutor(1, thread_name_prefix="kdpipe-read-ahead") as ahead:
+            try:
+                nxt = ahead.submit(load, *ranges[0]) if ranges else None
+                for r in range(len(ranges)):
+                    assert nxt is not None
+                    block = nxt.result()
+                    nxt = ahead.submit(load, *ranges[r + 1]) if r + 1 < len(ranges) else None
+                    if len(block):
+                        yield block
+            finally:
+                if nxt is not None:
+                    nxt.cancel()
+
+    def _block_ranges(self, i: int, frames: int) -> Iterator[tuple[int, int]]:
+        """Utterance ranges [u, e) of part ``i`` of about ``frames`` frames each."""
+        f_off = self._frame_offsets[i]
+        u, n = 0, self.parts[i].num_utterances
+        while u < n:
+            e = int(np.searchsorted(f_off, f_off[u] + max(1, frames), side="left"))
+            e = min(max(e, u + 1), n)
+            yield u, e
+            u = e

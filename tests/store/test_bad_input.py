@@ -32,7 +32,8 @@ def _rewrite(path, part: str, array: str, fn, fix_record: bool = True) -> None:
     g = zarr.open_group(path / "parts" / part, mode="r+")
     data = g[array][...]
     new = fn(data.copy())
-    g[array][...] = new
+    with zarr.config.set({"array.write_empty_chunks": True}):  # as the format: every chunk
+        g[array][...] = new
     if fix_record:
         rec = dict(g.attrs[spec.PART_ATTR])
         rec["arrays"][array]["sha256"] = _zio.sha256(new)
