@@ -109,17 +109,25 @@ def read_json_many(store: Any, keys: Sequence[str]) -> list[dict[str, Any] | Non
 
 
 def open_arrays(store: Any, paths: Sequence[str], return_errors: bool = False) -> list[Any]:
-    """Sync ``zarr.Array`` objects for ``paths``, their metadata fetched concurrently;
+    """The arrays at ``paths``, their metadata fetched concurrently: a
+    ``chunkio.ChunkedArray`` for each in the format's layout, else a sync ``zarr.Array``;
     with ``return_errors`` a failure is returned in place as a ``StoreIntegrityError``."""
     from zarr import Array
     from zarr.core.array import AsyncArray
+    from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import StorePath
 
+    from kdpipe.store.chunkio import ChunkedArray
+
+    async def one(p: str) -> Any:
+        buf = await store.get(f"{p}/zarr.json", prototype=default_buffer_prototype())
+        if buf is None:
+            raise FileNotFoundError(p)
+        fast = ChunkedArray.parse(json.loads(buf.to_bytes()), store, p)
+        return fast or Array(await AsyncArray.open(StorePath(store, p), zarr_format=3))
+
     async def go() -> list[Any]:
-        return await asyncio.gather(
-            *(AsyncArray.open(StorePath(store, p), zarr_format=3) for p in paths),
-            return_exceptions=True,
-        )
+        return await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
 
     out = []
     for p, res in zip(paths, run(go()), strict=True):
@@ -129,7 +137,7 @@ def open_arrays(store: Any, paths: Sequence[str], return_errors: bool = False) -
                 raise err
             out.append(err)
         else:
-            out.append(Array(res))
+            out.append(res)
     return out
 
 
@@ -144,7 +152,7 @@ def read_slices(
     returned in place with ``return_errors``). Row ranges and whole arrays are read by
     ``chunkio`` (threads decode, and apply ``posts[i]``, a row-wise transform, if given);
     other selections by zarr."""
-    from kdpipe.store.chunkio import read_rows
+    from kdpipe.store.chunkio import ChunkedArray, ChunkError, read_rows
 
     def one(a: Any, s: Any, post: Any) -> Any:
         if s is Ellipsis:
@@ -152,7 +160,7 @@ def read_slices(
         if isinstance(s, slice) and s.step in (None, 1) and a.shape:
             start, stop, _ = s.indices(a.shape[0])
             return read_rows(a, start, stop, post)
-        assert post is None, "row-wise transforms need a row range"
+        assert post is None and not isinstance(a, ChunkedArray), "only row ranges here"
         return a._async_array.getitem(s)
 
     async def go() -> list[Any]:
@@ -166,6 +174,8 @@ def read_slices(
     for w, res in zip(where, run(go()), strict=True):
         if isinstance(res, BaseException):
             try:
+                if isinstance(res, ChunkError):  # it names the chunk and what is wrong
+                    raise StoreIntegrityError(f"{w}: {res}") from None
                 with reading(w):
                     raise res
             except StoreIntegrityError as e:

@@ -1,13 +1,15 @@
 """Row-range reads of a store's arrays: chunks fetched concurrently, decoded in threads.
 
-The format's arrays have one codec chain (docs/store-format.md, section 2): little-endian
-bytes, blosc, crc32c, chunked along the first axis only. zarr 3.1 reads such slices at about
-18 M frames/s on our 2-core machine (top-8 rows: uint16 ids, uint8 codes, tail), what one
-thread decoding the chunks in turn gives, although blosc releases the GIL; two threads
-reading and decoding the same files give ~33 M. So this module fetches every chunk of a read
-at once (through zarr's store: local, fsspec) and hands each to a pool of threads that
-checks its CRC32C and blosc-decodes it straight into its place in the result (a local file
-is read in that thread too). An array with any other layout or codecs is read by zarr.
+The format's arrays have one layout (docs/store-format.md, section 2): chunked along the
+first axis only, codecs little-endian bytes -> blosc -> crc32c. zarr 3.1 reads such slices
+at about 18 M frames/s on our 2-core machine (top-8 rows: uint16 ids, uint8 codes, tail),
+what one thread decoding the chunks in turn gives, although blosc releases the GIL; two
+threads reading and decoding the same files give ~33 M. So this module reads arrays in that
+layout itself: ``ChunkedArray`` is parsed from the array's ``zarr.json`` (zarr's own metadata
+objects cost ~0.6 ms an array to open), every chunk of a read is fetched at once (through
+zarr's store: local or fsspec) and handed to a pool of threads that checks its CRC32C and
+blosc-decodes it straight into its place in the result (a local file is read in that thread
+too). Arrays in any other layout are opened and read by zarr.
 
 Shapes: an array (N, *rest) chunked (C, *rest); a read of rows [a, b) decodes chunks
 a // C .. ceil(b / C) - 1 into one (chunks * C, *rest) buffer and returns the (b - a) rows.
@@ -21,6 +23,7 @@ import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,30 +50,53 @@ def pool() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def plan(arr: Any) -> Any | None:
-    """The numcodecs Blosc of ``arr`` if this module can read it (the format's codec chain,
-    chunks whole along every axis but the first), else None: read it with zarr."""
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
-    from zarr.core.chunk_grids import RegularChunkGrid
+@dataclass(frozen=True, eq=False)
+class ChunkedArray:
+    """An array in the format's layout, read by this module. It has the attributes of a
+    ``zarr.Array`` that the store code uses: ``shape``, ``dtype``, ``chunks``."""
 
-    meta = arr.metadata
-    if getattr(meta, "zarr_format", 2) != 3 or not isinstance(meta.chunk_grid, RegularChunkGrid):
-        return None
-    codecs = meta.codecs
-    if len(codecs) != 3 or not (
-        isinstance(codecs[0], BytesCodec)
-        and isinstance(codecs[1], BloscCodec)
-        and isinstance(codecs[2], Crc32cCodec)
-    ):
-        return None
-    dtype = np.dtype(arr.dtype)
-    endian = codecs[0].endian
-    little = endian is None or endian.value == "little"
-    if dtype.kind not in "uif" or not little or dtype.byteorder == ">" or not arr.shape:
-        return None
-    if tuple(meta.chunk_grid.chunk_shape[1:]) != tuple(arr.shape[1:]):
-        return None
-    return codecs[1]._blosc_codec
+    store: Any  # zarr Store
+    path: str  # the array's key prefix in the store
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]  # (C, *shape[1:])
+    separator: str  # of chunk keys: c/3/0
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any], store: Any, path: str) -> ChunkedArray | None:
+        """From the array's ``zarr.json``, or None if it is not in the format's layout."""
+        try:
+            codecs = [c["name"] for c in doc["codecs"]]
+            endian = (doc["codecs"][0].get("configuration") or {}).get("endian", "little")
+            grid, keys = doc["chunk_grid"], doc["chunk_key_encoding"]
+            shape = tuple(int(n) for n in doc["shape"])
+            chunks = tuple(int(n) for n in grid["configuration"]["chunk_shape"])
+            dtype = np.dtype(doc["data_type"]) if isinstance(doc["data_type"], str) else None
+            sep = (keys.get("configuration") or {}).get("separator", "/")
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            return None
+        if not (
+            doc.get("zarr_format") == 3
+            and doc.get("node_type") == "array"
+            and not doc.get("storage_transformers")
+            and codecs == ["bytes", "blosc", "crc32c"]
+            and endian in ("little", None)
+            and grid.get("name") == "regular"
+            and keys.get("name") == "default"
+            and sep in ("/", ".")
+            and dtype is not None
+            and dtype.kind in "uif"
+            and len(shape) >= 1
+            and len(chunks) == len(shape)
+            and chunks[0] >= 1
+            and chunks[1:] == shape[1:]
+        ):
+            return None
+        return cls(store, path, shape, dtype, chunks, sep)
+
+    def key(self, i: int) -> str:
+        """The name of chunk ``i`` (rows i*C ...) under the array, e.g. ``c/3/0``."""
+        return self.separator.join(["c", str(i), *("0" * (len(self.shape) - 1))])
 
 
 def _decode(raw: np.ndarray, blosc: Any, out: np.ndarray, key: str, post: Post) -> None:
@@ -102,29 +128,25 @@ def _read_decode(file: Path, blosc: Any, out: np.ndarray, key: str, post: Post) 
     _decode(raw, blosc, out, key, post)
 
 
-async def _read_one(arr: Any, blosc: Any, a: int, b: int, post: Post) -> np.ndarray:
-    """Rows [a, b) (within the array) of ``arr``, whose codec is ``blosc`` (see ``plan``)."""
+async def _read_chunked(arr: ChunkedArray, a: int, b: int, post: Post) -> np.ndarray:
+    """Rows [a, b) (within the array) of ``arr``."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import LocalStore
 
-    c = arr.metadata.chunk_grid.chunk_shape[0]
+    c = arr.chunks[0]
     first, last = a // c, -(-b // c)
-    rest = tuple(arr.shape[1:])
-    buf = np.empty(((last - first) * c, *rest), dtype=arr.dtype)  # whole chunks
-    store, path = arr.store_path.store, arr.store_path.path
-    loop, pool_ = asyncio.get_running_loop(), pool()
-    zeros = (0,) * len(rest)
-    names = arr.metadata.encode_chunk_key
-    root = getattr(store, "root", None) if isinstance(store, LocalStore) else None
+    buf = np.empty(((last - first) * c, *arr.shape[1:]), dtype=arr.dtype)  # whole chunks
+    loop, pool_, blosc = asyncio.get_running_loop(), pool(), _blosc()
+    root = arr.store.root if isinstance(arr.store, LocalStore) else None
 
     async def chunk(i: int) -> None:
-        name = names((i, *zeros))  # e.g. c/3/0
-        key = f"{path}/{name}".lstrip("/")
+        name = arr.key(i)
+        key = f"{arr.path}/{name}".lstrip("/")
         out = buf[(i - first) * c : (i - first + 1) * c]
         if root is not None:  # a local file: read it in the decoding thread too
             await loop.run_in_executor(pool_, _read_decode, root / key, blosc, out, name, post)
             return
-        got = await store.get(key, prototype=default_buffer_prototype())
+        got = await arr.store.get(key, prototype=default_buffer_prototype())
         if got is None:
             raise ChunkError(f"chunk {name} is missing")
         await loop.run_in_executor(pool_, _decode, got.as_numpy_array(), blosc, out, name, post)
@@ -133,13 +155,22 @@ async def _read_one(arr: Any, blosc: Any, a: int, b: int, post: Post) -> np.ndar
     return buf[a - first * c : b - first * c]
 
 
+def _blosc() -> Any:
+    """A blosc decoder: decoding needs no settings (each chunk's header has them)."""
+    from numcodecs import Blosc
+
+    return Blosc()
+
+
 async def read_rows(arr: Any, a: int, b: int, post: Post = None) -> np.ndarray:
-    """Rows [a, b) of ``arr`` (clipped to its length) as a numpy array; ``post`` (a row-wise
-    transform, e.g. ``coding.delta_decode``) is applied chunk by chunk as they decode."""
+    """Rows [a, b) of ``arr`` (a ``ChunkedArray`` or a ``zarr.Array``; clipped to its
+    length) as a numpy array; ``post`` (a row-wise transform, e.g. ``coding.delta_decode``)
+    is applied to the decoded rows (chunk by chunk, in the decoding threads)."""
     n = arr.shape[0]
     a, b = max(0, min(a, n)), max(0, min(b, n))
-    blosc = plan(arr)
-    if blosc is None or b <= a:
-        got = np.asarray(await arr._async_array.getitem(slice(a, b)))
-        return got if post is None or not got.size else post(got)
-    return await _read_one(arr, blosc, a, b, post)
+    if isinstance(arr, ChunkedArray):
+        if b <= a:
+            return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+        return await _read_chunked(arr, a, b, post)
+    got = np.asarray(await arr._async_array.getitem(slice(a, b)))
+    return got if post is None or not got.size else post(got)

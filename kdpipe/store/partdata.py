@@ -16,6 +16,7 @@ import numpy as np
 from kdpipe.errors import StoreIntegrityError
 from kdpipe.store import _zio
 from kdpipe.store.block import TargetBlock
+from kdpipe.store.chunkio import ChunkedArray
 from kdpipe.store.coding import ROW_DELTA, delta_decode
 from kdpipe.store.rows import SparseRows
 
@@ -33,7 +34,9 @@ class PartData:
         self.index = reader._index_cols[i]
         prefix = f"parts/{part.id}"
         paths = [p for p in part.arrays if not p.startswith("index/")]
-        if reader._check_chunks:
+        opened = _zio.open_arrays(reader._store, [f"{prefix}/{p}" for p in paths])
+        if reader._check_chunks and not all(isinstance(a, ChunkedArray) for a in opened):
+            # zarr would read a missing chunk as fill values (chunkio refuses it): list first
             missing = _zio.missing_chunks(reader._store, prefix, part.arrays)
             if missing:
                 key = missing[0].removeprefix(prefix + "/")
@@ -41,7 +44,6 @@ class PartData:
                     f"{self.at}: array {key.rsplit('/c/', 1)[0]}: chunk {key} is missing "
                     f"({len(missing)} missing in the part)"
                 )
-        opened = _zio.open_arrays(reader._store, [f"{prefix}/{p}" for p in paths])
         self.arrays = dict(zip(paths, opened, strict=True))
         for p, arr in self.arrays.items():
             rec = part.arrays[p]

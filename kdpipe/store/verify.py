@@ -141,15 +141,13 @@ def verify_store(
     for part in found.parts:
         ids = _check_part(rep, store, where, part, meta, spec.values_transform(rec))
         if "frame" in meta.levels and ids:
-            idx = _zio.open_arrays(
-                store,
-                [
-                    f"parts/{part.id}/index/{n}"
-                    for n in ("frame_offsets", "subsampling", "input_window")
-                ],
+            names = ("frame_offsets", "subsampling", "input_window")
+            paths = [f"parts/{part.id}/index/{n}" for n in names]
+            f_off, sub, win = _zio.read_slices(
+                _zio.open_arrays(store, paths),
+                [Ellipsis] * len(paths),
+                [f"{where}: part {part.id}: array index/{n}" for n in names],
             )
-            with _zio.reading(f"{where}: part {part.id}: index"):
-                f_off, sub, win = (np.asarray(a[...]) for a in idx)
             for k, u in enumerate(ids):
                 frames[u] = (
                     int(f_off[k + 1] - f_off[k]),

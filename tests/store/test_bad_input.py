@@ -192,3 +192,22 @@ def test_frame_counts_are_checked_against_the_corpus(tmp_path, meta):
     write_store(tmp_path / "f.zarr", other, random_utterances(other, 1))
     rep = verify_store(tmp_path / "f.zarr", corpus_fingerprint="xyz")
     assert "not from the given corpus (xyz)" in rep.errors[0]
+
+
+def test_blocks_read_ahead_in_order_and_fail_at_the_damaged_block(store_path):
+    """The stream reads one block ahead in a thread: blocks still come in store order, a
+    damaged later part fails only when its block is due, and a stream left early stops."""
+    r = StoreReader(store_path)
+    want = [b.ids for b in r.blocks(frames=1)]  # one utterance a block, 3 parts
+    last = r.parts[-1].id
+    f = _chunk(store_path, last, "frame/values")
+    f.write_bytes(f.read_bytes()[:-8])
+    got = []
+    with pytest.raises(StoreIntegrityError, match=f"part {last}: array frame/values"):
+        for block in StoreReader(store_path).blocks(frames=1):
+            got.append(block.ids)
+    first_bad = next(k for k, ids in enumerate(want) if r._where[ids[0]][0] == len(r.parts) - 1)
+    assert got == want[:first_bad] and first_bad > 0
+    stream = StoreReader(store_path).blocks(frames=1)
+    assert next(stream).ids == want[0]
+    stream.close()  # the read-ahead of block 2 is dropped, nothing hangs

@@ -51,11 +51,11 @@ def test_row_ranges_equal_the_data_and_zarr(n, width, dtype, chunk_rows, local, 
     data = (rng.random(shape) * 200).astype(dtype)
     with tempfile.TemporaryDirectory() as tmp:
         arr = _write(LocalStore(tmp) if local else MemoryStore(), data, chunk_rows)
-        assert chunkio.plan(arr) is not None  # the fast path, not zarr
+        assert isinstance(arr, chunkio.ChunkedArray)  # read by chunkio, not zarr
         a, b = sorted(cuts)
         got = _read(arr, a, b)
         np.testing.assert_array_equal(got, data[a:b])
-        np.testing.assert_array_equal(got, arr[a:b])
+        np.testing.assert_array_equal(got, zarr.open_array(arr.store, path="a/x")[a:b])
         assert got.dtype == data.dtype
         whole = _zio.read_slices([arr], [Ellipsis], ["array a/x"])[0]
         np.testing.assert_array_equal(whole, data)
@@ -70,10 +70,11 @@ def test_a_row_wise_transform_is_applied_chunk_by_chunk(tmp_path):
 
 def test_other_codecs_are_read_by_zarr(tmp_path):
     data = np.arange(500, dtype=np.uint16).reshape(250, 2)
-    arr = zarr.create_array(
+    zarr.create_array(
         LocalStore(tmp_path), name="x", data=data, chunks=(16, 2), compressors=[ZstdCodec()]
     )
-    assert chunkio.plan(arr) is None
+    arr = _zio.open_arrays(LocalStore(tmp_path), ["x"])[0]
+    assert isinstance(arr, zarr.Array)
     np.testing.assert_array_equal(_read(arr, 3, 200), data[3:200])
     np.testing.assert_array_equal(_read(arr, 0, 10, post=lambda x: x + 1), data[:10] + 1)
 
@@ -99,8 +100,8 @@ def test_damaged_or_missing_chunks_name_the_array_and_chunk(stored, damage):
         else:
             raw = bytearray()
         f.write_bytes(bytes(raw))
-    np.testing.assert_array_equal(_read(arr, 0, 128), np.asarray(arr[0:128]))  # chunk 0: fine
-    with pytest.raises(StoreIntegrityError, match=r"array a/x: cannot read: chunk c/1/0"):
+    np.testing.assert_array_equal(_read(arr, 0, 128), np.arange(1024).reshape(128, 8))  # fine
+    with pytest.raises(StoreIntegrityError, match=r"array a/x: chunk c/1/0"):
         _read(arr, 100, 300)
 
 

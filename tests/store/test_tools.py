@@ -46,7 +46,7 @@ def test_verify_exit_codes_and_messages(store_path):
     chunk.write_bytes(chunk.read_bytes()[:-3])
     out = runner.invoke(app, ["store", "verify", str(store_path)])
     assert out.exit_code == 1
-    assert f"part {part}: array frame/hard: cannot read" in out.output
+    assert f"part {part}: array frame/hard: chunk c/0: checksum mismatch" in out.output
     assert "FAILED" in out.output
     out = runner.invoke(app, ["store", "inspect", str(tmp := store_path / "nope")])
     assert out.exit_code == 1 and "store not found" in out.output and str(tmp) in out.output
