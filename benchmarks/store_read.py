@@ -2,13 +2,15 @@
 
 One store of synthetic top-8 targets (uint16 indices, uint8 log-prob codes, uint8 tail;
 C = 2000, speech-like ``segments`` posteriors, utterances of 100-700 frames) in parts of
-``--part-frames`` frames, the default format and codecs. Three readers, warm page cache,
-``--repeats`` rounds of all three in turn (interleaved, so that a change in the machine's
-load hits all three alike); the median round is reported:
+``--part-frames`` frames, the default format and codecs. Six readers, warm page cache,
+``--repeats`` rounds of all of them in turn (interleaved, so that a change in the machine's
+load hits all alike); the median round is reported:
 
 - ``kdpipe``: ``StoreReader(path).blocks()`` (opening the store and reading its index,
   whole utterances, ~1M frames per block, index and range checks and the decoding of
   row-delta values included; chunks decoded by ``store/chunkio.py``'s threads);
+- ``kdpipe-open``: the same through a reader opened once before the rounds, as ``learn``
+  streams a store epoch after epoch;
 - ``zarr``: the same arrays read directly with zarr in chunk-aligned 1M-row slices (the
   values as stored: row deltas, not decoded);
 - ``zarr-v1``: the same numbers as format 1 stored them (value codes, every array
@@ -84,9 +86,11 @@ def build(root: Path, n: int, part_frames: int) -> tuple[Path, SparseRows]:
     return root / "t.zarr", rows
 
 
-def read_kdpipe(path: Path) -> int:
+def read_kdpipe(path: Path | StoreReader) -> int:
+    """Stream the store (opening it first unless given an open reader)."""
+    reader = path if isinstance(path, StoreReader) else StoreReader(path)
     n = 0
-    for block in StoreReader(path).blocks(1 << 20):
+    for block in reader.blocks(1 << 20):
         n += block.frame.indices.shape[0]
     return n
 
@@ -165,8 +169,10 @@ def main() -> None:
             f"store {size / args.frames:.2f} B/frame on disk; format 1 codecs "
             f"{v1 / args.frames:.2f}; npy {npy / args.frames:.2f}"
         )
+        opened = StoreReader(path)  # as ``learn`` reads it: opened once, streamed each epoch
         fns = {
             "kdpipe": lambda: read_kdpipe(path),
+            "kdpipe-open": lambda: read_kdpipe(opened),
             "zarr": lambda: read_zarr(path),
             "zarr-v1": lambda: read_zarr_v1(root / "v1.zarr"),
             "npy": lambda: read_npy(root),
@@ -184,18 +190,19 @@ def main() -> None:
             t = time.perf_counter()
             StoreReader(path)
             opens.append(time.perf_counter() - t)
-        rounds = np.array([times[k] for k in fns])  # (5, repeats) seconds
-        ratio = rounds[1] / rounds[0]  # kdpipe / zarr speed, per round
+        rounds = np.array([times[k] for k in fns])  # (6, repeats) seconds
+        ratio = rounds[2] / rounds[0]  # kdpipe / zarr speed, per round
         fps = {k: args.frames / float(np.median(v)) for k, v in times.items()}
         for k, v in fps.items():
             each = " ".join(f"{args.frames / t / 1e6:.1f}" for t in times[k])
-            print(f"{k:7s} {v / 1e6:7.1f} M frames/s (median; rounds: {each})")
+            print(f"{k:11s} {v / 1e6:7.1f} M frames/s (median; rounds: {each})")
         print(
             f"kdpipe / zarr = {np.median(ratio):.2f} (median of rounds; "
             f"{ratio.min():.2f}-{ratio.max():.2f}); "
-            f"kdpipe / npy = {np.median(rounds[3] / rounds[0]):.3f}; "
-            f"zarr / zarr-v1 = {np.median(rounds[2] / rounds[1]):.2f}; "
-            f"kdpipe / bound = {np.median(rounds[4] / rounds[0]):.2f}"
+            f"kdpipe / npy = {np.median(rounds[4] / rounds[0]):.3f}; "
+            f"zarr / zarr-v1 = {np.median(rounds[3] / rounds[2]):.2f}; "
+            f"kdpipe / bound = {np.median(rounds[5] / rounds[0]):.2f}; "
+            f"kdpipe-open / zarr = {np.median(rounds[2] / rounds[1]):.2f}"
         )
         print(
             f"kdpipe opens the store (index of {len(StoreReader(path))} utterances) in "

@@ -10,7 +10,7 @@ class indices in range.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import pairwise
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -84,23 +84,23 @@ class StoreReader:
         self._frame_offsets: list[np.ndarray] = []  # per part (U_p + 1,)
         self._index_cols: list[dict[str, np.ndarray]] = []  # per part, per-utterance columns
         self.shadowed: dict[str, list[tuple[int, int]]] = {}  # later copies of a duplicate id
-        keep: list[bool] = []
+        keep: list[np.ndarray] = []  # per part (U_p,) bool: first occurrences
         for i, part in enumerate(self.parts):
             got = dict(zip(names, data[i * len(names) : (i + 1) * len(names)], strict=True))
             ids = self._check_index(part, got)
             self._part_ids.append(ids)
             self._frame_offsets.append(got["frame_offsets"])
             self._index_cols.append({n: got[n] for n in names[3:]})
-            before = len(self._where)
-            self._where.update((u, (i, j)) for j, u in enumerate(ids) if u not in self._where)
-            if len(self._where) - before == len(ids):  # no id seen before: the common case
+            keep.append(np.ones(len(ids), dtype=bool))
+            n = len(ids)
+            if self._where.keys().isdisjoint(ids) and len(set(ids)) == n:  # no duplicates
+                self._where.update(zip(ids, zip(repeat(i, n), range(n), strict=True), strict=True))
                 self.ids.extend(ids)
-                keep.extend([True] * len(ids))
                 continue
             for j, u in enumerate(ids):
-                if self._where[u] == (i, j):
+                if u not in self._where:
+                    self._where[u] = (i, j)
                     self.ids.append(u)
-                    keep.append(True)
                     continue
                 if not allow_duplicates:
                     other = self.parts[self._where[u][0]].id
@@ -108,10 +108,10 @@ class StoreReader:
                         f"{self.location}: utterance {u} is in parts {other} and {part.id}"
                     )
                 self.shadowed.setdefault(u, []).append((i, j))
-                keep.append(False)
+                keep[i][j] = False
 
         def column(values: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
-            return np.concatenate(values)[np.array(keep, bool)] if values else empty
+            return np.concatenate(values)[np.concatenate(keep)] if values else empty
 
         self.num_frames = column([np.diff(o) for o in self._frame_offsets], np.zeros(0, np.int64))
         cols = self._index_cols
@@ -136,8 +136,8 @@ class StoreReader:
             if len(o) != u + 1 or o[0] != 0 or o[-1] != end or (np.diff(o) < 0).any():
                 raise StoreIntegrityError(f"{at}: array index/{name} is not a valid offsets array")
         blob, cuts = raw.tobytes(), off.tolist()  # python ints: 10x faster to slice with
-        try:
-            return [blob[a:b].decode("utf-8") for a, b in pairwise(cuts)]
+        try:  # (map: no Python-level loop, ~2x faster than a comprehension)
+            return list(map(bytes.decode, map(blob.__getitem__, map(slice, cuts, cuts[1:]))))
         except UnicodeDecodeError:
             raise StoreIntegrityError(f"{at}: array index/ids is not UTF-8") from None
 
