@@ -35,7 +35,8 @@ class ChunkError(ValueError):
 
 
 Post = Callable[[np.ndarray], np.ndarray] | None  # a row-wise transform of decoded rows
-THREADS = min(4, os.cpu_count() or 1)  # decoding threads: one per core, no gain past 4
+THREADS = min(4, os.cpu_count() or 1)  # decoding is CPU-bound: a thread per core, at most
+# 4 so that several data-loader workers, each with its own pool, do not oversubscribe
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
 _lock = threading.Lock()
@@ -137,7 +138,7 @@ async def _read_chunked(arr: ChunkedArray, a: int, b: int, post: Post) -> np.nda
     first, last = a // c, -(-b // c)
     buf = np.empty(((last - first) * c, *arr.shape[1:]), dtype=arr.dtype)  # whole chunks
     loop, pool_, blosc = asyncio.get_running_loop(), pool(), _blosc()
-    root = arr.store.root if isinstance(arr.store, LocalStore) else None
+    root = Path(arr.store.root) if isinstance(arr.store, LocalStore) else None
 
     async def chunk(i: int) -> None:
         name = arr.key(i)

@@ -55,9 +55,6 @@ class PartData:
         self._win: dict[str, tuple[int, int, np.ndarray]] = {}  # path -> rows [lo, hi)
         self.delta = reader.transform == ROW_DELTA
 
-    def release(self) -> None:
-        self._win.clear()
-
     def _post(self, path: str) -> Any:
         """Row-delta values of fixed-width rows are decoded chunk by chunk as they are read
         (in the decoding threads); variable-width rows span chunks: decoded in ``_rows``."""
