@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdpipe.errors import LabelSetError, ModelError
+from kdpipe.errors import FingerprintMismatch, LabelSetError, ModelError
 from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.distributed import Dist
 
@@ -76,9 +76,10 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
     """Copy the weights of checkpoint ``init`` into ``model`` (built by ``build_model``).
 
     Refuses (``ModelError``, one line naming what differs) unless the checkpoint's
-    architecture, model config (as ``make_card`` records it), number of features and label
-    set equal the new model's. Custom code is trusted only when the student is itself a
-    ``package.module:Class`` (its code is imported to build the student anyway).
+    architecture, model config (as ``make_card`` records it), number of features, label
+    set and feature fingerprint (the features it was trained on) equal the new model's.
+    Custom code is trusted only when the student is itself a ``package.module:Class`` (its
+    code is imported to build the student anyway).
     """
 
     from kdpipe.models import load_checkpoint, read_card
@@ -100,8 +101,11 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
             f"{spec.num_features}"
         )
     try:
-        card.label_set.check_same(corpus.labels, where, f"corpus {corpus.location}")
-    except LabelSetError as e:
+        what = f"corpus {corpus.location}"
+        card.check_compatible(
+            corpus.labels, corpus.config.fingerprint, what, features=corpus.config, name=where
+        )
+    except (LabelSetError, FingerprintMismatch) as e:
         raise ModelError(str(e)) from None
     trained, _ = load_checkpoint(init, "cpu", trust_custom_code=is_custom(spec.architecture))
     model.load_state_dict(trained.state_dict(), strict=True)

@@ -94,12 +94,15 @@ def test_resume_of_a_fine_tuning_run_is_exact(world, tmp_path, monkeypatch):
          "model config differs from the student's: hidden_dim 16 vs 8"),
         ("dnn", DNN, ("sil", "x", "y", "z"), "label 1 is 'a' vs 'x'"),
         ("dnn", DNN, ("sil", "a", "b"), "4 vs 3 labels"),
+        ("dnn", DNN, "cmvn none", "differing settings: cmvn 'utterance' vs 'none'"),
     ],
 )  # fmt: skip
 def test_mismatches_are_refused_before_training(world, tmp_path, student, config, labels,
                                                 message):  # fmt: skip
     corpus = world["corpus"]
-    if labels is not None:
+    if labels == "cmvn none":  # same labels and number of features, other features
+        corpus = make_feature_store(tmp_path / "o.zarr", num_mel_bins=6, cmvn="none").location
+    elif labels is not None:
         corpus = make_feature_store(tmp_path / "o.zarr", labels=labels, num_mel_bins=6).location
     r = run(corpus, student, config, init=str(world["first"]))
     with pytest.raises(ModelError, match=message) as e:
