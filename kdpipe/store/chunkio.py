@@ -12,7 +12,9 @@ blosc-decodes it straight into its place in the result (a local file is read in 
 too). Arrays in any other layout are opened and read by zarr.
 
 Shapes: an array (N, *rest) chunked (C, *rest); a read of rows [a, b) decodes chunks
-a // C .. ceil(b / C) - 1 into one (chunks * C, *rest) buffer and returns the (b - a) rows.
+a // C .. ceil(b / C) - 1 into one (chunks * C, *rest) buffer and returns the (b - a) rows
+(a view of it, or a copy when they are under half of it, so that reading one utterance
+does not keep whole chunks alive).
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ async def _read_chunked(arr: ChunkedArray, a: int, b: int, post: Post) -> np.nda
         await loop.run_in_executor(pool_, _decode, got.as_numpy_array(), blosc, out, name, post)
 
     await asyncio.gather(*(chunk(i) for i in range(first, last)))
-    return buf[a - first * c : b - first * c]
+    rows = buf[a - first * c : b - first * c]
+    return rows if 2 * len(rows) >= len(buf) else rows.copy()  # few rows: free the chunks
 
 
 def _blosc() -> Any:

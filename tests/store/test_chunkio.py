@@ -61,6 +61,16 @@ def test_row_ranges_equal_the_data_and_zarr(n, width, dtype, chunk_rows, local, 
         np.testing.assert_array_equal(whole, data)
 
 
+def test_a_few_rows_do_not_keep_their_chunks_alive(tmp_path):
+    data = np.arange(4000, dtype=np.uint16).reshape(500, 8)
+    arr = _write(LocalStore(tmp_path), data, 128)
+    few = _read(arr, 130, 135)  # 5 rows of a 128-row chunk
+    np.testing.assert_array_equal(few, data[130:135])
+    assert few.base is None or few.base.nbytes == few.nbytes
+    many = _read(arr, 0, 500)
+    np.testing.assert_array_equal(many, data)
+
+
 def test_a_row_wise_transform_is_applied_chunk_by_chunk(tmp_path):
     rng = np.random.default_rng(0)
     codes = -np.sort(-rng.integers(0, 256, (1000, 8)), axis=1).astype(np.uint8)  # descending
