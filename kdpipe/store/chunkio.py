@@ -74,7 +74,8 @@ class ChunkedArray:
             grid, keys = doc["chunk_grid"], doc["chunk_key_encoding"]
             shape = tuple(int(n) for n in doc["shape"])
             chunks = tuple(int(n) for n in grid["configuration"]["chunk_shape"])
-            dtype = np.dtype(doc["data_type"]) if isinstance(doc["data_type"], str) else None
+            name = doc["data_type"]  # (the bytes codec stores little-endian)
+            dtype = np.dtype(name).newbyteorder("<") if isinstance(name, str) else None
             sep = (keys.get("configuration") or {}).get("separator", "/")
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             return None
