@@ -155,8 +155,8 @@ def read_slices(
     from kdpipe.store.chunkio import ChunkedArray, ChunkError, read_rows
 
     def one(a: Any, s: Any, post: Any) -> Any:
-        if s is Ellipsis:
-            s = slice(0, a.shape[0] if a.shape else 0)
+        if s is Ellipsis and a.shape:
+            s = slice(0, a.shape[0])
         if isinstance(s, slice) and s.step in (None, 1) and a.shape:
             start, stop, _ = s.indices(a.shape[0])
             return read_rows(a, start, stop, post)

@@ -89,6 +89,14 @@ def test_other_codecs_are_read_by_zarr(tmp_path):
     np.testing.assert_array_equal(_read(arr, 0, 10, post=lambda x: x + 1), data[:10] + 1)
 
 
+def test_a_scalar_array_is_read_whole_by_zarr():
+    store = MemoryStore()
+    zarr.open_group(store, mode="w", zarr_format=3).create_array("s", data=np.array(5))
+    arr = _zio.open_arrays(store, ["s"])[0]
+    assert isinstance(arr, zarr.Array)  # no rows: not the format's layout
+    assert _zio.read_slices([arr], [Ellipsis], ["array s"])[0] == 5
+
+
 @pytest.fixture
 def stored(tmp_path):
     data = np.arange(4000, dtype=np.uint16).reshape(500, 8)
