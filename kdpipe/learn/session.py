@@ -81,7 +81,6 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
     Custom code is trusted only when the student is itself a ``package.module:Class`` (its
     code is imported to build the student anyway).
     """
-
     from kdpipe.models import load_checkpoint, read_card
     from kdpipe.models.registry import config_diffs, is_custom
 

@@ -51,7 +51,7 @@ class StoreReader:
         self.uncommitted: list[str] = found.uncommitted
         self.sealed = found.sealed
         self.codebook = spec.log_codebook() if self.meta.values == "uint8" else None
-        self.transform = spec.values_transform(self.record)  # how values arrays are stored
+        self.transform = spec.stored_transform(self.record)  # how values arrays are stored
         self._check_chunks = check_chunks and _zio.can_list(location)
         self._data: dict[int, PartData] = {}
         self._load_index(allow_duplicates)

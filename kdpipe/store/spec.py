@@ -21,6 +21,7 @@ from kdpipe.config import from_dict
 from kdpipe.errors import ConfigError, StoreFormatError
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
+from kdpipe.store.coding import NO_TRANSFORM, TRANSFORMS, values_transform
 
 FORMAT = "kdpipe.store"
 VERSION = 2  # what this kdpipe writes (2: row-delta values, per-array codecs; see the spec)
@@ -181,8 +182,6 @@ class StoreMeta:
     def encoding(self, version: int = VERSION) -> dict[str, Any]:
         """The derived on-disk encoding of format ``version``, recorded so that plain
         readers need no logic; format 2 adds the values' ``transform``."""
-        from kdpipe.store.coding import values_transform
-
         tail: dict[str, Any] = {"dtype": self.values}
         if self.values == "uint8":
             tail["codebook"] = {
@@ -239,10 +238,10 @@ def parse_root(attrs: dict[str, Any], where: str) -> tuple[StoreMeta, dict[str, 
         raise StoreFormatError(f"{where}: malformed store metadata: {e}") from None
     enc = rec.get("encoding")
     transform = (enc.get("values") or {}).get("transform") if isinstance(enc, dict) else None
-    if transform is not None and transform not in _transforms():
+    if transform is not None and transform not in TRANSFORMS:
         raise StoreFormatError(
             f"{where}: values stored with transform {transform!r}, which this kdpipe "
-            f"{__version__} does not know ({', '.join(_transforms())}): upgrade kdpipe"
+            f"{__version__} does not know ({', '.join(TRANSFORMS)}): upgrade kdpipe"
         )
     if enc != _jsonable(meta.encoding(version)):
         raise StoreFormatError(
@@ -253,15 +252,10 @@ def parse_root(attrs: dict[str, Any], where: str) -> tuple[StoreMeta, dict[str, 
     return meta, rec
 
 
-def _transforms() -> tuple[str, ...]:
-    from kdpipe.store.coding import TRANSFORMS
-
-    return TRANSFORMS
-
-
-def values_transform(rec: dict[str, Any]) -> str:
-    """The transform of the values arrays of a store, from its root record."""
-    return rec["encoding"]["values"].get("transform", "none")
+def stored_transform(rec: dict[str, Any]) -> str:
+    """The transform of the values arrays of a store, from its root record (format 1
+    records none)."""
+    return rec["encoding"]["values"].get("transform", NO_TRANSFORM)
 
 
 def _jsonable(x: Any) -> Any:

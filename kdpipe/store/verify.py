@@ -30,8 +30,9 @@ def _check_part(
     part: PartInfo,
     meta: spec.StoreMeta,
     transform: str,
-) -> list[str]:
-    """Checksums and contents of one part; returns its utterance ids."""
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Checksums and contents of one part; returns its utterance ids and its index arrays
+    (by name: ``frame_offsets``, ...), both empty if the index is unreadable."""
     at = f"{location}: part {part.id}"
     prefix = f"parts/{part.id}"
     if _zio.can_list(location):
@@ -74,13 +75,13 @@ def _check_part(
             )
         data[path] = res
     if any(p.startswith("index/") and p not in data for p in part.arrays):
-        return []
+        return [], {}
     raw, off, f_off = data["index/ids/utf8"], data["index/ids/offsets"], data["index/frame_offsets"]
     u = part.num_utterances
     for name, o, end in (("ids/offsets", off, len(raw)), ("frame_offsets", f_off, part.num_frames)):
         if len(o) != u + 1 or o[0] != 0 or o[-1] != end or (np.diff(o) < 0).any():
             rep.error(f"{at}: array index/{name} is not a valid offsets array")
-            return []
+            return [], {}
     ids = [raw[off[i] : off[i + 1]].tobytes().decode("utf-8", "replace") for i in range(u)]
     srcs = [""] + [f"members/{j}/" for j in range(len(meta.members))]
     for base in (f"{s}{lv}/" for s in srcs for lv in meta.levels):
@@ -89,7 +90,8 @@ def _check_part(
     rep.parts += 1
     rep.utterances += u
     rep.frames += part.num_frames
-    return ids
+    index = {p.removeprefix("index/"): a for p, a in data.items() if p.startswith("index/")}
+    return ids, index
 
 
 def verify_store(
@@ -139,15 +141,9 @@ def verify_store(
     seen: dict[str, str] = {}
     frames: dict[str, tuple[int, int, tuple[int, int]]] = {}
     for part in found.parts:
-        ids = _check_part(rep, store, where, part, meta, spec.values_transform(rec))
+        ids, index = _check_part(rep, store, where, part, meta, spec.stored_transform(rec))
         if "frame" in meta.levels and ids:
-            names = ("frame_offsets", "subsampling", "input_window")
-            paths = [f"parts/{part.id}/index/{n}" for n in names]
-            f_off, sub, win = _zio.read_slices(
-                _zio.open_arrays(store, paths),
-                [Ellipsis] * len(paths),
-                [f"{where}: part {part.id}: array index/{n}" for n in names],
-            )
+            f_off, sub, win = (index[n] for n in ("frame_offsets", "subsampling", "input_window"))
             for k, u in enumerate(ids):
                 frames[u] = (
                     int(f_off[k + 1] - f_off[k]),
