@@ -8,7 +8,7 @@ import numpy as np
 
 from kdpipe.essence import Rule, as_logprobs
 from kdpipe.store import StoreMeta, StoreWriter
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 
 def build(

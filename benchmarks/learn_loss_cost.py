@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from kdpipe.essence import topk
 from kdpipe.learn.targets import pad_rows
 from kdpipe.losses import dense_kd, sparse_kd
-from kdpipe.store.synth import segment_logprobs
+from kdpipe.testing.posteriors import segment_logprobs
 
 
 def timed(fn, logits: torch.Tensor, repeats: int) -> float:

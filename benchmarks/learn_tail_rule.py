@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from kdpipe.essence import Rule, as_logprobs
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.kd import KdRun, train_kd
-from kdpipe.learn.kdconfig import KdConfig
+from kdpipe.learn.kd_config import KdConfig
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import load_checkpoint
 from kdpipe.store import StoreMeta, StoreWriter
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 
 def teacher_store(root: Path, fs, model, k: int) -> str:

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from kdpipe.essence import Rule, topk
+from kdpipe.sparse import SparseRows
 from kdpipe.store.reader import StoreReader
-from kdpipe.store.rows import SparseRows
 from kdpipe.store.spec import StoreMeta, encode_logp, log_codebook
-from kdpipe.store.synth import synthetic_logprobs
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.posteriors import synthetic_logprobs
 
 C, K = 2000, 8
 BASE = 1 << 18  # distinct synthetic frames (2 chunks); longer stores repeat them

@@ -1,6 +1,6 @@
 """Bytes per frame of the target store, and the precision its value encodings lose.
 
-Synthetic teacher posteriors over C = 2000 classes (``kdpipe.store.synth``: ``segments``,
+Synthetic teacher posteriors over C = 2000 classes (``kdpipe.testing.posteriors``: ``segments``,
 speech-like, and ``iid``, independent frames), top-k for k = 4, 8, 16, written through
 ``StoreWriter`` with the default codecs; compared with dense float32 and with Kaldi's binary
 ``Posterior`` format (10 bytes per (index, value) pair + 5 per frame). Reports on-disk
@@ -30,8 +30,8 @@ from kdpipe.essence import Rule, topk
 from kdpipe.store import coding, spec
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.spec import StoreMeta
-from kdpipe.store.synth import synthetic_logprobs
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.posteriors import synthetic_logprobs
 
 C = 2000
 UTT_FRAMES = 400  # frames per synthetic utterance (4 s at 10 ms)

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import torch
 
+from kdpipe.batching import pad_features
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
-from kdpipe.learn.batching import pad_features
 from kdpipe.models import build_model, load_checkpoint, make_card, save_checkpoint
 from kdpipe.teach import EnsembleConfig, MemberConfig, teach
-from kdpipe.teach.plan import plan_batches
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.teach.job import plan_batches
+from kdpipe.testing.corpora import make_feature_store
 
 F, C = 40, 56  # mel bins, phone labels (the phones corpus)
 BATCH_FRAMES = 20000  # teach's default

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kdpipe.errors import ConfigError
-from kdpipe.store.rows import Layout, SparseRows
+from kdpipe.sparse import Layout, SparseRows
 
 
 def as_logprobs(x: np.ndarray, kind: str = "logprobs") -> np.ndarray:
@@ -212,7 +212,7 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rule:
-        from kdpipe.config import from_dict
+        from kdpipe.schema import from_dict
 
         return from_dict(cls, data, "rule")
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdpipe.config import fingerprint
 from kdpipe.errors import LabelSetError
+from kdpipe.schema import fingerprint
 
 
 @dataclass(frozen=True)

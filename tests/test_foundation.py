@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from kdpipe.config import from_dict, to_dict
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import ConfigError, LabelSetError
 from kdpipe.labels import LabelSet
+from kdpipe.schema import from_dict, to_dict
 
 
 def test_labelset_encode_and_errors(tmp_path):

@@ -9,8 +9,8 @@ import torch
 from kdpipe.essence import as_logprobs, cumulative, full, sample, threshold, topk
 from kdpipe.learn.targets import pad_rows
 from kdpipe.losses import IGNORE, dense_kd, hard_ce, multitask, sampled_kd, sparse_kd
+from kdpipe.sparse import SparseRows
 from kdpipe.store import spec
-from kdpipe.store.rows import SparseRows
 
 torch.set_num_threads(1)
 N, C = 7, 13

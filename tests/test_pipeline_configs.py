@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kdpipe.config import load_yaml
-from kdpipe.learn.config import TrainConfig
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import build_model
+from kdpipe.schema import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = sorted((ROOT / "pipelines" / "baselines").glob("*.yaml"))

@@ -130,10 +130,10 @@ def learn(
 
     Runs under `torchrun --nproc-per-node N -m kdpipe learn ...` unchanged (DDP).
     """
-    from kdpipe.config import load_yaml
     from kdpipe.corpus.views import view_from_options
     from kdpipe.errors import ConfigError
     from kdpipe.learn.runs import build_run, train_run
+    from kdpipe.schema import load_yaml
 
     file: dict[str, Any] = {}
     if config is not None:

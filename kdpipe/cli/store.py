@@ -35,9 +35,9 @@ def inspect(
     max_frames: Annotated[int, typer.Option(help="Frames read for the histograms.")] = 2_000_000,
 ) -> None:
     """Summarise a store: size, label set, teachers, rule, tail and entropy histograms."""
-    from kdpipe.store.inspect import plot as plot_summary
-    from kdpipe.store.inspect import render, summarize
     from kdpipe.store.reader import StoreReader
+    from kdpipe.store.summary import plot as plot_summary
+    from kdpipe.store.summary import render, summarize
 
     summary = summarize(StoreReader(store), max_frames=max_frames)
     render(summary, console)
@@ -129,7 +129,7 @@ def copy(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing destination.")] = False,
 ) -> None:
     """Copy a store's committed parts (checked against their checksums), then seal it."""
-    from kdpipe.store.copy import copy_store
+    from kdpipe.store.transfer import copy_store
 
     rep = copy_store(src, dst, chunk_rows=chunk_rows, overwrite=overwrite)
     console.print(

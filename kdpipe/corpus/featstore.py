@@ -39,11 +39,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdpipe.config import fingerprint as short_hash
 from kdpipe.corpus.features import Cmvn, CmvnStats, FbankConfig, apply_cmvn
 from kdpipe.corpus.subsets import parse_split, subset, unknown_split
 from kdpipe.errors import CorpusError, StoreError, StoreFormatError
 from kdpipe.labels import LabelSet
+from kdpipe.schema import fingerprint as short_hash
 from kdpipe.zarrio import is_url, open_group, read_strings, write_strings
 
 if TYPE_CHECKING:

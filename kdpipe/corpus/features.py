@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from kdpipe.config import ConfigError, fingerprint, from_dict, to_dict
+from kdpipe.schema import ConfigError, fingerprint, from_dict, to_dict
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kdpipe.config import check_keys
 from kdpipe.errors import CorpusError
 from kdpipe.labels import LabelSet
+from kdpipe.schema import check_keys
 
 if TYPE_CHECKING:
     import numpy as np

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from kdpipe.config import check_keys, from_dict, to_dict
 from kdpipe.errors import ConfigError
+from kdpipe.schema import check_keys, from_dict, to_dict
 
 NO_CROP = (0, -1)  # the target store's "whole utterance" window
 VIEW_KEYS = ("length_ms", "offset_ms", "random", "seed")

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from kdpipe.batching import pad_features, pad_labels
 from kdpipe.errors import TrainingError
-from kdpipe.learn.batching import pad_features, pad_labels
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from kdpipe.learn.batching import bucket_batches
+from kdpipe.batching import bucket_batches
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import TrainingError
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.data import Batch
-from kdpipe.learn.kdconfig import KdConfig
+from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import TrainResult
 from kdpipe.losses import IGNORE, multitask, sampled_kd, sparse_kd
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdpipe.config import check_keys
 from kdpipe.errors import ConfigError
+from kdpipe.schema import check_keys
 
 if TYPE_CHECKING:
     from kdpipe.learn.kd import KdRun
@@ -58,8 +58,8 @@ def build_run(
     hard-label run; ``ConfigError`` for unknown keys or kd settings without targets.
     """
     from kdpipe.corpus.views import ViewConfig
-    from kdpipe.learn.config import TrainConfig
-    from kdpipe.learn.kdconfig import KdConfig
+    from kdpipe.learn.kd_config import KdConfig
+    from kdpipe.learn.train_config import TrainConfig
 
     file = dict(file or {})
     if set(file) - set(CONFIG_KEYS):

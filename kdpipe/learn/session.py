@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kdpipe.errors import FingerprintMismatch, LabelSetError, ModelError
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.distributed import Dist
+from kdpipe.learn.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore

@@ -5,7 +5,7 @@ Each batch holds the student's input (the features cropped to the input window t
 saw), the teacher's sparse targets and the hard labels, both already at the student's
 output rate (``targets.teacher_rows``), plus a per-utterance weight (the weight of the store
 it came from when several are mixed). Order and splitting across DataLoader workers and DDP
-ranks follow ``kdpipe.learn.plan``. Legend: B batch, T input frames, F features, T' student
+ranks follow ``kdpipe.learn.epoch_order``. Legend: B batch, T input frames, F features, T' student
 output frames, K kept entries per row, C classes.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from kdpipe.learn.batching import pad_features, subsample_labels
+from kdpipe.batching import pad_features, subsample_labels
 from kdpipe.learn.compat import check_frame_counts, crop_windows, join_ids, store_level
 from kdpipe.learn.data import Batch, SoftTargets
-from kdpipe.learn.plan import ExampleTable, block_ids, interleave, shard_plan
+from kdpipe.learn.epoch_order import ExampleTable, block_ids, interleave, shard_plan
 from kdpipe.learn.targets import pad_rows, teacher_rows
 from kdpipe.losses import IGNORE
 

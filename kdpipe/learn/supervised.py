@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdpipe.config import fingerprint
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError, TrainingError
-from kdpipe.learn.config import TrainConfig
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import LAST_STATE, HardLabels, TrainResult
+from kdpipe.schema import fingerprint
 
 RUN_FILE = "run.json"  # what the run was asked to do; --resume refuses a different ask
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdpipe.errors import FingerprintMismatch
-from kdpipe.store.rows import SparseRows
+from kdpipe.sparse import SparseRows
 
 
 def pad_rows(rows: SparseRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

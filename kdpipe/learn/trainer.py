@@ -16,15 +16,15 @@ from typing import Any, Protocol
 
 import torch
 
+from kdpipe.batching import bucket_batches
 from kdpipe.errors import TrainingError
-from kdpipe.learn.batching import bucket_batches
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.data import Batch, LabelledData
 from kdpipe.learn.distributed import Dist, barrier
 from kdpipe.learn.evaluate import predict
 from kdpipe.learn.log import append_metrics, plot_curves, read_metrics
-from kdpipe.learn.schedule import lr_at
+from kdpipe.learn.lr_schedule import lr_at
 from kdpipe.learn.specaug import spec_augment
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.losses import align_frame_labels, hard_ce
 from kdpipe.models.checkpoint import load_training_state, save_training_state
 from kdpipe.progress import progress_bar

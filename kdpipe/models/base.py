@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from kdpipe.config import from_dict, to_dict
 from kdpipe.errors import ConfigError
+from kdpipe.schema import from_dict, to_dict
 
 C = TypeVar("C", bound="ModelConfig")
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe import __version__
-from kdpipe.config import check_keys, to_dict
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError
 from kdpipe.labels import LabelSet
+from kdpipe.schema import check_keys, to_dict
 
 CARD_FORMAT = 1  # bump when a field changes meaning; readers refuse newer formats
 CARD_FILE = "card.json"

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdpipe.config import load_yaml
 from kdpipe.errors import ConfigError
 from kdpipe.pipeline.template import expand, substitute
+from kdpipe.schema import load_yaml
 
 RECIPE_FILE = "pipeline.yaml"
 KINDS = ("synth", "prepare", "learn", "teach", "eval")

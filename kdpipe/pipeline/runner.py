@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdpipe.config import fingerprint
 from kdpipe.pipeline.recipe import Recipe, Stage
 from kdpipe.pipeline.stages import RUNNERS, StageCall, identity
+from kdpipe.schema import fingerprint
 
 RECORDS = ".stages"
 

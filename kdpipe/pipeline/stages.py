@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdpipe.config import load_yaml
 from kdpipe.errors import ConfigError
+from kdpipe.schema import load_yaml
 
 EVAL_FILE = "eval.json"  # a learn stage's test scores, beside its checkpoint
 
@@ -171,7 +171,7 @@ def ensemble(call: StageCall) -> Any:
     """The ``EnsembleConfig`` a teach stage asks for: ``model: STAGE`` or ``members:`` (each
     ``{model: STAGE, ...}`` with the member keys of ensemble.yaml), plus ``ensemble:`` (the
     other keys of ensemble.yaml: combine, rule, values, view, ...)."""
-    from kdpipe.teach.config import ensemble_from_dict
+    from kdpipe.teach.ensemble_yaml import ensemble_from_dict
 
     o = call.options
     members = o.get("members") or [{"model": o["model"]}]

@@ -10,22 +10,22 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "StoreMeta": "spec",
-    "Teacher": "spec",
-    "FORMAT": "spec",
-    "VERSION": "spec",
-    "SparseRows": "rows",
-    "TargetBlock": "block",
-    "StoreWriter": "writer",
-    "StoreReader": "reader",
-    "verify_store": "verify",
-    "VerifyReport": "checks",
-    "copy_store": "copy",
-    "diff_stores": "diff",
-    "seal": "parts",
-    "utterance_table": "views",
-    "frame_table": "views",
-    "summarize": "inspect",
+    "StoreMeta": "kdpipe.store.spec",
+    "Teacher": "kdpipe.store.spec",
+    "FORMAT": "kdpipe.store.spec",
+    "VERSION": "kdpipe.store.spec",
+    "SparseRows": "kdpipe.sparse",
+    "TargetBlock": "kdpipe.store.block",
+    "StoreWriter": "kdpipe.store.writer",
+    "StoreReader": "kdpipe.store.reader",
+    "verify_store": "kdpipe.store.verify",
+    "VerifyReport": "kdpipe.store.verify",
+    "copy_store": "kdpipe.store.transfer",
+    "diff_stores": "kdpipe.store.diff",
+    "seal": "kdpipe.store.parts",
+    "utterance_table": "kdpipe.store.tables",
+    "frame_table": "kdpipe.store.tables",
+    "summarize": "kdpipe.store.summary",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -33,5 +33,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"kdpipe.store.{_EXPORTS[name]}"), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'kdpipe.store' has no attribute {name!r}")

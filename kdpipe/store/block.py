@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from kdpipe.store.rows import SparseRows
+from kdpipe.sparse import SparseRows
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from kdpipe.sparse import SparseRows
 from kdpipe.store.reader import StoreReader
-from kdpipe.store.rows import SparseRows
 
 FLOOR = 1e-8  # probability floor before the logs of the KL divergence
 BATCH = 4096  # rows densified at a time: 4096 x C float32 (32 MB at C = 2000)

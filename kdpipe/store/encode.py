@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from kdpipe.errors import LabelSetError, StoreError
+from kdpipe.sparse import SparseRows
 from kdpipe.store import spec
 from kdpipe.store.coding import ROW_DELTA, delta_encode, values_transform
-from kdpipe.store.rows import SparseRows
 
 
 def _values(x: np.ndarray, meta: spec.StoreMeta, where: str, *, tail: bool) -> np.ndarray:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdpipe.errors import StoreIntegrityError
-from kdpipe.store import _zio
+from kdpipe.sparse import SparseRows
+from kdpipe.store import arrayio
 from kdpipe.store.block import TargetBlock
 from kdpipe.store.chunkio import ChunkedArray
 from kdpipe.store.coding import ROW_DELTA, delta_decode
-from kdpipe.store.rows import SparseRows
 
 if TYPE_CHECKING:
     from kdpipe.store.reader import StoreReader
@@ -34,10 +34,10 @@ class PartData:
         self.index = reader._index_cols[i]
         prefix = f"parts/{part.id}"
         paths = [p for p in part.arrays if not p.startswith("index/")]
-        opened = _zio.open_arrays(reader._store, [f"{prefix}/{p}" for p in paths])
+        opened = arrayio.open_arrays(reader._store, [f"{prefix}/{p}" for p in paths])
         if reader._check_chunks and not all(isinstance(a, ChunkedArray) for a in opened):
             # zarr would read a missing chunk as fill values (chunkio refuses it): list first
-            missing = _zio.missing_chunks(reader._store, prefix, part.arrays)
+            missing = arrayio.missing_chunks(reader._store, prefix, part.arrays)
             if missing:
                 key = missing[0].removeprefix(prefix + "/")
                 raise StoreIntegrityError(
@@ -80,7 +80,7 @@ class PartData:
             todo[p] = (a if keep is not None else start, start, min(n, math.ceil(b / c) * c), keep)
         if todo:
             names = list(todo)
-            got = _zio.read_slices(
+            got = arrayio.read_slices(
                 [self.arrays[p] for p in names],
                 [slice(todo[p][1], todo[p][2]) for p in names],
                 [f"{self.at}: array {p}" for p in names],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import StoreError, StoreFormatError, StoreIntegrityError
-from kdpipe.store import _zio, spec
+from kdpipe.store import arrayio, spec
 
 
 @dataclass(frozen=True)
@@ -89,14 +89,14 @@ def scan(
     A bad commit record raises, or with ``errors`` given is reported there and skipped.
     """
     where = str(location)
-    parts_doc = _zio.read_json_many(store, ["parts/zarr.json"])[0]
+    parts_doc = arrayio.read_json_many(store, ["parts/zarr.json"])[0]
     if parts_doc is None:
         raise StoreFormatError(f"{where}: no 'parts' group")
     manifest = (parts_doc.get("attributes") or {}).get(spec.MANIFEST_ATTR)
     known: dict[str, Any] = dict((manifest or {}).get("parts", {}))
     uncommitted: list[str] = []
-    if _zio.can_list(location):
-        names = [n for n in _zio.list_dir(store, "parts") if n != "zarr.json"]
+    if arrayio.can_list(location):
+        names = [n for n in arrayio.list_dir(store, "parts") if n != "zarr.json"]
         gone = sorted(set(known) - set(names))
         if gone:
             msg = f"{where}: sealed part(s) missing: {', '.join(gone[:5])}"
@@ -105,7 +105,7 @@ def scan(
             errors.append(msg)
             known = {k: v for k, v in known.items() if k not in gone}
         new = [n for n in names if n not in known]
-        docs = _zio.read_json_many(store, [f"parts/{n}/zarr.json" for n in new])
+        docs = arrayio.read_json_many(store, [f"parts/{n}/zarr.json" for n in new])
         for name, doc in zip(new, docs, strict=True):
             rec = None if doc is None else (doc.get("attributes") or {}).get(spec.PART_ATTR)
             if rec is None:
@@ -114,7 +114,7 @@ def scan(
                 known[name] = rec
     elif manifest is None:
         raise StoreError(
-            f"{where}: {_zio.scheme(location)}:// cannot list the parts of a store and this "
+            f"{where}: {arrayio.scheme(location)}:// cannot list the parts of a store and this "
             "store is not sealed; run `kdpipe store seal` on its source before serving it"
         )
     parts = []
@@ -136,7 +136,7 @@ def seal(location: str | Path, storage_options: dict[str, Any] | None = None) ->
     """
     import zarr
 
-    store = _zio.open_store(location, "r+", storage_options)
+    store = arrayio.open_store(location, "r+", storage_options)
     root = zarr.open_group(store, mode="r+", zarr_format=3)
     meta, _ = spec.parse_root(dict(root.attrs), str(location))
     found = scan(store, location, meta)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kdpipe.errors import StoreError, StoreIntegrityError
 from kdpipe.labels import LabelSet
-from kdpipe.store import _zio, spec
+from kdpipe.store import arrayio, spec
 from kdpipe.store.block import TargetBlock
 from kdpipe.store.partdata import PartData
 from kdpipe.store.parts import PartInfo, scan
@@ -39,8 +39,8 @@ class StoreReader:
         allow_duplicates: bool = False,
     ) -> None:
         self.location = str(location)
-        self._store = _zio.open_store(location, "r", storage_options)
-        root = _zio.read_json_many(self._store, ["zarr.json"])[0]
+        self._store = arrayio.open_store(location, "r", storage_options)
+        root = arrayio.read_json_many(self._store, ["zarr.json"])[0]
         if root is None:
             raise StoreError(f"{self.location}: no zarr.json: not a zarr v3 target store")
         self.meta, self.record = spec.parse_root(root.get("attributes") or {}, self.location)
@@ -52,7 +52,7 @@ class StoreReader:
         self.sealed = found.sealed
         self.codebook = spec.log_codebook() if self.meta.values == "uint8" else None
         self.transform = spec.stored_transform(self.record)  # how values arrays are stored
-        self._check_chunks = check_chunks and _zio.can_list(location)
+        self._check_chunks = check_chunks and arrayio.can_list(location)
         self._data: dict[int, PartData] = {}
         self._load_index(allow_duplicates)
 
@@ -75,8 +75,8 @@ class StoreReader:
             f"{self.location}: part {p.id}: array index/{n}" for p in self.parts for n in names
         ]
         paths = [f"parts/{p.id}/index/{n}" for p in self.parts for n in names]
-        data = _zio.read_slices(
-            _zio.open_arrays(self._store, paths), [Ellipsis] * len(paths), where
+        data = arrayio.read_slices(
+            arrayio.open_arrays(self._store, paths), [Ellipsis] * len(paths), where
         )
         self.ids: list[str] = []  # store order, first occurrence of each id
         self._where: dict[str, tuple[int, int]] = {}  # id -> (part, position in part)

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from kdpipe import __version__
-from kdpipe.config import fingerprint as _fingerprint
-from kdpipe.config import from_dict
 from kdpipe.errors import ConfigError, StoreFormatError
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
+from kdpipe.schema import fingerprint as _fingerprint
+from kdpipe.schema import from_dict
 from kdpipe.store.coding import NO_TRANSFORM, TRANSFORMS, values_transform
 
 FORMAT = "kdpipe.store"
@@ -161,7 +161,7 @@ class StoreMeta:
         return len(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
-        """As ``kdpipe.config.to_dict`` (tuples become lists), via one JSON round trip: the
+        """As ``kdpipe.schema.to_dict`` (tuples become lists), via one JSON round trip: the
         label set and the teacher cards hold thousands of items; this runs on every open."""
         import json
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from kdpipe.errors import KdpipeError
 from kdpipe.labels import LabelSet
-from kdpipe.store import _zio, spec
+from kdpipe.store import arrayio, spec
 from kdpipe.store.checks import VerifyReport, check_rows
 from kdpipe.store.parts import PartInfo, scan
 
@@ -35,17 +35,17 @@ def _check_part(
     (by name: ``frame_offsets``, ...), both empty if the index is unreadable."""
     at = f"{location}: part {part.id}"
     prefix = f"parts/{part.id}"
-    if _zio.can_list(location):
-        for key in _zio.missing_chunks(store, prefix, part.arrays)[:5]:
+    if arrayio.can_list(location):
+        for key in arrayio.missing_chunks(store, prefix, part.arrays)[:5]:
             rep.error(
                 f"{at}: array {key.removeprefix(prefix + '/').rsplit('/c/', 1)[0]}: "
                 f"chunk {key} is missing"
             )
     data: dict[str, np.ndarray] = {}
     paths = list(part.arrays)
-    arrays = _zio.open_arrays(store, [f"{prefix}/{p}" for p in paths], return_errors=True)
+    arrays = arrayio.open_arrays(store, [f"{prefix}/{p}" for p in paths], return_errors=True)
     ok = [k for k, a in enumerate(arrays) if not isinstance(a, KdpipeError)]
-    got = _zio.read_slices(
+    got = arrayio.read_slices(
         [arrays[k] for k in ok],
         [Ellipsis] * len(ok),
         [f"{at}: array {paths[k]}" for k in ok],
@@ -69,7 +69,7 @@ def _check_part(
             rec.get("chunks", list(arr.chunks)),
         ]:
             rep.error(f"{at}: array {path}: metadata disagrees with the commit record")
-        elif _zio.sha256(res) != rec["sha256"]:
+        elif arrayio.sha256(res) != rec["sha256"]:
             rep.error(
                 f"{at}: array {path}: sha256 differs from the commit record (damaged or tampered)"
             )
@@ -115,8 +115,8 @@ def verify_store(
     where = str(location)
     rep = VerifyReport(where)
     try:
-        store = _zio.open_store(location, "r", storage_options)
-        root = _zio.read_json_many(store, ["zarr.json"])[0]
+        store = arrayio.open_store(location, "r", storage_options)
+        root = arrayio.read_json_many(store, ["zarr.json"])[0]
         if root is None:
             raise KdpipeError(f"{where}: no zarr.json: not a zarr v3 target store")
         meta, rec = spec.parse_root(root.get("attributes") or {}, where)

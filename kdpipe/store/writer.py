@@ -20,8 +20,8 @@ import numpy as np
 
 from kdpipe import __version__
 from kdpipe.errors import FingerprintMismatch, StoreError, StoreFormatError
-from kdpipe.store import _zio, spec
-from kdpipe.store.rows import SparseRows
+from kdpipe.sparse import SparseRows
+from kdpipe.store import arrayio, spec
 
 PART_FRAMES = 1 << 20  # frames per part: ~20 MB on disk; a crash loses at most this
 
@@ -53,17 +53,17 @@ class StoreWriter:
         if not spec.PART_ID.match(self.shard):
             raise StoreError(f"writer shard {self.shard!r}: use letters, digits, '.', '_', '-'")
         self._options = storage_options
-        self._store = _zio.open_store(location, "a", storage_options)
-        root, parts = _zio.read_json_many(self._store, ["zarr.json", "parts/zarr.json"])
+        self._store = arrayio.open_store(location, "a", storage_options)
+        root, parts = arrayio.read_json_many(self._store, ["zarr.json", "parts/zarr.json"])
         if overwrite and root is not None:
             zarr.open_group(self._store, mode="w", zarr_format=3)  # deletes the store
             root = parts = None
         if root is not None:
             self._check_root()
         if root is None:  # creating never deletes: a racing writer may have begun
-            _zio.create_root(self._store, spec.root_record(meta), parts_exist=parts is not None)
+            arrayio.create_root(self._store, spec.root_record(meta), parts_exist=parts is not None)
         elif parts is None:
-            _zio.create_root(self._store, root["attributes"][spec.ROOT_ATTR])
+            arrayio.create_root(self._store, root["attributes"][spec.ROOT_ATTR])
         self.committed: frozenset[str] = frozenset(self._committed_ids())
         self._seen: set[str] = set()
         self._buf: list[dict[str, Any]] = []
@@ -73,7 +73,7 @@ class StoreWriter:
 
     # -- reading what is there --------------------------------------------------------
     def _check_root(self) -> None:
-        doc = _zio.read_json_many(self._store, ["zarr.json"])[0] or {}
+        doc = arrayio.read_json_many(self._store, ["zarr.json"])[0] or {}
         meta, rec = spec.parse_root(doc.get("attributes") or {}, self.location)
         if rec["version"] != spec.VERSION:
             raise StoreFormatError(
@@ -171,13 +171,13 @@ class StoreWriter:
                     "shape": list(data.shape),
                     "dtype": data.dtype.name,
                     "chunks": [max(1, min(len(data), chunk)), *data.shape[1:]],
-                    "sha256": _zio.sha256(data),
+                    "sha256": arrayio.sha256(data),
                 }
                 for path, (data, chunk) in todo.items()
             },
         }
-        objects, group_json, _ = _zio.build_part(todo, {spec.PART_ATTR: record})
-        _zio.put_many(self._store, {f"parts/{pid}/{k}": v for k, v in objects.items()})
+        objects, group_json, _ = arrayio.build_part(todo, {spec.PART_ATTR: record})
+        arrayio.put_many(self._store, {f"parts/{pid}/{k}": v for k, v in objects.items()})
         self._check_root()  # another writer may have re-created the store meanwhile
         self._commit(f"parts/{pid}/zarr.json", group_json)
         self.parts_written.append(pid)
@@ -187,7 +187,7 @@ class StoreWriter:
     def _commit(self, key: str, group_json: bytes) -> None:
         """The commit: one write of the part group's zarr.json, holding the commit record,
         after everything else (one atomic object write on local disks and object stores)."""
-        _zio.put_many(self._store, {key: group_json})
+        arrayio.put_many(self._store, {key: group_json})
 
     def close(self) -> None:
         self.flush()

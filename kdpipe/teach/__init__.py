@@ -1,9 +1,9 @@
 """``kdpipe teach``: run a teacher or an ensemble over a corpus once, into a target store.
 
-- ``config``: the ensemble.yaml schema (docs/ensemble-yaml.md) as frozen dataclasses;
+- ``ensemble_yaml``: the ensemble.yaml schema (docs/ensemble-yaml.md) as frozen dataclasses;
 - ``ensemble``: members, label maps, frame-rate conversion, combination (torch);
 - crop windows (``ViewConfig``) and per-utterance seeded generators: ``kdpipe.corpus.views``;
-- ``plan``: the selection, the store metadata and the shard-independent batch plan;
+- ``job``: the selection, the store metadata and the shard-independent batch plan;
 - ``run``: ``teach(...)``, the inference loop with its background writer thread.
 
 Importing this package imports neither torch nor zarr.
@@ -12,7 +12,7 @@ Importing this package imports neither torch nor zarr.
 from __future__ import annotations
 
 from kdpipe.corpus.views import ViewConfig
-from kdpipe.teach.config import (
+from kdpipe.teach.ensemble_yaml import (
     EnsembleConfig,
     MemberConfig,
     load_ensemble,

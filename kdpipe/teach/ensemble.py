@@ -25,7 +25,7 @@ from kdpipe.errors import ConfigError, KdpipeError, LabelSetError, ModelError
 from kdpipe.labels import LabelSet
 from kdpipe.models.card import ModelCard
 from kdpipe.models.checkpoint import read_card
-from kdpipe.teach.config import EnsembleConfig, MemberConfig
+from kdpipe.teach.ensemble_yaml import EnsembleConfig, MemberConfig
 
 if TYPE_CHECKING:
     import torch

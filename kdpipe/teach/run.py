@@ -21,8 +21,8 @@ import numpy as np
 from kdpipe.corpus.views import crop_windows, utt_rng, view_lengths
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.progress import progress_bar
-from kdpipe.teach import plan as _plan
-from kdpipe.teach.config import EnsembleConfig
+from kdpipe.teach import job
+from kdpipe.teach.ensemble_yaml import EnsembleConfig
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
@@ -213,17 +213,17 @@ def teach(
     from kdpipe.teach.ensemble import Ensemble, load_members, plan_members
 
     t0 = time.perf_counter()
-    rank, world = shard if isinstance(shard, tuple) else _plan.parse_shard(shard)
+    rank, world = shard if isinstance(shard, tuple) else job.parse_shard(shard)
     if overwrite and world > 1:
         raise ConfigError("--overwrite with several shards would race: clear the store first")
     fs = FeatureStore.open(corpus)
-    sel = _plan.select(fs, split, ids)
+    sel = job.select(fs, split, ids)
     members, level, sub = plan_members(ens, fs)
     sel_ids = [fs.ids[i] for i in sel.index]
     windows = crop_windows(ens.view, sel_ids, fs.num_frames[sel.index], fs.config.frame_shift_ms)
     lengths = view_lengths(windows, fs.num_frames[sel.index])
-    meta = _plan.store_meta(ens, members, fs, level, sub, sel)
-    batches = _plan.plan_batches(sel.index, lengths, batch_frames)[rank::world]
+    meta = job.store_meta(ens, members, fs, level, sub, sel)
+    batches = job.plan_batches(sel.index, lengths, batch_frames)[rank::world]
     views = {int(i): (int(w[0]), int(w[1])) for i, w in zip(sel.index, windows, strict=True)}
     dev = pick_device(device)
     if dev.type == "cuda" and dev.index is None and world > 1:  # torchrun: one GPU per rank
@@ -312,7 +312,7 @@ def _batch(
     fs: FeatureStore, b: np.ndarray, raw: dict[int, tuple], views: dict, dev: Any
 ) -> tuple[Any, Any, list[dict]]:
     """x (B, T, F) zero-padded views, lengths (B,), and per-utterance records."""
-    from kdpipe.learn.batching import pad_features
+    from kdpipe.batching import pad_features
 
     xs, utts = [], []
     for i in b:

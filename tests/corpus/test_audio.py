@@ -8,7 +8,7 @@ import soundfile as sf
 
 from kdpipe.corpus.audio import load_audio
 from kdpipe.errors import AudioError
-from kdpipe.testing.dummies import tone, write_wav
+from kdpipe.testing.corpora import tone, write_wav
 
 
 def peak_hz(wave: np.ndarray, sample_rate: int) -> float:

@@ -9,7 +9,7 @@ from kdpipe.corpus.featstore import FeatureStore, FeatureStoreWriter
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import CorpusError, StoreError, StoreFormatError
 from kdpipe.labels import LabelSet
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 from kdpipe.zarrio import open_group
 
 F = 6

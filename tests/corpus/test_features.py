@@ -14,7 +14,7 @@ from kdpipe.corpus.features import (
     compute_fbank,
 )
 from kdpipe.errors import ConfigError
-from kdpipe.testing.dummies import tone
+from kdpipe.testing.corpora import tone
 
 
 def direct_knf(wave: np.ndarray, cfg: FbankConfig, scale: float = 32768.0) -> np.ndarray:

@@ -18,7 +18,7 @@ from kdpipe.corpus.features import FbankConfig, compute_fbank
 from kdpipe.corpus.prepare import fix_alignment, prepare_corpus
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.errors import AlignmentError, AudioError, CorpusError
-from kdpipe.testing.dummies import make_hdf5_archive, make_kaldi_dir, make_speech_commands
+from kdpipe.testing.corpora import make_hdf5_archive, make_kaldi_dir, make_speech_commands
 
 RAW = FbankConfig(cmvn="none")
 

@@ -8,7 +8,7 @@ import pytest
 
 from kdpipe.corpus.readers import detect_format, read_corpus
 from kdpipe.errors import AlignmentError, AudioError, CorpusError
-from kdpipe.testing.dummies import (
+from kdpipe.testing.corpora import (
     make_hdf5_archive,
     make_kaldi_dir,
     make_speech_commands,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from kdpipe.corpus.subsets import parse_split, subset
 from kdpipe.errors import CorpusError, StoreError
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 IDS = st.lists(

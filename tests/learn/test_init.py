@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from kdpipe.cli.main import app
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError, ModelError
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.kd import KdRun, train_kd
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import read_card
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 DNN = {"hidden_dim": 16, "num_layers": 1, "left_context": 1, "right_context": 1}

@@ -17,11 +17,11 @@ from kdpipe.errors import (
     StoreIntegrityError,
 )
 from kdpipe.essence import Rule
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.kd import KdRun, train_kd
-from kdpipe.learn.kdconfig import KdConfig
+from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import load_checkpoint
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 DNN = {"hidden_dim": 8, "num_layers": 1, "left_context": 0, "right_context": 0}

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from test_kd_support import write_store
 
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 DOC = Path(__file__).parents[2] / "docs" / "learn.md"

@@ -9,10 +9,10 @@ import torch
 from test_kd_support import write_store
 
 from kdpipe.essence import Rule
-from kdpipe.learn.plan import interleave
+from kdpipe.learn.epoch_order import interleave
 from kdpipe.learn.stream import TargetStream
 from kdpipe.store import StoreReader
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 

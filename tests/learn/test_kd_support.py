@@ -78,7 +78,7 @@ def write_store(
 
 
 def test_write_store_roundtrip(tmp_path):
-    from kdpipe.testing.dummies import make_feature_store
+    from kdpipe.testing.corpora import make_feature_store
 
     fs = make_feature_store(tmp_path / "f.zarr", per_split={"train": 3, "dev": 1}, num_mel_bins=4)
     loc = write_store(tmp_path / "t.zarr", fs, windows={"train-u1": (2, 10)})

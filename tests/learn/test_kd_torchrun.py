@@ -11,7 +11,7 @@ import pytest
 from test_kd_support import write_store
 
 from kdpipe.models import load_checkpoint
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 
 @pytest.mark.slow

@@ -11,12 +11,12 @@ from test_kd_support import write_store
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.kd import KdRun, train_kd
-from kdpipe.learn.kdconfig import KdConfig
+from kdpipe.learn.kd_config import KdConfig
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import load_checkpoint
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 SMALL = {

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
 from kdpipe.errors import LabelSetError, ModelError, TrainingError
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.evaluate import evaluate_checkpoint
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import load_checkpoint
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 SMALL = {

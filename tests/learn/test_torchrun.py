@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from kdpipe.models import load_checkpoint
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 
 def test_torchrun_two_processes(tmp_path):

@@ -14,12 +14,12 @@ from kdpipe.cli.main import app
 from kdpipe.corpus.views import ViewConfig, crop_windows, view_from_options
 from kdpipe.errors import ConfigError
 from kdpipe.labels import LabelSet
-from kdpipe.learn.config import TrainConfig
 from kdpipe.learn.data import LabelledData
 from kdpipe.learn.evaluate import evaluate_checkpoint, predict
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
+from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import build_model, make_card, save_checkpoint
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
 DNN = {"hidden_dim": 8, "num_layers": 1, "left_context": 1, "right_context": 1}

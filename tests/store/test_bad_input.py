@@ -11,7 +11,7 @@ import zarr
 from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import LabelSetError, StoreFormatError, StoreIntegrityError
-from kdpipe.store import _zio, spec
+from kdpipe.store import arrayio, spec
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.verify import verify_store
 from kdpipe.store.writer import StoreWriter
@@ -36,7 +36,7 @@ def _rewrite(path, part: str, array: str, fn, fix_record: bool = True) -> None:
         g[array][...] = new
     if fix_record:
         rec = dict(g.attrs[spec.PART_ATTR])
-        rec["arrays"][array]["sha256"] = _zio.sha256(new)
+        rec["arrays"][array]["sha256"] = arrayio.sha256(new)
         g.update_attributes({spec.PART_ATTR: rec})
 
 

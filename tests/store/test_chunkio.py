@@ -17,22 +17,22 @@ from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from kdpipe.errors import StoreIntegrityError
-from kdpipe.store import _zio, chunkio
+from kdpipe.store import arrayio, chunkio
 from kdpipe.store.coding import delta_decode, delta_encode
 
 DTYPES = ["uint8", "uint16", "uint32", "int64", "float16", "float32"]
 
 
 def _write(store, data: np.ndarray, chunk_rows: int) -> zarr.Array:
-    """``data`` stored as the format stores arrays (``_zio.write_arrays``: its codecs)."""
+    """``data`` stored as the format stores arrays (``arrayio.write_arrays``: its codecs)."""
     group = zarr.open_group(store, mode="w", zarr_format=3)
-    _zio.write_arrays(group, {"a/x": (data, chunk_rows)})
-    return _zio.open_arrays(store, ["a/x"])[0]
+    arrayio.write_arrays(group, {"a/x": (data, chunk_rows)})
+    return arrayio.open_arrays(store, ["a/x"])[0]
 
 
 def _read(arr, a: int, b: int, post=None) -> np.ndarray:
     posts = None if post is None else [post]
-    return _zio.read_slices([arr], [slice(a, b)], ["array a/x"], posts=posts)[0]
+    return arrayio.read_slices([arr], [slice(a, b)], ["array a/x"], posts=posts)[0]
 
 
 @settings(max_examples=40, deadline=None)
@@ -57,7 +57,7 @@ def test_row_ranges_equal_the_data_and_zarr(n, width, dtype, chunk_rows, local, 
         np.testing.assert_array_equal(got, data[a:b])
         np.testing.assert_array_equal(got, zarr.open_array(arr.store, path="a/x")[a:b])
         assert got.dtype == data.dtype
-        whole = _zio.read_slices([arr], [Ellipsis], ["array a/x"])[0]
+        whole = arrayio.read_slices([arr], [Ellipsis], ["array a/x"])[0]
         np.testing.assert_array_equal(whole, data)
 
 
@@ -83,7 +83,7 @@ def test_other_codecs_are_read_by_zarr(tmp_path):
     zarr.create_array(
         LocalStore(tmp_path), name="x", data=data, chunks=(16, 2), compressors=[ZstdCodec()]
     )
-    arr = _zio.open_arrays(LocalStore(tmp_path), ["x"])[0]
+    arr = arrayio.open_arrays(LocalStore(tmp_path), ["x"])[0]
     assert isinstance(arr, zarr.Array)
     np.testing.assert_array_equal(_read(arr, 3, 200), data[3:200])
     np.testing.assert_array_equal(_read(arr, 0, 10, post=lambda x: x + 1), data[:10] + 1)
@@ -92,9 +92,9 @@ def test_other_codecs_are_read_by_zarr(tmp_path):
 def test_a_scalar_array_is_read_whole_by_zarr():
     store = MemoryStore()
     zarr.open_group(store, mode="w", zarr_format=3).create_array("s", data=np.array(5))
-    arr = _zio.open_arrays(store, ["s"])[0]
+    arr = arrayio.open_arrays(store, ["s"])[0]
     assert isinstance(arr, zarr.Array)  # no rows: not the format's layout
-    assert _zio.read_slices([arr], [Ellipsis], ["array s"])[0] == 5
+    assert arrayio.read_slices([arr], [Ellipsis], ["array s"])[0] == 5
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_a_chunk_of_the_wrong_size_is_refused_even_with_a_valid_checksum(stored,
 
 
 def _read_in_child(path: str, q) -> None:
-    arr = _zio.open_arrays(LocalStore(path, read_only=True), ["a/x"])[0]
+    arr = arrayio.open_arrays(LocalStore(path, read_only=True), ["a/x"])[0]
     q.put(_read(arr, 0, 500).sum(dtype=np.int64))
 
 

@@ -15,11 +15,11 @@ from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import FingerprintMismatch, StoreError, StoreFormatError
 from kdpipe.essence import Rule
-from kdpipe.store import _zio, spec
+from kdpipe.sparse import SparseRows
+from kdpipe.store import arrayio, spec
 from kdpipe.store.coding import delta_decode, delta_encode
-from kdpipe.store.copy import copy_store
 from kdpipe.store.reader import StoreReader
-from kdpipe.store.rows import SparseRows
+from kdpipe.store.transfer import copy_store
 from kdpipe.store.verify import verify_store
 from kdpipe.store.writer import StoreWriter
 
@@ -65,7 +65,7 @@ def _to_format_1(path) -> None:
                 off = part[base + "/row_offsets"][...] if base + "/row_offsets" in part else None
                 codes = delta_decode(part[p][...], off)
                 part[p][...] = codes
-                commit["arrays"][p]["sha256"] = _zio.sha256(codes)
+                commit["arrays"][p]["sha256"] = arrayio.sha256(codes)
         part.update_attributes({spec.PART_ATTR: commit})
     rec.update(version=1, encoding=json.loads(json.dumps(meta.encoding(1))))
     root.update_attributes({spec.ROOT_ATTR: rec})

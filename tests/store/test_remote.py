@@ -14,9 +14,9 @@ import pytest
 from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import StoreError, StoreIntegrityError
-from kdpipe.store.copy import copy_store
 from kdpipe.store.parts import seal
 from kdpipe.store.reader import StoreReader
+from kdpipe.store.transfer import copy_store
 from kdpipe.store.verify import verify_store
 
 

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from storehelp import labels, random_utterances, write_store
 
 from kdpipe.essence import Rule
+from kdpipe.sparse import SparseRows
 from kdpipe.store import spec
 from kdpipe.store.block import TargetBlock
 from kdpipe.store.reader import StoreReader
-from kdpipe.store.rows import SparseRows
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import StoreWriter
 

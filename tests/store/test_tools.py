@@ -13,7 +13,7 @@ from kdpipe.essence import Rule, as_logprobs
 from kdpipe.store.diff import diff_stores
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.spec import StoreMeta
-from kdpipe.store.views import frame_table, row_stats, utterance_table
+from kdpipe.store.tables import frame_table, row_stats, utterance_table
 from kdpipe.store.writer import StoreWriter
 
 runner = CliRunner()

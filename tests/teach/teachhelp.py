@@ -10,7 +10,7 @@ import numpy as np
 
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.labels import LabelSet
-from kdpipe.testing.dummies import make_feature_store
+from kdpipe.testing.corpora import make_feature_store
 
 LABELS = ("sil", "a", "b", "c", "d")
 DIM = 8

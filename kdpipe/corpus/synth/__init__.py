@@ -11,16 +11,16 @@ whatever the number of worker processes (see ``espeak`` for how).
 """
 
 from kdpipe.corpus.synth.audio import Speech, speak
-from kdpipe.corpus.synth.config import (
+from kdpipe.corpus.synth.keywords import synth_keywords
+from kdpipe.corpus.synth.phonemes import PHONES, SIL, normalize_phone
+from kdpipe.corpus.synth.phones import synth_phones
+from kdpipe.corpus.synth.runner import SynthSummary
+from kdpipe.corpus.synth.settings import (
     SIZES,
     SPEECH_COMMANDS_WORDS,
     KeywordSynthConfig,
     PhoneSynthConfig,
 )
-from kdpipe.corpus.synth.keywords import synth_keywords
-from kdpipe.corpus.synth.phonemes import PHONES, SIL, normalize_phone
-from kdpipe.corpus.synth.phones import synth_phones
-from kdpipe.corpus.synth.runner import SynthSummary
 from kdpipe.corpus.synth.voices import ACCENTS, available_variants, check_voice
 
 __all__ = [

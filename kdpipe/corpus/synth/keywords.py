@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from kdpipe.corpus.synth.config import KeywordSynthConfig
 from kdpipe.corpus.synth.runner import (
     SynthSummary,
     prepare_out,
@@ -22,6 +21,7 @@ from kdpipe.corpus.synth.runner import (
     run_jobs,
     write_marker,
 )
+from kdpipe.corpus.synth.settings import KeywordSynthConfig
 from kdpipe.corpus.synth.voices import Voice
 from kdpipe.corpus.synth.worker import KeywordJob
 
@@ -32,7 +32,7 @@ def plan_keywords(
     config: KeywordSynthConfig,
 ) -> tuple[list[Voice], dict[str, str], list[KeywordJob], list[str]]:
     """Voices, speaker -> split, one job per clip, and each job's speaker id."""
-    from kdpipe.corpus.synth.plan import background, plan_voices, prosody, rng_for
+    from kdpipe.corpus.synth.draws import background, plan_voices, prosody, rng_for
 
     voices, split = plan_voices(config)
     rng = rng_for(config, "utterances")
@@ -66,7 +66,7 @@ def synth_keywords(
     ``out`` must be empty unless ``overwrite`` and it holds an earlier synth output.
     """
     from kdpipe import __version__
-    from kdpipe.corpus.synth.plan import babble_bank, builtin_words, needs_babble
+    from kdpipe.corpus.synth.draws import babble_bank, builtin_words, needs_babble
 
     t0 = time.perf_counter()
     out, workers = Path(out), resolve_jobs(jobs)

@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 
 from kdpipe.corpus.features import FbankConfig
-from kdpipe.corpus.synth.config import PhoneSynthConfig
 from kdpipe.corpus.synth.runner import (
     SynthSummary,
     prepare_out,
@@ -32,6 +31,7 @@ from kdpipe.corpus.synth.runner import (
     run_jobs,
     write_marker,
 )
+from kdpipe.corpus.synth.settings import PhoneSynthConfig
 from kdpipe.corpus.synth.voices import Voice
 from kdpipe.corpus.synth.worker import PhoneJob
 from kdpipe.errors import SynthError
@@ -60,7 +60,7 @@ def plan_phones(
     config: PhoneSynthConfig,
 ) -> tuple[list[Voice], dict[str, str], list[PhoneJob], list[str]]:
     """Voices, speaker -> split, one job per sentence, and each job's speaker id."""
-    from kdpipe.corpus.synth.plan import background, builtin_words, plan_voices, prosody, rng_for
+    from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
 
     voices, split = plan_voices(config)
     rng = rng_for(config, "utterances")
@@ -97,7 +97,7 @@ def synth_phones(
     Utterances whose phone timings fail the checks are dropped and counted in the summary.
     """
     from kdpipe import __version__
-    from kdpipe.corpus.synth.plan import babble_bank, builtin_words, needs_babble
+    from kdpipe.corpus.synth.draws import babble_bank, builtin_words, needs_babble
     from kdpipe.corpus.synth.units import (
         frame_units,
         label_frames,

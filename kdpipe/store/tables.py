@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kdpipe.sparse import SparseRows
 from kdpipe.store.block import TargetBlock
-from kdpipe.store.rows import SparseRows
 
 if TYPE_CHECKING:
     import polars as pl

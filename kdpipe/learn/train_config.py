@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kdpipe.config import from_dict, to_dict
 from kdpipe.errors import ConfigError
+from kdpipe.schema import from_dict, to_dict
 
 
 @dataclass(frozen=True)

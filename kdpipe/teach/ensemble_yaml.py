@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kdpipe.config import check_keys, load_yaml, to_dict
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
 from kdpipe.essence import Rule
+from kdpipe.schema import check_keys, load_yaml, to_dict
 
 __all__ = [
     "EnsembleConfig",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kdpipe.errors import FingerprintMismatch, StoreError, StoreIntegrityError
-from kdpipe.store import _zio, spec
+from kdpipe.store import arrayio, spec
 from kdpipe.store.parts import scan, seal
 
 
@@ -49,12 +49,12 @@ def copy_store(
 
     if str(src).rstrip("/") == str(dst).rstrip("/"):
         raise StoreError(f"copy: source and destination are the same store: {src}")
-    s_store = _zio.open_store(src, "r", src_options)
-    s_root = (_zio.read_json_many(s_store, ["zarr.json"])[0] or {}).get("attributes") or {}
+    s_store = arrayio.open_store(src, "r", src_options)
+    s_root = (arrayio.read_json_many(s_store, ["zarr.json"])[0] or {}).get("attributes") or {}
     meta, rec = spec.parse_root(s_root, str(src))
     found = scan(s_store, src, meta)
-    d_store = _zio.open_store(dst, "a", dst_options)
-    d_doc = _zio.read_json_many(d_store, ["zarr.json"])[0]
+    d_store = arrayio.open_store(dst, "a", dst_options)
+    d_doc = arrayio.read_json_many(d_store, ["zarr.json"])[0]
     if d_doc is not None and not overwrite:
         _, d_rec = spec.parse_root(d_doc.get("attributes") or {}, str(dst))
         if (d_rec["fingerprint"], d_rec["version"]) != (rec["fingerprint"], rec["version"]):
@@ -65,7 +65,7 @@ def copy_store(
     else:
         if d_doc is not None:  # overwrite
             zarr.open_group(d_store, mode="w", zarr_format=3)  # deletes it
-        _zio.create_root(d_store, rec)
+        arrayio.create_root(d_store, rec)
         done = set()
     copied = utts = frames = 0
     for part in found.parts:
@@ -74,22 +74,22 @@ def copy_store(
         prefix = f"parts/{part.id}"
         record = _copy.deepcopy(part.record)
         paths = list(part.arrays)
-        arrays = _zio.open_arrays(s_store, [f"{prefix}/{p}" for p in paths])
-        got = _zio.read_slices(
+        arrays = arrayio.open_arrays(s_store, [f"{prefix}/{p}" for p in paths])
+        got = arrayio.read_slices(
             arrays, [Ellipsis] * len(paths), [f"{src}: part {part.id}: array {p}" for p in paths]
         )
         todo = {}
         for path, arr, data in zip(paths, arrays, got, strict=True):
-            if _zio.sha256(data) != part.arrays[path]["sha256"]:
+            if arrayio.sha256(data) != part.arrays[path]["sha256"]:
                 raise StoreIntegrityError(
                     f"{src}: part {part.id}: array {path}: sha256 differs from the commit record"
                 )
             chunk = arr.chunks[0] if chunk_rows is None else _chunk_len(path, data, chunk_rows)
             todo[path] = (data, chunk)
             record["arrays"][path]["chunks"] = [max(1, min(len(data), chunk)), *data.shape[1:]]
-        objects, group_json, _ = _zio.build_part(todo, {spec.PART_ATTR: record})
-        _zio.put_many(d_store, {f"{prefix}/{k}": v for k, v in objects.items()})
-        _zio.put_many(d_store, {f"{prefix}/zarr.json": group_json})  # the commit, last
+        objects, group_json, _ = arrayio.build_part(todo, {spec.PART_ATTR: record})
+        arrayio.put_many(d_store, {f"{prefix}/{k}": v for k, v in objects.items()})
+        arrayio.put_many(d_store, {f"{prefix}/zarr.json": group_json})  # the commit, last
         copied += 1
         utts += part.num_utterances
         frames += part.num_frames

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kdpipe.config import from_dict, to_dict
 from kdpipe.errors import ConfigError
-from kdpipe.learn.schedules import SCHEDULES
+from kdpipe.learn.alpha_schedule import SCHEDULES
 from kdpipe.losses import TAIL_RULES
+from kdpipe.schema import from_dict, to_dict
 
 HARD_SOURCES = ("auto", "corpus", "store", "none")
 
@@ -47,7 +47,7 @@ class KdConfig:
         need(self.workers >= 0, "workers must be >= 0")
 
     def alpha_at(self, epoch: int, epochs: int) -> float:
-        from kdpipe.learn.schedules import alpha_at
+        from kdpipe.learn.alpha_schedule import alpha_at
 
         return alpha_at(epoch, epochs, self.schedule, self.alpha, self.alpha_end, self.soft_epochs)
 

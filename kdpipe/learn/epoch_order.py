@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdpipe.learn.batching import bucket_batches
+from kdpipe.batching import bucket_batches
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from kdpipe.config import ConfigError, fingerprint, from_dict, to_dict
 from kdpipe.corpus.synth.noise import NOISE_TYPES
 from kdpipe.corpus.synth.phonemes import PHONES
 from kdpipe.corpus.synth.units import STATES, UNITS, Units
 from kdpipe.corpus.synth.voices import ACCENTS
+from kdpipe.schema import ConfigError, fingerprint, from_dict, to_dict
 
 # Google Speech Commands v2: 20 core words, digits included, plus its 15 auxiliary words.
 # fmt: off

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import torch
 
-from kdpipe.learn.batching import bucket_batches, pad_features, pad_labels, subsample_labels
-from kdpipe.learn.schedule import lr_at
+from kdpipe.batching import bucket_batches, pad_features, pad_labels, subsample_labels
+from kdpipe.learn.lr_schedule import lr_at
 from kdpipe.losses import IGNORE, align_frame_labels
 
 

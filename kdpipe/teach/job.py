@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdpipe.config import fingerprint
+from kdpipe.batching import bucket_batches
 from kdpipe.errors import ConfigError, CorpusError
-from kdpipe.learn.batching import bucket_batches
+from kdpipe.schema import fingerprint
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
     from kdpipe.store.spec import StoreMeta
-    from kdpipe.teach.config import EnsembleConfig
     from kdpipe.teach.ensemble import Member
+    from kdpipe.teach.ensemble_yaml import EnsembleConfig
 
 WINDOW_FRAMES = 1 << 18  # input frames read in one slice: 40 MB of 40-dim float32
 

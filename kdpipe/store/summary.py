@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdpipe.store.views import _level, row_stats
+from kdpipe.store.tables import _level, row_stats
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kdpipe.corpus.synth.config import BaseSynthConfig
+from kdpipe.corpus.synth.settings import BaseSynthConfig
 from kdpipe.corpus.synth.voices import Voice, default_variants, sample_voices, split_voices
 from kdpipe.corpus.synth.worker import Background, Prosody
 
