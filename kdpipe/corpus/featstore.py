@@ -43,6 +43,7 @@ from kdpipe.corpus.features import Cmvn, CmvnStats, FbankConfig, apply_cmvn
 from kdpipe.corpus.subsets import parse_split, subset, unknown_split
 from kdpipe.errors import CorpusError, StoreError, StoreFormatError
 from kdpipe.labels import LabelSet
+from kdpipe.levels import Level, task_level
 from kdpipe.schema import fingerprint as short_hash
 from kdpipe.zarrio import is_url, open_group, read_strings, write_strings
 
@@ -237,7 +238,8 @@ class FeatureStore:
                 f"reads version {VERSION} (a newer kdpipe wrote it?)"
             )
         self.location, self.group, self.attrs = location, group, a
-        self.task = a["task"]
+        self.task = a["task"]  # as recorded: "frame" or "clip" (see kdpipe.levels)
+        self.level: Level = task_level(self.task)  # the labels' level
         self.labels = LabelSet(tuple(a["labels"]))
         stored = FbankConfig.from_dict(a["features"])
         self.config = stored if cmvn is None else replace(stored, cmvn=cmvn)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kdpipe.errors import CorpusError
 from kdpipe.labels import LabelSet
+from kdpipe.levels import Level, task_level
 from kdpipe.schema import check_keys
 
 if TYPE_CHECKING:
@@ -81,6 +82,11 @@ class Corpus:
             seen: set[str] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise CorpusError(f"{self.source}: duplicate utterance id {dup!r}")
+
+    @property
+    def level(self) -> Level:
+        """The level of the labels: ``frame`` (alignments) or ``utt`` (a clip label)."""
+        return task_level(self.task)
 
     def __len__(self) -> int:
         return len(self.utterances)

@@ -16,20 +16,14 @@ from kdpipe.errors import (
     StoreIntegrityError,
 )
 from kdpipe.learn.targets import check_rates
+from kdpipe.levels import LEVEL_WORDS, Level
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
     from kdpipe.store.reader import StoreReader
 
 
-def store_level(model_level: str) -> str:
-    """The store level a student needs: frame -> "frame", utterance -> "utt"."""
-    return "frame" if model_level == "frame" else "utt"
-
-
-def check_meta(
-    reader: StoreReader, corpus: FeatureStore, model_level: str, student_sub: int
-) -> None:
+def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_sub: int) -> None:
     """Labels, features, frame shift, level and subsampling of ``reader`` against the corpus
     and the student (``LabelSetError``, ``FingerprintMismatch``, ``ModelError``)."""
     where = f"store {reader.location}"
@@ -54,11 +48,10 @@ def check_meta(
             f"{where}: targets were computed on corpus {meta.corpus_fingerprint}, "
             f"{corpus.location} is {corpus.fingerprint} (another corpus or a changed one)"
         )
-    level = store_level(model_level)
     if level not in meta.levels:
         raise ModelError(
             f"{where} holds {'/'.join(meta.levels)}-level targets; the student is "
-            f"{model_level} level (needs {level}-level targets)"
+            f"{LEVEL_WORDS[level]} level (needs {level}-level targets)"
         )
     if level == "frame":
         shift = corpus.config.frame_shift_ms

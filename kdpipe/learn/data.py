@@ -7,19 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from kdpipe.batching import pad_features, pad_labels
 from kdpipe.errors import TrainingError
+from kdpipe.levels import FRAME, Level
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
     from kdpipe.corpus.views import ViewConfig
-
-Level = Literal["frame", "clip"]
 
 
 @dataclass
@@ -112,7 +111,6 @@ class LabelledData:
         if windows is not None:
             cut = [slice(int(a), int(b)) for a, b in windows]
             feats = [f[c].copy() for f, c in zip(feats, cut, strict=True)]  # N x (T_view, F)
-            if store.task == "frame":
+            if store.level == FRAME:
                 labels = [y[c].copy() for y, c in zip(labels, cut, strict=True)]
-        level: Level = "frame" if store.task == "frame" else "clip"
-        return cls(ids, feats, labels, level, len(store.labels))
+        return cls(ids, feats, labels, store.level, len(store.labels))

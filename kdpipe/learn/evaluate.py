@@ -134,7 +134,7 @@ def evaluate_checkpoint(
     store = FeatureStore.open(corpus)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev, trust_custom_code=trust_custom_code)
-    level = "frame" if store.task == "frame" else "utterance"
+    level = store.level
     card.check_compatible(
         store.labels,
         store.config.fingerprint,

@@ -13,16 +13,12 @@ import torch
 from kdpipe.errors import FingerprintMismatch, LabelSetError, ModelError
 from kdpipe.learn.distributed import Dist
 from kdpipe.learn.train_config import TrainConfig
+from kdpipe.levels import LEVEL_WORDS
 
 if TYPE_CHECKING:
     from kdpipe.corpus.featstore import FeatureStore
     from kdpipe.learn.trainer import Objective, TrainResult
     from kdpipe.models import ModelCard
-
-
-def task_level(task: str) -> str:
-    """The model level a corpus task needs: frame alignments -> frame, clips -> utterance."""
-    return "frame" if task == "frame" else "utterance"
 
 
 @contextmanager
@@ -61,11 +57,11 @@ def build_student(
 
     torch.manual_seed(seed)  # same initial weights on every rank and every run
     model = build_model(name, corpus.dim, len(corpus.labels), config)
-    level, need = model_level(model), task_level(corpus.task)
-    if level != need:
+    level = model_level(model)
+    if level != corpus.level:
         raise ModelError(
-            f"{name} is a {level}-level model but {corpus.location} is a {corpus.task} "
-            f"task; use a {need}-level model"
+            f"{name} is a {LEVEL_WORDS[level]}-level model but {corpus.location} is a "
+            f"{corpus.task} task; use a {LEVEL_WORDS[corpus.level]}-level model"
         )
     if init is not None:
         load_init(model, init, corpus)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from kdpipe.batching import pad_features, subsample_labels
-from kdpipe.learn.compat import check_frame_counts, crop_windows, join_ids, store_level
+from kdpipe.learn.compat import check_frame_counts, crop_windows, join_ids
 from kdpipe.learn.data import Batch, SoftTargets
 from kdpipe.learn.epoch_order import ExampleTable, block_ids, interleave, shard_plan
 from kdpipe.learn.targets import pad_rows, teacher_rows
@@ -128,7 +128,7 @@ class TargetStream(IterableDataset):
         self._corpus = FeatureStore.open(self.corpus_location)
 
     def _pick_hard(self, choice: str) -> str:
-        lvl = store_level(self.level)
+        lvl = self.level
         in_store = all(lvl in r.meta.hard_labels for r in self._readers)
         if choice == "auto":
             return "corpus"  # every feature store carries labels of its task
@@ -235,7 +235,7 @@ class TargetStream(IterableDataset):
         src = int(t.source[ex[0]])
         reader = self._readers[src]
         block = reader.read([reader.ids[int(t.pos[e])] for e in ex])
-        lvl = store_level(self.level)
+        lvl = self.level
         rows = block.frame if lvl == "frame" else block.utt
         hard = block.hard_frame if lvl == "frame" else block.hard_utt
         assert rows is not None

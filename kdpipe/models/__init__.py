@@ -14,7 +14,8 @@ The student protocol
 Any ``torch.nn.Module`` can be a student or teacher, named as ``package.module:Class``
 and built as ``Class(num_features=F, num_classes=C, **config)``, if it has:
 
-- ``level``: ``"frame"`` or ``"utterance"`` (a class attribute or property);
+- ``level``: ``"frame"`` or ``"utt"`` (``"utterance"`` is read the same), a class attribute
+  or property;
 - ``subsampling``: int >= 1, for frame level (output frame j lines up with input frame
   j * s; targets are subsampled as ``targets[:, ::s]``);
 - ``forward(x, lengths) -> (logits, out_lengths)`` where x is (B, T, F) float and lengths

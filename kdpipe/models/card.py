@@ -20,6 +20,7 @@ from kdpipe import __version__
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError
 from kdpipe.labels import LabelSet
+from kdpipe.levels import LEVEL_WORDS, UTT, Level, parse_level
 from kdpipe.schema import check_keys, to_dict
 
 CARD_FORMAT = 1  # bump when a field changes meaning; readers refuse newer formats
@@ -39,7 +40,7 @@ class ModelCard:
     num_features: int  # F of the (B, T, F) input
     num_classes: int  # C of the logits; equals len(labels)
     labels: tuple[str, ...]  # label set names, index order
-    level: str  # "frame" or "utterance"
+    level: Level  # "frame" or "utt"; written as LEVEL_WORDS[level] ("utterance"), see levels
     feature_fingerprint: str  # fingerprint of the features the model was trained on
     model_config: dict[str, Any] = field(default_factory=dict)  # kwargs that rebuild it
     subsampling: int = 1  # frame subsampling factor (1 for utterance level)
@@ -70,9 +71,11 @@ class ModelCard:
             raise ModelError(
                 f"model card: {len(self.labels)} labels but num_classes is {self.num_classes}"
             )
-        if self.level not in ("frame", "utterance"):
-            raise ModelError(f"model card: level must be frame or utterance, got {self.level!r}")
-        if self.level == "utterance" and self.subsampling != 1:
+        try:
+            object.__setattr__(self, "level", parse_level(self.level, "model card"))
+        except ConfigError as e:
+            raise ModelError(str(e)) from None
+        if self.level == UTT and self.subsampling != 1:
             raise ModelError("model card: an utterance-level model has subsampling 1")
         if not isinstance(self.feature_fingerprint, str) or not self.feature_fingerprint:
             raise ModelError("model card: feature_fingerprint must be a non-empty string")
@@ -128,7 +131,7 @@ class ModelCard:
         what: str,
         *,
         features: FbankConfig | None = None,
-        level: str | None = None,
+        level: Level | None = None,
         name: str = "the checkpoint",
     ) -> None:
         """Refuse to pair this model with ``what`` (a store, a corpus) made differently.
@@ -154,12 +157,15 @@ class ModelCard:
                 f"{what} (fingerprint {feature_fingerprint}){detail}"
             )
         if level is not None and level != self.level:
-            raise ModelError(f"{name} is a {self.level}-level model but {what} is {level} level")
+            raise ModelError(
+                f"{name} is a {LEVEL_WORDS[self.level]}-level model but {what} is "
+                f"{LEVEL_WORDS[level]} level"
+            )
 
     # -- (de)serialisation --------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        return {**to_dict(self), "level": LEVEL_WORDS[self.level]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "model card") -> ModelCard:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import KdpipeError, ModelError
 from kdpipe.labels import LabelSet
+from kdpipe.levels import LEVEL_WORDS
 from kdpipe.models.card import CARD_FILE, ModelCard
 from kdpipe.models.registry import ModelSpec, build_model, config_diffs, is_custom
 
@@ -181,8 +182,9 @@ def load_checkpoint(
 def _check_card_matches(model: nn.Module, card: ModelCard, level: str, subsampling: int) -> None:
     if (level, subsampling) != (card.level, card.subsampling):
         raise ModelError(
-            f"model {card.architecture!r} is {level} level with subsampling {subsampling} "
-            f"but its card says {card.level} level with subsampling {card.subsampling}"
+            f"model {card.architecture!r} is {LEVEL_WORDS[level]} level with subsampling "
+            f"{subsampling} but its card says {LEVEL_WORDS[card.level]} level with "
+            f"subsampling {card.subsampling}"
         )
     spec = getattr(model, "kdpipe_spec", None)
     if spec is None:

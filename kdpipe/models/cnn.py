@@ -62,7 +62,7 @@ class CnnConfig(ModelConfig):
 class Cnn(nn.Module):
     """Utterance-level CNN: (B, T, F) features -> (B, C) logits, one per clip."""
 
-    level: ClassVar[str] = "utterance"
+    level: ClassVar[str] = "utt"
     subsampling: ClassVar[int] = 1
 
     def __init__(self, num_features: int, num_classes: int, config: CnnConfig | None = None):

@@ -108,7 +108,7 @@ class DnnPoolConfig(ModelConfig):
 class DnnPool(nn.Module):
     """Utterance-level DNN: (B, T, F) features -> (B, C) logits, one per clip."""
 
-    level: ClassVar[str] = "utterance"
+    level: ClassVar[str] = "utt"
     subsampling: ClassVar[int] = 1
 
     def __init__(self, num_features: int, num_classes: int, config: DnnPoolConfig | None = None):

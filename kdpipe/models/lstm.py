@@ -154,7 +154,7 @@ class LstmPoolConfig(ModelConfig):
 class LstmPool(nn.Module):
     """Utterance-level LSTM: (B, T, F) features -> (B, C) logits, one per clip."""
 
-    level: ClassVar[str] = "utterance"
+    level: ClassVar[str] = "utt"
     subsampling: ClassVar[int] = 1
 
     def __init__(self, num_features: int, num_classes: int, config: LstmPoolConfig | None = None):

@@ -2,7 +2,8 @@
 
 The protocol (documented with an example in ``kdpipe.models``): an ``nn.Module`` with
 
-- ``level``: ``"frame"`` (one posterior per frame) or ``"utterance"`` (one per clip);
+- ``level``: ``"frame"`` (one posterior per frame) or ``"utt"`` (one per utterance;
+  ``"utterance"`` is read the same, see ``kdpipe.levels``);
 - ``subsampling``: int >= 1 (frame level; output frame j lines up with input frame j * s);
 - ``forward(x, lengths) -> (logits, out_lengths)`` with x (B, T, F) float, lengths (B,)
   int64 in [1, T]; frame level: logits (B, ceil(T / s), C), out_lengths ceil(lengths / s);
@@ -14,15 +15,13 @@ Shapes: B batch, T frames, F features, C classes, s subsampling, T' = ceil(T / s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from kdpipe.errors import ModelError
-
-Level = Literal["frame", "utterance"]
-LEVELS = ("frame", "utterance")
+from kdpipe.errors import ConfigError, ModelError
+from kdpipe.levels import UTT, Level, parse_level
 
 # The dummy batch: an odd, prime T and lengths that are not multiples of any usual s.
 _T = 23
@@ -35,23 +34,24 @@ def model_name(model: Any) -> str:
 
 
 def model_level(model: Any) -> Level:
-    """The model's declared ``level``; ``ModelError`` if missing or not frame/utterance."""
+    """The model's declared ``level`` as a ``Level``; ``ModelError`` if missing or not
+    frame/utt (``"utterance"`` is accepted for utt)."""
     name = model_name(model)
     if not hasattr(model, "level"):
         raise ModelError(
             f"model {name} has no 'level' attribute: add the class attribute "
-            "level = 'frame' (one posterior per frame) or 'utterance' (one per clip)"
+            "level = 'frame' (one posterior per frame) or 'utt' (one per utterance)"
         )
-    level = model.level
-    if level not in LEVELS:
-        raise ModelError(f"model {name}: level must be 'frame' or 'utterance', got {level!r}")
-    return level
+    try:
+        return parse_level(model.level, f"model {name}")
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
 
 
 def model_subsampling(model: Any) -> int:
     """The declared frame ``subsampling`` (1 for utterance-level models)."""
     name = model_name(model)
-    if model_level(model) == "utterance":
+    if model_level(model) == UTT:
         return 1
     if not hasattr(model, "subsampling"):
         raise ModelError(
@@ -144,9 +144,7 @@ def _check_outputs(
         t_out = -(-_T // s)
         want = (b, t_out, num_classes)
         if logits.dim() != 3:
-            hint = (
-                " (a clip classifier must declare level = 'utterance')" if logits.dim() == 2 else ""
-            )
+            hint = " (a clip classifier must declare level = 'utt')" if logits.dim() == 2 else ""
             raise ModelError(
                 f"model {name} is frame level: logits must have shape (B, T', C) = {want}, "
                 f"got rank {logits.dim()} shape {tuple(logits.shape)}{hint}"

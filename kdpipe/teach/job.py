@@ -19,6 +19,7 @@ import numpy as np
 
 from kdpipe.batching import bucket_batches
 from kdpipe.errors import ConfigError, CorpusError
+from kdpipe.levels import Level
 from kdpipe.schema import fingerprint
 
 if TYPE_CHECKING:
@@ -96,15 +97,14 @@ def store_meta(
     ens: EnsembleConfig,
     members: list[Member],
     store: FeatureStore,
-    level: str,
+    level: Level,
     sub: int,
     selection: Selection,
 ) -> StoreMeta:
     """The target store's metadata: everything ``learn`` must agree with (fingerprinted)."""
     from kdpipe.store.spec import StoreMeta, Teacher
 
-    lv = "frame" if level == "frame" else "utt"
-    has_hard = (store.task == "frame") == (lv == "frame")
+    has_hard = store.level == level
     teach = {
         "combine": ens.combine_name,
         "members": [
@@ -126,9 +126,9 @@ def store_meta(
     return StoreMeta(
         labels=store.labels.names,
         rule=ens.rule,
-        levels=(lv,),
+        levels=(level,),
         values=ens.values,
-        hard_labels=(lv,) if has_hard and ens.hard_labels else (),
+        hard_labels=(level,) if has_hard and ens.hard_labels else (),
         members=tuple(m.name for m in members) if ens.keep_members else (),
         teachers=tuple(Teacher(m.name, m.card.weights_sha256, m.card.to_dict()) for m in members),
         combine=ens.combine_name,

@@ -64,7 +64,7 @@ def test_clip_model_learns_and_evaluates(clip_store, tmp_path):
     r = train_supervised(run(clip_store, "cnn", epochs=6), tmp_path / "m", progress=False)
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
     rep = evaluate_checkpoint(tmp_path / "m", clip_store, "test", out=tmp_path / "ev")
-    assert rep.level == "utterance" and rep.utterances == 8
+    assert rep.level == "utt" and rep.utterances == 8
     assert rep.confusion.sum() == 8 and rep.phone_error_rate is None
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["clip_accuracy"] == pytest.approx(rep.accuracy)

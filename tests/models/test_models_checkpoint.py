@@ -279,7 +279,7 @@ def card() -> ModelCard:
         ({"labels": ("a", "b")}, "2 labels but num_classes is 4"),
         ({"labels": "abcd"}, "labels must be a list of names"),
         ({"labels": ("a", "a", "b", "c")}, "bad label set: duplicate labels"),
-        ({"level": "clip"}, "level must be frame or utterance"),
+        ({"level": "clip"}, "level must be 'frame' or 'utt'"),
         ({"level": "utterance", "subsampling": 2}, "utterance-level model has subsampling 1"),
         ({"num_features": 80}, "features have 6 mel bins but num_features is 80"),
         ({"features": {"num_mel_bins": 6, "cmvn": "speaker"}}, "features.cmvn must be"),
@@ -323,8 +323,8 @@ def test_check_compatible():
         rf"{other.fingerprint}\); differing settings: cmvn 'utterance' vs 'global'",
     ):
         c.check_compatible(LABELS, other.fingerprint, "the store", features=other, name="teacher1")
-    with pytest.raises(ModelError, match="is a frame-level model but the corpus is utterance"):
-        c.check_compatible(LABELS, FBANK.fingerprint, "the corpus", level="utterance")
+    with pytest.raises(ModelError, match="frame-level model but the corpus is utterance level"):
+        c.check_compatible(LABELS, FBANK.fingerprint, "the corpus", level="utt")
 
 
 def test_pick_device():

@@ -60,7 +60,7 @@ def test_custom_frame_model_builds_and_runs():
 
 def test_custom_utterance_model_builds():
     model = build_model("custom_students:ClipStudent", F, C)
-    assert model.level == "utterance"
+    assert model.level == "utterance"  # the older spelling, still accepted
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_custom_utterance_model_builds():
         (
             "FrameButPooled",
             r"is frame level: logits must have shape \(B, T', C\) = \(3, 12, 5\), "
-            r"got rank 2 shape \(3, 5\) \(a clip classifier must declare level = 'utterance'\)",
+            r"got rank 2 shape \(3, 5\) \(a clip classifier must declare level = 'utt'\)",
         ),
         (
             "UtteranceButFrames",
@@ -91,7 +91,7 @@ def test_custom_utterance_model_builds():
         ),
         ("FloatOutLengths", "out_lengths must be an int64 tensor of shape"),
         ("NoLevel", "has no 'level' attribute: add the class attribute level = 'frame'"),
-        ("BadLevel", "level must be 'frame' or 'utterance', got 'clip'"),
+        ("BadLevel", "level must be 'frame' or 'utt' \\(utterance\\), got 'clip'"),
         ("NoSubsampling", "is frame level but has no 'subsampling' attribute"),
         ("ZeroSubsampling", "subsampling must be an int >= 1, got 0"),
         (

@@ -35,7 +35,7 @@ def toy_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def loss_of(model: torch.nn.Module, x, lengths, labels) -> torch.Tensor:
     logits, out_lengths = model(x, lengths)
-    if model.level == "utterance":
+    if model.level == "utt":
         mask = torch.arange(x.shape[1])[None, :] < lengths[:, None]  # (B, T)
         clip = (x[..., :C] * mask[..., None]).sum(1).argmax(-1)  # (B,): label of the mean
         return nnf.cross_entropy(logits, clip)
