@@ -1,4 +1,4 @@
-"""What every command shares: the rich consoles and the error boundary."""
+"""What every command shares: the error boundary (the consoles are ``kdpipe.console``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rich.console import Console
-
+from kdpipe.console import console, err_console
 from kdpipe.errors import KdpipeError
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["console", "err_console", "report_errors"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdpipe import errors
+from kdpipe.console import progress_bar
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.manifest import SPLITS, Utterance
 from kdpipe.errors import AlignmentError, AudioError, CorpusError, KdpipeError
-from kdpipe.progress import progress_bar
 from kdpipe.zarrio import is_url
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from kdpipe.batching import bucket_batches
+from kdpipe.console import err_console, progress_bar
 from kdpipe.errors import TrainingError
 from kdpipe.learn.data import Batch, LabelledData
 from kdpipe.learn.distributed import Dist, barrier
@@ -27,7 +28,6 @@ from kdpipe.learn.specaug import spec_augment
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.losses import align_frame_labels, hard_ce
 from kdpipe.models.checkpoint import load_training_state, save_training_state
-from kdpipe.progress import progress_bar
 
 LAST_STATE = "last.pt"  # training state after the latest finished epoch, for --resume
 
@@ -244,7 +244,6 @@ def train(
 def _print_row(row: dict[str, Any], improved: bool, enabled: bool) -> None:
     if not enabled:
         return
-    from kdpipe.cli._common import err_console
 
     star = " *" if improved else ""
     err_console.print(

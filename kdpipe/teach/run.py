@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kdpipe.console import progress_bar
 from kdpipe.corpus.views import crop_windows, utt_rng, view_lengths
 from kdpipe.errors import ConfigError, KdpipeError
-from kdpipe.progress import progress_bar
 from kdpipe.teach import job
 from kdpipe.teach.ensemble_yaml import EnsembleConfig
 

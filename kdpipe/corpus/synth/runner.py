@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdpipe.console import progress_bar
 from kdpipe.errors import SynthError
-from kdpipe.progress import progress_bar
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,5 +1,10 @@
-"""One progress bar for every long job (synth, prepare, train, teach).
+"""What a user sees while kdpipe works: the two rich consoles and the one progress bar.
 
+``console`` (stdout) prints results, ``err_console`` (stderr) messages and errors; library
+code prints through them too (the trainer's per-epoch rows), so the CLI and the library
+share one place for terminal output.
+
+One progress bar serves every long job (synth, prepare, train, teach):
 ``with progress_bar("teach", total, unit="frames") as advance: advance(n)`` draws a rich bar
 on stderr with the count, the rate, elapsed time and ETA; when ``enabled`` is False, or
 stderr is not a terminal, ``advance`` does nothing.
@@ -9,6 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
 
 
 @contextmanager
@@ -24,7 +34,6 @@ def progress_bar(
     if not enabled:
         yield lambda n: None
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -35,8 +44,7 @@ def progress_bar(
         TimeRemainingColumn,
     )
 
-    console = Console(stderr=True)
-    if not console.is_terminal:
+    if not err_console.is_terminal:
         yield lambda n: None
         return
     bar = Progress(
@@ -47,7 +55,7 @@ def progress_bar(
         TextColumn("{task.fields[speed]:,.0f} " + (unit or "items") + "/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=err_console,
         transient=transient,
     )
     task = bar.add_task(label, total=max(total, 1), speed=0.0)
