@@ -35,8 +35,9 @@ import numpy as np
 
 from kdpipe.essence import Rule, topk
 from kdpipe.sparse import SparseRows
+from kdpipe.store.coding import encode_logp, log_codebook
 from kdpipe.store.reader import StoreReader
-from kdpipe.store.spec import StoreMeta, encode_logp, log_codebook
+from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import StoreWriter
 from kdpipe.testing.posteriors import synthetic_logprobs
 

@@ -69,7 +69,7 @@ def errors(path: Path, lp: np.ndarray, values: str) -> tuple[float, float, float
     """Over kept entries: max and mean |stored - true| log-prob (true clipped to the
     encoding's floor), the fraction clipped; and max |kept mass + tail - 1| per row."""
     r = StoreReader(path)
-    floor = spec.LOGP_MIN if values == "uint8" else spec.FLOAT16_FLOOR
+    floor = coding.LOGP_MIN if values == "uint8" else coding.FLOAT16_FLOOR
     errs, sums, clipped, start = [], [], 0, 0
     for block in r.blocks():
         true = np.take_along_axis(
@@ -98,9 +98,9 @@ def reference_errors(path: Path, ref: Path) -> tuple[float, float, float, float]
         w = min(block.frame.width or 0, other.width or 0)  # top-k: the first w ranks agree
         same = block.frame.indices[:, :w] == other.indices[:, :w]  # (R, w)
         true = other.logprobs()[:, :w][same]
-        clipped += int((true < spec.LOGP_MIN).sum())
+        clipped += int((true < coding.LOGP_MIN).sum())
         got = block.frame.logprobs()[:, :w][same]
-        errs.append(np.abs(got - np.maximum(true, spec.LOGP_MIN)))
+        errs.append(np.abs(got - np.maximum(true, coding.LOGP_MIN)))
         matched, total = matched + int(same.sum()), total + same.size
     e = np.concatenate(errs)
     return float(e.max()), float(e.mean()), matched / max(total, 1), clipped / max(e.size, 1)

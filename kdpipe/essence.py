@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from kdpipe.errors import ConfigError
+from kdpipe.schema import from_dict
 from kdpipe.sparse import Layout, SparseRows
 
 
@@ -212,8 +213,6 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rule:
-        from kdpipe.schema import from_dict
-
         return from_dict(cls, data, "rule")
 
     def __str__(self) -> str:

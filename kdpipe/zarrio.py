@@ -1,4 +1,8 @@
-"""Small Zarr v3 helpers shared by the feature store and the target store.
+"""Zarr v3 access shared by the feature store and the target store.
+
+The one place that constructs zarr stores: ``open_store`` decides local path vs fsspec URL
+(``s3://``, ``http(s)://``, ...) and read-only vs writable, with the checks both stores
+need; ``open_group`` opens a group on it.
 
 Neither store uses object or variable-length string dtypes: a column of strings is a
 uint8 array of UTF-8 bytes plus an int64 offsets array, readable with plain zarr + numpy::
@@ -13,6 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from kdpipe.errors import StoreError
+
 if TYPE_CHECKING:
     import zarr
 
@@ -21,6 +29,44 @@ def is_url(location: str | Path) -> bool:
     """True for ``scheme://...`` locations other than ``file://``."""
     s = str(location)
     return "://" in s and not s.startswith("file://")
+
+
+def scheme(location: str | Path) -> str:
+    s = str(location)
+    return s.split("://", 1)[0].lower() if is_url(s) else "file"
+
+
+def can_list(location: str | Path) -> bool:
+    """HTTP(S) cannot list a prefix: such stores are read through their manifest."""
+    return scheme(location) not in ("http", "https")
+
+
+def open_store(
+    location: str | Path,
+    mode: str,
+    storage_options: dict[str, Any] | None,
+    *,
+    must_exist: bool = True,
+) -> Any:
+    """A zarr Store at ``location``: read-only for mode ``r`` (and over HTTP, which cannot
+    be written: ``StoreError`` for another mode); a local read-only store must exist unless
+    ``must_exist`` is False."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    read_only = mode == "r" or scheme(location) in ("http", "https")
+    if read_only and mode != "r":
+        raise StoreError(f"{location}: cannot write a store over {scheme(location)}://")
+    try:
+        if is_url(location):
+            return FsspecStore.from_url(
+                str(location), read_only=read_only, storage_options=storage_options or {}
+            )
+        path = Path(str(location).removeprefix("file://"))
+        if read_only and must_exist and not path.is_dir():
+            raise StoreError(f"store not found: {location}")
+        return LocalStore(path, read_only=read_only)
+    except (ImportError, ValueError) as e:
+        raise StoreError(f"{location}: cannot open: {e}") from None
 
 
 def open_group(
@@ -34,23 +80,13 @@ def open_group(
     ``w`` create (overwriting), ``w-`` create (fail if present).
     """
     import zarr
-    from zarr.storage import FsspecStore, LocalStore
 
-    read_only = mode == "r"
-    if is_url(location):
-        store = FsspecStore.from_url(
-            str(location), read_only=read_only, storage_options=storage_options or {}
-        )
-    else:
-        path = str(location).removeprefix("file://")
-        store = LocalStore(path, read_only=read_only)
+    store = open_store(location, "r" if mode == "r" else "a", storage_options, must_exist=False)
     return zarr.open_group(store=store, mode=mode, zarr_format=3)
 
 
 def write_strings(group: zarr.Group, name: str, values: Sequence[str]) -> None:
     """Write ``values`` as ``name/utf8`` (uint8) and ``name/offsets`` (int64, len N+1)."""
-    import numpy as np
-
     encoded = [v.encode("utf-8") for v in values]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     if encoded:

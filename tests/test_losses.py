@@ -10,7 +10,7 @@ from kdpipe.essence import as_logprobs, cumulative, full, sample, threshold, top
 from kdpipe.learn.targets import pad_rows
 from kdpipe.losses import IGNORE, dense_kd, hard_ce, multitask, sampled_kd, sparse_kd
 from kdpipe.sparse import SparseRows
-from kdpipe.store import spec
+from kdpipe.store import coding
 
 torch.set_num_threads(1)
 N, C = 7, 13
@@ -30,12 +30,12 @@ def as_codes(rows: SparseRows) -> SparseRows:
     """The rows as the store gives them back: uint8 codes plus the codebook."""
     from dataclasses import replace
 
-    enc = spec.encode_logp(rows.values, "uint8")
+    enc = coding.encode_logp(rows.values, "uint8")
     return replace(
         rows,
         values=enc,
-        tail=spec.encode_logp(rows.tail, "uint8", tail=True),
-        codebook=spec.log_codebook(),
+        tail=coding.encode_logp(rows.tail, "uint8", tail=True),
+        codebook=coding.log_codebook(),
     )
 
 
@@ -135,3 +135,12 @@ def test_multitask_and_hard_ce():
     y = torch.tensor([[0, 1, IGNORE], [2, IGNORE, IGNORE]])
     loss, correct, counted = hard_ce(z, y)
     assert correct == 1 and counted == 3 and float(loss) == pytest.approx(np.log(4), rel=1e-6)
+
+
+def test_pad_rows_dense_single_row_is_writable():
+    """A clip-level store with the full rule has one dense row per utterance; its index
+    array must be a fresh writable array (torch.from_numpy warns on read-only ones)."""
+    logp = np.log(np.full((1, 5), 0.2, dtype=np.float32))
+    idx, lp, tail = pad_rows(full(logp))
+    assert idx.flags.writeable and idx.tolist() == [[0, 1, 2, 3, 4]]
+    assert np.allclose(lp, logp) and np.isneginf(tail).all()

@@ -1,7 +1,8 @@
-"""Low-level store I/O: open, list, read JSON and many arrays at once, write arrays, hash.
+"""Low-level store I/O: list, read JSON and many arrays at once, write arrays, hash.
 
-Everything here talks to a zarr ``Store`` (local or fsspec) and turns the errors of zarr,
-blosc and the filesystem into ``StoreIntegrityError`` naming what could not be read.
+Everything here talks to a zarr ``Store`` (local or fsspec, opened by ``kdpipe.zarrio``) and
+turns the errors of zarr, blosc and the filesystem into ``StoreIntegrityError`` naming what
+could not be read.
 """
 
 from __future__ import annotations
@@ -13,44 +14,14 @@ import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdpipe.errors import StoreError, StoreIntegrityError
 from kdpipe.store import spec
-from kdpipe.zarrio import is_url
-
-
-def scheme(location: str | Path) -> str:
-    s = str(location)
-    return s.split("://", 1)[0].lower() if is_url(s) else "file"
-
-
-def can_list(location: str | Path) -> bool:
-    """HTTP(S) cannot list a prefix: such stores are read through their manifest."""
-    return scheme(location) not in ("http", "https")
-
-
-def open_store(location: str | Path, mode: str, storage_options: dict[str, Any] | None) -> Any:
-    """A zarr Store at ``location`` (read-only for mode ``r`` and for HTTP)."""
-    from zarr.storage import FsspecStore, LocalStore
-
-    read_only = mode == "r" or scheme(location) in ("http", "https")
-    if read_only and mode != "r":
-        raise StoreError(f"{location}: cannot write a store over {scheme(location)}://")
-    try:
-        if is_url(location):
-            return FsspecStore.from_url(
-                str(location), read_only=read_only, storage_options=storage_options or {}
-            )
-        path = Path(str(location).removeprefix("file://"))
-        if read_only and not path.is_dir():
-            raise StoreError(f"store not found: {location}")
-        return LocalStore(path, read_only=read_only)
-    except (ImportError, ValueError) as e:
-        raise StoreError(f"{location}: cannot open: {e}") from None
+from kdpipe.store.chunkio import ChunkedArray, ChunkError, read_rows
+from kdpipe.store.coding import codecs
 
 
 def run(coro: Any) -> Any:
@@ -117,8 +88,6 @@ def open_arrays(store: Any, paths: Sequence[str], return_errors: bool = False) -
     from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import StorePath
 
-    from kdpipe.store.chunkio import ChunkedArray
-
     async def one(p: str) -> Any:
         buf = await store.get(f"{p}/zarr.json", prototype=default_buffer_prototype())
         if buf is None:
@@ -152,7 +121,6 @@ def read_slices(
     returned in place with ``return_errors``). Row ranges and whole arrays are read by
     ``chunkio`` (threads decode, and apply ``posts[i]``, a row-wise transform, if given);
     other selections by zarr."""
-    from kdpipe.store.chunkio import ChunkedArray, ChunkError, read_rows
 
     def one(a: Any, s: Any, post: Any) -> Any:
         if s is Ellipsis and a.shape:
@@ -191,8 +159,6 @@ def write_arrays(group: Any, arrays: dict[str, tuple[np.ndarray, int]]) -> dict[
     """Write ``path -> (data, rows per chunk)`` under ``group`` with the format's codecs
     (``coding.codecs``), all chunks kept, the arrays concurrently; returns each array's
     chunk shape."""
-    from kdpipe.store.coding import codecs
-
     subs: dict[str, Any] = {"": group}
     for path in arrays:
         parents = path.split("/")[:-1]

@@ -1,7 +1,8 @@
 """Row-range reads of a store's arrays: chunks fetched concurrently, decoded in threads.
 
 The format's arrays have one layout (docs/store-format.md, section 2): chunked along the
-first axis only, codecs little-endian bytes -> blosc -> crc32c. zarr 3.1 reads such slices
+first axis only, codecs ``coding.CODEC_CHAIN``
+(little-endian bytes -> blosc -> crc32c). zarr 3.1 reads such slices
 at about 18 M frames/s on our 2-core machine (top-8 rows: uint16 ids, uint8 codes, tail),
 what one thread decoding the chunks in turn gives, although blosc releases the GIL; two
 threads reading and decoding the same files give ~33 M. So this module reads arrays in that
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kdpipe.store.coding import CODEC_CHAIN
 
 
 class ChunkError(ValueError):
@@ -83,7 +86,7 @@ class ChunkedArray:
             doc.get("zarr_format") == 3
             and doc.get("node_type") == "array"
             and not doc.get("storage_transformers")
-            and codecs == ["bytes", "blosc", "crc32c"]
+            and tuple(codecs) == CODEC_CHAIN
             and endian in ("little", None)
             and grid.get("name") == "regular"
             and keys.get("name") == "default"

@@ -1,10 +1,19 @@
-"""How a store's arrays are laid out on disk: chunk codecs, and the row-delta transform.
+"""How a store represents its numbers on disk: value encodings, chunk codecs, row deltas.
+
+This module is the one definition of the format's representation (docs/store-format.md,
+sections 2-4); the writer encodes with it, the readers (``reader``, ``chunkio``, ``verify``)
+decode and check against it.
+
+**Values** (section 3): log-probabilities as uint8 codes on a log-linear grid over
+[-16, 0] (``log_codebook``; code 0 is probability zero) or as float16 clipped at -1e4
+(``encode_logp``), with the largest rounding error ``quantization_step``.
 
 **Codecs** (docs/store-format.md, section 2): class ids (``indices``, ``hard``) are
 compressed without shuffling, so that zstd's matches find the ids a frame shares with the
 frames before it; every other array is bit-shuffled first (its high bits are mostly equal).
 Both use blosc zstd level 5 in blocks of a whole chunk (up to 2 MiB), then crc32c, so that
-every reader detects a damaged chunk.
+every reader detects a damaged chunk: the chain ``CODEC_CHAIN`` (bytes -> blosc -> crc32c),
+which ``chunkio`` recognises to read an array itself.
 
 **Row delta** (format 2, section 4): the uint8 value codes of a sparse row are in
 descending order, q_0 >= q_1 >= ..., and are stored as d_0 = 255 - q_0, d_j = q_{j-1} - q_j:
@@ -22,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+LOGP_MIN = -16.0  # uint8 codes span log-probs [-16, 0]: e^-16 ~ 1e-7 is negligible mass
+CODE_LEVELS = 254  # codes 1..255 are the grid; code 0 means probability zero
+FLOAT16_FLOOR = -1.0e4  # float16 log-probs are clipped here (exp underflows to 0 anyway)
 ROW_DELTA = "row-delta"  # the transform of uint8 values of sparse rows in format 2
 NO_TRANSFORM = "none"
 TRANSFORMS = (NO_TRANSFORM, ROW_DELTA)
@@ -29,6 +41,48 @@ CLASS_ID_ARRAYS = ("indices", "hard")  # compressed without shuffling (see the d
 MAX_BLOCK_BYTES = 1 << 21  # blosc block: a whole chunk up to 2 MiB (k <= 8: 2-5 % smaller
 # than blosc's own 256 KiB; bigger blocks decode slower)
 ZSTD_LEVEL = 5  # = zstd 9: compresses ~2 M frames/s; clevel 9 (zstd 22) saves 1 B at 0.15 M
+
+
+CODEC_CHAIN = ("bytes", "blosc", "crc32c")  # every array's codecs, in order (``codecs``)
+
+
+def log_codebook() -> np.ndarray:
+    """(256,) float32 log-prob of each uint8 code: 0 -> -inf, c >= 1 -> -16 + (c-1)*16/254."""
+    book = np.empty(256, dtype=np.float32)
+    book[0] = -np.inf
+    book[1:] = LOGP_MIN + np.arange(CODE_LEVELS + 1, dtype=np.float64) * (-LOGP_MIN / CODE_LEVELS)
+    return book
+
+
+def quantization_step(encoding: str) -> float:
+    """Largest log-prob rounding error of an encoding (half a code step for uint8)."""
+    return -LOGP_MIN / CODE_LEVELS / 2 if encoding == "uint8" else 2.0**-11 * -LOGP_MIN
+
+
+def sum_tolerance(encoding: str) -> float:
+    """How far sum(exp(values)) + exp(tail) may be from 1 after encoding: the relative
+    error of the largest rounding (e^0.0315 - 1 = 0.032 for uint8, 0.008 for float16)
+    plus a margin."""
+    return 0.035 if encoding == "uint8" else 0.010
+
+
+def encode_logp(x: np.ndarray, encoding: str, *, tail: bool = False) -> np.ndarray:
+    """Store log-probs ``x`` (any shape) as ``encoding``; values are clipped into range.
+
+    uint8: nearest code on the grid; kept values never use code 0 (they clip to e^-16),
+    a tail below e^-16 / 2 becomes code 0 (zero). float16: clipped to [-1e4, 0]; a tail
+    may be -inf.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if encoding == "float16":
+        lo = -np.inf if tail else FLOAT16_FLOOR
+        return np.clip(x, lo, 0.0).astype(np.float16)
+    with np.errstate(invalid="ignore"):
+        q = np.rint((np.clip(x, LOGP_MIN, 0.0) - LOGP_MIN) * (CODE_LEVELS / -LOGP_MIN)) + 1
+    codes = q.astype(np.uint8)
+    if tail:
+        codes[x < LOGP_MIN - np.log(2.0)] = 0
+    return codes
 
 
 def codecs(name: str, itemsize: int, chunk_bytes: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdpipe import zarrio
 from kdpipe.errors import StoreError, StoreFormatError, StoreIntegrityError
 from kdpipe.store import arrayio, spec
 
@@ -95,7 +96,7 @@ def scan(
     manifest = (parts_doc.get("attributes") or {}).get(spec.MANIFEST_ATTR)
     known: dict[str, Any] = dict((manifest or {}).get("parts", {}))
     uncommitted: list[str] = []
-    if arrayio.can_list(location):
+    if zarrio.can_list(location):
         names = [n for n in arrayio.list_dir(store, "parts") if n != "zarr.json"]
         gone = sorted(set(known) - set(names))
         if gone:
@@ -114,7 +115,7 @@ def scan(
                 known[name] = rec
     elif manifest is None:
         raise StoreError(
-            f"{where}: {arrayio.scheme(location)}:// cannot list the parts of a store and this "
+            f"{where}: {zarrio.scheme(location)}:// cannot list the parts of a store and this "
             "store is not sealed; run `kdpipe store seal` on its source before serving it"
         )
     parts = []
@@ -136,7 +137,7 @@ def seal(location: str | Path, storage_options: dict[str, Any] | None = None) ->
     """
     import zarr
 
-    store = arrayio.open_store(location, "r+", storage_options)
+    store = zarrio.open_store(location, "r+", storage_options)
     root = zarr.open_group(store, mode="r+", zarr_format=3)
     meta, _ = spec.parse_root(dict(root.attrs), str(location))
     found = scan(store, location, meta)

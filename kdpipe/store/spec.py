@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import json
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -21,7 +22,7 @@ from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
 from kdpipe.schema import fingerprint as _fingerprint
 from kdpipe.schema import from_dict
-from kdpipe.store.coding import NO_TRANSFORM, TRANSFORMS, values_transform
+from kdpipe.store.coding import CODE_LEVELS, LOGP_MIN, NO_TRANSFORM, TRANSFORMS, values_transform
 
 FORMAT = "kdpipe.store"
 VERSION = 2  # what this kdpipe writes (2: row-delta values, per-array codecs; see the spec)
@@ -31,9 +32,6 @@ PART_ATTR = "kdpipe.part"  # parts/<id>/zarr.json attribute: the commit record
 MANIFEST_ATTR = "kdpipe.manifest"  # parts/zarr.json attribute: commit records of a sealed store
 LEVELS = ("frame", "utt")
 VALUE_ENCODINGS = ("uint8", "float16")
-LOGP_MIN = -16.0  # uint8 codes span log-probs [-16, 0]: e^-16 ~ 1e-7 is negligible mass
-CODE_LEVELS = 254  # codes 1..255 are the grid; code 0 means probability zero
-FLOAT16_FLOOR = -1.0e4  # float16 log-probs are clipped here (exp underflows to 0 anyway)
 CHUNK_ROWS = 131072  # rows per chunk: 2 MB of uint16 indices at k=8; bigger compress better
 PART_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HARD_NONE_DOC = "the largest value of the hard-label dtype means 'no label'"
@@ -55,45 +53,6 @@ def index_dtype(num_classes: int) -> np.dtype:
 def hard_dtype(num_classes: int) -> np.dtype:
     """Hard labels 0..C-1 plus the 'no label' sentinel (the dtype's max, always >= C)."""
     return smallest_uint(num_classes)
-
-
-def log_codebook() -> np.ndarray:
-    """(256,) float32 log-prob of each uint8 code: 0 -> -inf, c >= 1 -> -16 + (c-1)*16/254."""
-    book = np.empty(256, dtype=np.float32)
-    book[0] = -np.inf
-    book[1:] = LOGP_MIN + np.arange(CODE_LEVELS + 1, dtype=np.float64) * (-LOGP_MIN / CODE_LEVELS)
-    return book
-
-
-def quantization_step(encoding: str) -> float:
-    """Largest log-prob rounding error of an encoding (half a code step for uint8)."""
-    return -LOGP_MIN / CODE_LEVELS / 2 if encoding == "uint8" else 2.0**-11 * -LOGP_MIN
-
-
-def sum_tolerance(encoding: str) -> float:
-    """How far sum(exp(values)) + exp(tail) may be from 1 after encoding: the relative
-    error of the largest rounding (e^0.0315 - 1 = 0.032 for uint8, 0.008 for float16)
-    plus a margin."""
-    return 0.035 if encoding == "uint8" else 0.010
-
-
-def encode_logp(x: np.ndarray, encoding: str, *, tail: bool = False) -> np.ndarray:
-    """Store log-probs ``x`` (any shape) as ``encoding``; values are clipped into range.
-
-    uint8: nearest code on the grid; kept values never use code 0 (they clip to e^-16),
-    a tail below e^-16 / 2 becomes code 0 (zero). float16: clipped to [-1e4, 0]; a tail
-    may be -inf.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if encoding == "float16":
-        lo = -np.inf if tail else FLOAT16_FLOOR
-        return np.clip(x, lo, 0.0).astype(np.float16)
-    with np.errstate(invalid="ignore"):
-        q = np.rint((np.clip(x, LOGP_MIN, 0.0) - LOGP_MIN) * (CODE_LEVELS / -LOGP_MIN)) + 1
-    codes = q.astype(np.uint8)
-    if tail:
-        codes[x < LOGP_MIN - np.log(2.0)] = 0
-    return codes
 
 
 @dataclass(frozen=True)
@@ -163,8 +122,6 @@ class StoreMeta:
     def to_dict(self) -> dict[str, Any]:
         """As ``kdpipe.schema.to_dict`` (tuples become lists), via one JSON round trip: the
         label set and the teacher cards hold thousands of items; this runs on every open."""
-        import json
-
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["rule"] = self.rule.to_dict()
         d["teachers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.teachers]
@@ -260,8 +217,6 @@ def stored_transform(rec: dict[str, Any]) -> str:
 
 def _jsonable(x: Any) -> Any:
     """``x`` as it comes back from JSON (tuples become lists)."""
-    import json
-
     return json.loads(json.dumps(x))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kdpipe import zarrio
 from kdpipe.errors import FingerprintMismatch, StoreError, StoreIntegrityError
 from kdpipe.store import arrayio, spec
 from kdpipe.store.parts import scan, seal
@@ -49,11 +50,11 @@ def copy_store(
 
     if str(src).rstrip("/") == str(dst).rstrip("/"):
         raise StoreError(f"copy: source and destination are the same store: {src}")
-    s_store = arrayio.open_store(src, "r", src_options)
+    s_store = zarrio.open_store(src, "r", src_options)
     s_root = (arrayio.read_json_many(s_store, ["zarr.json"])[0] or {}).get("attributes") or {}
     meta, rec = spec.parse_root(s_root, str(src))
     found = scan(s_store, src, meta)
-    d_store = arrayio.open_store(dst, "a", dst_options)
+    d_store = zarrio.open_store(dst, "a", dst_options)
     d_doc = arrayio.read_json_many(d_store, ["zarr.json"])[0]
     if d_doc is not None and not overwrite:
         _, d_rec = spec.parse_root(d_doc.get("attributes") or {}, str(dst))

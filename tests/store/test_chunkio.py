@@ -17,8 +17,10 @@ from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from kdpipe.errors import StoreIntegrityError
+from kdpipe.essence import Rule
 from kdpipe.store import arrayio, chunkio
 from kdpipe.store.coding import delta_decode, delta_encode
+from kdpipe.testing.stores import damage_file
 
 DTYPES = ["uint8", "uint16", "uint32", "int64", "float16", "float32"]
 
@@ -106,18 +108,7 @@ def stored(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "missing"])
 def test_damaged_or_missing_chunks_name_the_array_and_chunk(stored, damage):
     arr, chunks = stored
-    f = chunks / "1" / "0"
-    raw = bytearray(f.read_bytes())
-    if damage == "missing":
-        f.unlink()
-    else:
-        if damage == "truncate":
-            raw = raw[: len(raw) // 2]
-        elif damage == "flip":
-            raw[len(raw) // 2] ^= 0x10
-        else:
-            raw = bytearray()
-        f.write_bytes(bytes(raw))
+    damage_file(chunks / "1" / "0", damage, mask=0x10)
     np.testing.assert_array_equal(_read(arr, 0, 128), np.arange(1024).reshape(128, 8))  # fine
     with pytest.raises(StoreIntegrityError, match=r"array a/x: chunk c/1/0"):
         _read(arr, 100, 300)
@@ -151,3 +142,29 @@ def test_a_forked_child_reads_with_its_own_threads(stored, tmp_path):
     p.join(timeout=60)
     assert p.exitcode == 0 and got == want
     assert Path(tmp_path).is_dir()
+
+
+@pytest.mark.parametrize("values", ["uint8", "float16"])
+@pytest.mark.parametrize(
+    "rule", [Rule("topk", {"k": 4}), Rule("threshold", {"p_min": 0.05}), Rule("full", {})]
+)
+def test_every_array_a_writer_makes_is_read_by_chunkio(tmp_path, values, rule):
+    """The codec chain is defined once (``coding.CODEC_CHAIN``): what the writer stores is
+    what the fast reader recognises, so no array silently falls back to zarr's reader."""
+    import json
+
+    from kdpipe.store.coding import CODEC_CHAIN
+    from kdpipe.testing.stores import random_utterances, small_meta, write_store
+
+    meta = small_meta(levels=("frame", "utt"), hard_labels=("frame",), values=values, rule=rule)
+    path = tmp_path / "t.zarr"
+    write_store(path, meta, random_utterances(meta, 5, seed=3), part_frames=40, chunk_rows=8)
+    docs = sorted(path.glob("parts/*/**/zarr.json"))
+    arrays = [d for d in docs if json.loads(d.read_text())["node_type"] == "array"]
+    assert arrays
+    store = LocalStore(path, read_only=True)
+    for doc in arrays:
+        data = json.loads(doc.read_text())
+        assert tuple(c["name"] for c in data["codecs"]) == CODEC_CHAIN
+        key = str(doc.parent.relative_to(path))
+        assert isinstance(chunkio.ChunkedArray.parse(data, store, key), chunkio.ChunkedArray)

@@ -8,30 +8,30 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storehelp import labels, random_utterances, write_store
 
 from kdpipe.essence import Rule
 from kdpipe.sparse import SparseRows
-from kdpipe.store import spec
+from kdpipe.store import coding, spec
 from kdpipe.store.block import TargetBlock
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.stores import label_names, random_utterances, write_store
 
 
 def _expect_rows(got: SparseRows, given_rows: SparseRows, enc: str) -> None:
     """``got`` (read back) holds exactly the encoding of ``given_rows`` (written)."""
     assert got.layout == given_rows.layout and got.num_rows == given_rows.num_rows
-    np.testing.assert_array_equal(got.values, spec.encode_logp(given_rows.values, enc))
-    np.testing.assert_array_equal(got.tail, spec.encode_logp(given_rows.tail, enc, tail=True))
+    np.testing.assert_array_equal(got.values, coding.encode_logp(given_rows.values, enc))
+    np.testing.assert_array_equal(got.tail, coding.encode_logp(given_rows.tail, enc, tail=True))
     if given_rows.indices is not None:
         assert got.indices.dtype == spec.index_dtype(got.num_classes)
         np.testing.assert_array_equal(got.indices, given_rows.indices)
     if given_rows.offsets is not None:
         np.testing.assert_array_equal(got.offsets, given_rows.offsets)
     if enc == "uint8":  # a 0.063-nat grid over [-16, 0]
-        err = np.abs(got.logprobs() - np.maximum(given_rows.values, spec.LOGP_MIN))
-        assert err.max(initial=0) <= spec.quantization_step(enc) + 1e-6
+        err = np.abs(got.logprobs() - np.maximum(given_rows.values, coding.LOGP_MIN))
+        assert err.max(initial=0) <= coding.quantization_step(enc) + 1e-6
     else:  # float16: relative precision 2^-11
         err = np.abs(got.logprobs() - given_rows.values)
         assert (err <= 2.0**-11 * np.abs(given_rows.values) + 1e-7).all()
@@ -72,7 +72,7 @@ def store_cases(draw):
         rules.append(Rule("full", {}))
     levels = draw(st.sampled_from([("frame",), ("utt",), ("frame", "utt")]))
     meta = StoreMeta(
-        labels=labels(c),
+        labels=label_names(c),
         rule=draw(st.sampled_from(rules)),
         levels=levels,
         values=draw(st.sampled_from(["uint8", "float16"])),
@@ -114,7 +114,7 @@ def test_round_trip_is_exact(case, block_frames, seed):
 
 
 def test_densify_of_read_back_matches_the_teacher(tmp_path):
-    meta = StoreMeta(labels=labels(30), rule=Rule("topk", {"k": 30}), values="float16")
+    meta = StoreMeta(labels=label_names(30), rule=Rule("topk", {"k": 30}), values="float16")
     utts = random_utterances(meta, 3, seed=5)
     write_store(tmp_path / "s.zarr", meta, utts)
     r = StoreReader(tmp_path / "s.zarr")
@@ -125,7 +125,7 @@ def test_densify_of_read_back_matches_the_teacher(tmp_path):
 
 def test_per_utterance_index_round_trips(tmp_path):
     meta = StoreMeta(
-        labels=labels(12),
+        labels=label_names(12),
         rule=Rule("topk", {"k": 3}),
         levels=("frame", "utt"),
         hard_labels=("utt",),

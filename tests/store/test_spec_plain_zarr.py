@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.essence import Rule
-from kdpipe.store import spec
+from kdpipe.store import coding, spec
 from kdpipe.store.reader import StoreReader
+from kdpipe.testing.stores import random_utterances, small_meta, write_store
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "store-format.md"
 
@@ -108,6 +108,6 @@ def test_recorded_layout_matches_the_spec_tables(store_path):
     assert spec.index_dtype(256) == np.uint8 and spec.index_dtype(257) == np.uint16
     assert spec.hard_dtype(255) == np.uint8 and spec.hard_dtype(256) == np.uint16
     assert spec.index_dtype(65537) == np.uint32
-    book = spec.log_codebook()
+    book = coding.log_codebook()
     assert book[0] == -np.inf and book[1] == -16 and book[255] == 0
     np.testing.assert_allclose(np.diff(book[1:]), 16 / 254, atol=2e-6)

@@ -8,8 +8,8 @@ import torch
 
 from kdpipe.essence import Rule
 from kdpipe.models import load_checkpoint
+from kdpipe.store.coding import quantization_step
 from kdpipe.store.reader import StoreReader
-from kdpipe.store.spec import quantization_step
 from kdpipe.teach import EnsembleConfig, MemberConfig, ViewConfig, single_teacher, teach
 
 STEP = quantization_step("uint8") + 1e-4  # half a code, plus float noise of batching
