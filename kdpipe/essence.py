@@ -144,9 +144,9 @@ def sample(logp: np.ndarray, n: int, rng: np.random.Generator | int | None = Non
     shifted = (cdf + np.arange(rows_n)[:, None]).ravel()  # increasing over all rows
     u = rng.random((rows_n, n)) + np.arange(rows_n)[:, None]  # (N, n)
     pos = np.searchsorted(shifted, u.ravel(), side="right")
-    rows = np.repeat(np.arange(rows_n), n)
-    cols = np.clip(pos - rows * c, 0, c - 1)
-    keys, counts = np.unique(rows * c + cols, return_counts=True)
+    row_of = np.repeat(np.arange(rows_n), n)  # (N * n,) the row of each draw
+    cols = np.clip(pos - row_of * c, 0, c - 1)
+    keys, counts = np.unique(row_of * c + cols, return_counts=True)
     r, col = keys // c, keys % c
     vals = np.log(counts / n).astype(np.float32)
     rows = _csr(logp, r, col, vals)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from kdpipe.errors import StoreError
 
 if TYPE_CHECKING:
     import zarr
+
+Mode = Literal["r", "r+", "a", "w", "w-"]  # zarr's open modes
 
 
 def is_url(location: str | Path) -> bool:
@@ -71,7 +73,7 @@ def open_store(
 
 def open_group(
     location: str | Path,
-    mode: str = "r",
+    mode: Mode = "r",
     storage_options: dict[str, Any] | None = None,
 ) -> zarr.Group:
     """Open a Zarr v3 group at a local path or any fsspec URL (``s3://``, ``http://``...).
@@ -101,7 +103,10 @@ def write_strings(group: zarr.Group, name: str, values: Sequence[str]) -> None:
 
 def read_strings(group: zarr.Group, name: str) -> list[str]:
     """Read a string column written by ``write_strings``."""
-    sub = group[name]
-    raw = sub["utf8"][:].tobytes()
-    off = sub["offsets"][:]
+    import zarr
+
+    utf8, offsets = group[f"{name}/utf8"], group[f"{name}/offsets"]
+    assert isinstance(utf8, zarr.Array) and isinstance(offsets, zarr.Array), name
+    raw = np.asarray(utf8[:]).tobytes()
+    off = np.asarray(offsets[:]).tolist()
     return [raw[off[i] : off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]

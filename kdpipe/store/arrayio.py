@@ -138,7 +138,7 @@ def read_slices(
             return_exceptions=True,
         )
 
-    out = []
+    out: list[Any] = []
     for w, res in zip(where, run(go()), strict=True):
         if isinstance(res, BaseException):
             try:
@@ -201,7 +201,7 @@ def build_part(
     async def go() -> dict[str, bytes]:
         keys = [k async for k in mem.list()]
         bufs = await asyncio.gather(*(mem.get(k, default_buffer_prototype()) for k in keys))
-        return {k: b.to_bytes() for k, b in zip(keys, bufs, strict=True)}
+        return {k: b.to_bytes() for k, b in zip(keys, bufs, strict=True) if b is not None}
 
     objects = run(go())
     return objects, objects.pop("zarr.json"), chunks

@@ -116,7 +116,7 @@ def _decode(raw: np.ndarray, blosc: Any, out: np.ndarray, key: str, post: Post) 
     if len(raw) < 4 or google_crc32c.value(body) != struct.unpack("<I", raw[-4:].tobytes())[0]:
         raise ChunkError(f"chunk {key}: checksum mismatch (damaged or truncated)")
     try:
-        size = struct.unpack_from("<I", body, 4)[0]  # blosc header: bytes 4-8, decoded size
+        size = struct.unpack_from("<I", body.data, 4)[0]  # blosc header: bytes 4-8, decoded size
         if size != out.nbytes:  # (a smaller chunk would leave rows undefined)
             raise ValueError(f"{size} bytes, the chunk shape needs {out.nbytes}")
         blosc.decode(body, out=out)

@@ -117,6 +117,7 @@ class PartData:
             offsets = ro - ro[0]
         ix = flat.get(base + "indices", data.get(base + "indices"))
         vals = flat.get(base + "values", data.get(base + "values"))
+        assert vals is not None, base  # every layout stores values
         if self.delta and offsets is not None:  # (fixed rows were decoded on reading)
             vals = delta_decode(vals, offsets)  # a new array: the window keeps what is stored
         if ix is not None and ix.size and np.iinfo(ix.dtype).max >= c and int(ix.max()) >= c:
@@ -144,55 +145,61 @@ class PartData:
         u = row if level == "utt" else int(np.searchsorted(self.f_off, row, side="right") - 1)
         raise StoreIntegrityError(f"{self.at}: utterance {self.ids[u]}: array {path}: {msg}")
 
-    def read_range(self, u: int, e: int, *, members: bool, sequential: bool) -> TargetBlock:
-        """Utterances [u, e) of the part (positions in the part)."""
+    def read_range(self, first: int, end: int, *, members: bool, sequential: bool) -> TargetBlock:
+        """Utterances [first, end) of the part (positions in the part)."""
         meta = self.reader.meta
-        a, b = int(self.f_off[u]), int(self.f_off[e])
-        span = {"frame": (a, b), "utt": (u, e)}
-        srcs = [""] + ([f"members/{j}/" for j in range(len(meta.members))] if members else [])
-        bases = [f"{s}{lv}/" for s in srcs for lv in meta.levels]
-        reqs: dict[str, tuple[int, int]] = {}
+        frame_lo, frame_hi = int(self.f_off[first]), int(self.f_off[end])
+        span = {"frame": (frame_lo, frame_hi), "utt": (first, end)}  # rows of each level
+        member_dirs = [f"members/{j}/" for j in range(len(meta.members))] if members else []
+        bases = [f"{source}{level}/" for source in ["", *member_dirs] for level in meta.levels]
+        requests: dict[str, tuple[int, int]] = {}
         for base in bases:
             lo, hi = span[base.split("/")[-2]]
             for name in ("indices", "values", "tail", "hard", "row_offsets"):
                 if base + name in self.arrays and not (
                     name in ("indices", "values") and base + "row_offsets" in self.arrays
                 ):
-                    reqs[base + name] = (lo, hi + (name == "row_offsets"))
-        data = self._fetch(reqs, sequential)
-        flat_reqs = {}
+                    requests[base + name] = (lo, hi + (name == "row_offsets"))
+        data = self._fetch(requests, sequential)
+        flat_requests = {}  # variable-width rows: the entries the row offsets point at
         for base in bases:
             if base + "row_offsets" in data:
-                ro = data[base + "row_offsets"]
-                n = self.arrays[base + "values"].shape[0]
-                if (np.diff(ro) < 0).any() or ro[0] < 0 or ro[-1] > n:
+                row_offsets = data[base + "row_offsets"]
+                entries = self.arrays[base + "values"].shape[0]
+                if (
+                    (np.diff(row_offsets) < 0).any()
+                    or row_offsets[0] < 0
+                    or row_offsets[-1] > entries
+                ):
                     self._fail(base + "row_offsets", span[base.split("/")[-2]][0], "bad offsets")
                 for name in ("indices", "values"):
-                    flat_reqs[base + name] = (int(ro[0]), int(ro[-1]))
-        flat = self._fetch(flat_reqs, sequential) if flat_reqs else {}
+                    flat_requests[base + name] = (int(row_offsets[0]), int(row_offsets[-1]))
+        flat = self._fetch(flat_requests, sequential) if flat_requests else {}
         rows = {base: self._rows(base, *span[base.split("/")[-2]], data, flat) for base in bases}
-        hard = {lv: data.get(f"{lv}/hard") for lv in ("frame", "utt")}
-        for lv, h in hard.items():
-            if h is not None and h.size:
-                bad = (h >= meta.num_classes) & (h != np.iinfo(h.dtype).max)
+        hard = {level: data.get(f"{level}/hard") for level in ("frame", "utt")}
+        for level, labels in hard.items():
+            if labels is not None and labels.size:
+                bad = (labels >= meta.num_classes) & (labels != np.iinfo(labels.dtype).max)
                 if bad.any():
-                    row = span[lv][0] + int(np.nonzero(bad)[0][0])
-                    self._fail(f"{lv}/hard", row, "hard label out of range")
-        nm = len(meta.members) if members else 0
+                    row = span[level][0] + int(np.nonzero(bad)[0][0])
+                    self._fail(f"{level}/hard", row, "hard label out of range")
+        num_members = len(meta.members) if members else 0
         return TargetBlock(
-            ids=tuple(self.ids[u:e]),
-            frame_offsets=self.f_off[u : e + 1] - a,
-            subsampling=self.index["subsampling"][u:e],
-            frame_shift_ms=self.index["frame_shift_ms"][u:e],
-            input_window=self.index["input_window"][u:e],
+            ids=tuple(self.ids[first:end]),
+            frame_offsets=self.f_off[first : end + 1] - frame_lo,
+            subsampling=self.index["subsampling"][first:end],
+            frame_shift_ms=self.index["frame_shift_ms"][first:end],
+            input_window=self.index["input_window"][first:end],
             frame=rows.get("frame/"),
             utt=rows.get("utt/"),
             hard_frame=hard["frame"],
             hard_utt=hard["utt"],
             members_frame=tuple(
-                rows[f"members/{j}/frame/"] for j in range(nm) if "frame" in meta.levels
+                rows[f"members/{j}/frame/"] for j in range(num_members) if "frame" in meta.levels
             ),
-            members_utt=tuple(rows[f"members/{j}/utt/"] for j in range(nm) if "utt" in meta.levels),
+            members_utt=tuple(
+                rows[f"members/{j}/utt/"] for j in range(num_members) if "utt" in meta.levels
+            ),
         )
 
 
@@ -242,9 +249,11 @@ class StoreReader:
             "input_window",
         ]
         where = [
-            f"{self.location}: part {p.id}: array index/{n}" for p in self.parts for n in names
+            f"{self.location}: part {part.id}: array index/{name}"
+            for part in self.parts
+            for name in names
         ]
-        paths = [f"parts/{p.id}/index/{n}" for p in self.parts for n in names]
+        paths = [f"parts/{part.id}/index/{name}" for part in self.parts for name in names]
         data = arrayio.read_slices(
             arrayio.open_arrays(self._store, paths), [Ellipsis] * len(paths), where
         )
@@ -255,36 +264,38 @@ class StoreReader:
         self._index_cols: list[dict[str, np.ndarray]] = []  # per part, per-utterance columns
         self.shadowed: dict[str, list[tuple[int, int]]] = {}  # later copies of a duplicate id
         keep: list[np.ndarray] = []  # per part (U_p,) bool: first occurrences
-        for i, part in enumerate(self.parts):
-            got = dict(zip(names, data[i * len(names) : (i + 1) * len(names)], strict=True))
+        for p, part in enumerate(self.parts):
+            got = dict(zip(names, data[p * len(names) : (p + 1) * len(names)], strict=True))
             ids = self._check_index(part, got)
             self._part_ids.append(ids)
             self._frame_offsets.append(got["frame_offsets"])
-            self._index_cols.append({n: got[n] for n in names[3:]})
+            self._index_cols.append({name: got[name] for name in names[3:]})
             keep.append(np.ones(len(ids), dtype=bool))
-            n = len(ids)
-            if self._where.keys().isdisjoint(ids) and len(set(ids)) == n:  # no duplicates
-                self._where.update(zip(ids, zip(repeat(i, n), range(n), strict=True), strict=True))
+            count = len(ids)
+            if self._where.keys().isdisjoint(ids) and len(set(ids)) == count:  # no duplicates
+                positions = zip(repeat(p, count), range(count), strict=True)
+                self._where.update(zip(ids, positions, strict=True))
                 self.ids.extend(ids)
                 continue
-            for j, u in enumerate(ids):
-                if u not in self._where:
-                    self._where[u] = (i, j)
-                    self.ids.append(u)
+            for position, utt_id in enumerate(ids):
+                if utt_id not in self._where:
+                    self._where[utt_id] = (p, position)
+                    self.ids.append(utt_id)
                     continue
                 if not allow_duplicates:
-                    other = self.parts[self._where[u][0]].id
+                    other = self.parts[self._where[utt_id][0]].id
                     raise StoreIntegrityError(
-                        f"{self.location}: utterance {u} is in parts {other} and {part.id}"
+                        f"{self.location}: utterance {utt_id} is in parts {other} and {part.id}"
                     )
-                self.shadowed.setdefault(u, []).append((i, j))
-                keep[i][j] = False
+                self.shadowed.setdefault(utt_id, []).append((p, position))
+                keep[p][position] = False
 
         def column(values: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
             return np.concatenate(values)[np.concatenate(keep)] if values else empty
 
-        self.num_frames = column([np.diff(o) for o in self._frame_offsets], np.zeros(0, np.int64))
+        frames = [np.diff(offsets) for offsets in self._frame_offsets]
         cols = self._index_cols
+        self.num_frames = column(frames, np.zeros(0, np.int64))
         self.subsampling = column([c["subsampling"] for c in cols], np.zeros(0, np.uint16))
         self.frame_shift_ms = column([c["frame_shift_ms"] for c in cols], np.zeros(0, np.float32))
         self.input_window = column([c["input_window"] for c in cols], np.zeros((0, 2), np.int64))

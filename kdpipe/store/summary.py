@@ -40,7 +40,10 @@ def summarize(
         size = disk_bytes(reader.location, storage_options)
     except (OSError, ValueError, NotImplementedError):
         size = None
-    tails, ents, conf, seen = [], [], {}, 0
+    tails: list[np.ndarray] = []
+    ents: list[np.ndarray] = []
+    conf: dict[int, int] = {}  # hard * C + top1 -> frames
+    seen = 0
     c = meta.num_classes
     agree = [0, 0]
     for block in reader.blocks():

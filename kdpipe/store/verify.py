@@ -253,7 +253,9 @@ def verify_store(
             other = labels if isinstance(labels, LabelSet) else LabelSet(tuple(labels))
             meta.label_set.check_same(other, f"store {where}", "the given label set")
         found = scan(store, location, meta, rep.errors)
-        recorded = {meta.features.get("fingerprint"), meta.corpus_fingerprint} - {None, ""}
+        recorded = {
+            str(fp) for fp in (meta.features.get("fingerprint"), meta.corpus_fingerprint) if fp
+        }
         if corpus_fingerprint and recorded and corpus_fingerprint not in recorded:
             rep.error(
                 f"{where}: made from features/corpus {', '.join(sorted(recorded))}, "

@@ -70,7 +70,9 @@ def encode_rows(
         raise StoreError(f"{where}: {rows.num_rows} rows, expected {num_rows}")
     if rows.tail.shape != (rows.num_rows,):
         raise StoreError(f"{where}: tail has shape {rows.tail.shape}, expected ({rows.num_rows},)")
-    if rows.values.dtype == np.uint8 and not np.array_equal(rows.codebook, coding.log_codebook()):
+    if rows.values.dtype == np.uint8 and (
+        rows.codebook is None or not np.array_equal(rows.codebook, coding.log_codebook())
+    ):
         raise StoreError(f"{where}: uint8 values with a foreign codebook")
     indices, offsets = None, None
     if rows.indices is not None:
