@@ -82,6 +82,10 @@ def check_rows(
     """Content checks of one target matrix (``base`` = e.g. ``frame/``) whose values are
     stored with ``transform`` (``coding``)."""
     c, enc = meta.num_classes, meta.values
+
+    def fail(array: str, row: int, msg: str) -> None:
+        _row_error(rep, at, ids, f_off, base + array, row, msg)
+
     vals, tail = d[base + "values"], d[base + "tail"]
     ro = d.get(base + "row_offsets")
     if ro is not None and (ro[0] != 0 or ro[-1] != len(vals) or (np.diff(ro) < 0).any()):
@@ -99,28 +103,20 @@ def check_rows(
         and ix.size
         and (bad := np.flatnonzero((ix >= c).reshape(len(ix), -1).any(axis=-1))).size
     ):
-        _row_error(
-            rep,
-            at,
-            ids,
-            f_off,
-            base + "indices",
+        fail(
+            "indices",
             rows_of(bad[0]),
             f"class index {int(ix.max())} out of range [0, {c}) ({bad.size} rows)",
         )
     finite = vals >= 1 if enc == "uint8" else np.isfinite(vals) & (vals <= 0)
     if (bad := np.flatnonzero(~finite.reshape(len(vals), -1).all(axis=-1))).size:
-        _row_error(
-            rep,
-            at,
-            ids,
-            f_off,
-            base + "values",
+        fail(
+            "values",
             rows_of(bad[0]),
             "values not finite log-probabilities",
         )
     if enc == "float16" and (bad := np.flatnonzero(np.isnan(tail) | (tail > 0))).size:
-        _row_error(rep, at, ids, f_off, base + "tail", int(bad[0]), "tail is not a log-mass")
+        fail("tail", int(bad[0]), "tail is not a log-mass")
     logp = coding.log_codebook()[vals] if enc == "uint8" else vals.astype(np.float32)
     p = np.exp(logp.astype(np.float64))
     if ix is not None:  # sparse rows must be in descending order
@@ -137,12 +133,8 @@ def check_rows(
     tail_p = np.exp((coding.log_codebook()[tail] if enc == "uint8" else tail).astype(np.float64))
     off = np.abs(sums + tail_p - 1.0) if len(sums) else np.zeros(0)
     if (bad := np.flatnonzero(~(off <= coding.sum_tolerance(enc)))).size:
-        _row_error(
-            rep,
-            at,
-            ids,
-            f_off,
-            base + "values",
+        fail(
+            "values",
             int(bad[0]),
             f"kept mass + tail = {1 + float(off[bad[0]]):.4f}, not 1 (tolerance "
             f"{coding.sum_tolerance(enc):.3f}; {bad.size} rows)",
