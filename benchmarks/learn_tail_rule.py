@@ -80,7 +80,7 @@ def main() -> None:
                             epochs=a.epochs, batch_frames=1000, lr=5e-3, patience=0, seed=s
                         )
                         kd = KdConfig(tail=rule, temperature=temp, verify=False)
-                        run = KdRun(((store, 1.0),), fs.location, "dnn", small, tc, kd)
+                        run = KdRun(fs.location, "dnn", small, tc, targets=((store, 1.0),), kd=kd)
                         out = root / f"s-{k}-{temp}-{rule}-{s}"
                         runs.append(train_kd(run, out, progress=False).best_dev_acc)
                     acc[rule] = (statistics.mean(runs), float(np.std(runs)))

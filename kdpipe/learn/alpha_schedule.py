@@ -23,8 +23,8 @@ def alpha_at(
     if schedule == "constant":
         return alpha
     if schedule == "anneal":
-        t = epoch / max(epochs - 1, 1)
-        return alpha + (alpha_end - alpha) * min(max(t, 0.0), 1.0)
+        progress = epoch / max(epochs - 1, 1)
+        return alpha + (alpha_end - alpha) * min(max(progress, 0.0), 1.0)
     if schedule == "pretrain":
         return 1.0 if epoch < soft_epochs else 0.0
     raise ValueError(f"unknown KD schedule {schedule!r}; known: {', '.join(SCHEDULES)}")

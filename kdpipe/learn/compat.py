@@ -4,10 +4,11 @@ run before the first training step. Every refusal names the store and what diffe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
+from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import (
     ConfigError,
     FingerprintMismatch,
@@ -15,12 +16,11 @@ from kdpipe.errors import (
     StoreError,
     StoreIntegrityError,
 )
+from kdpipe.labels import LabelSet
 from kdpipe.learn.targets import check_rates
 from kdpipe.levels import LEVEL_WORDS, Level
-
-if TYPE_CHECKING:
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.store.reader import StoreReader
+from kdpipe.store.reader import StoreReader
+from kdpipe.store.verify import verify_store
 
 
 def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_sub: int) -> None:
@@ -33,8 +33,8 @@ def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_
     if feat_fp and feat_fp != corpus.config.fingerprint:
         theirs = corpus.config.to_dict()
         ours = meta.features.get("config") or {}
-        diffs = [f"{k} {ours.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(theirs)
-                 if k in ours and ours.get(k) != theirs.get(k)]  # fmt: skip
+        diffs = [f"{key} {ours.get(key)!r} vs {theirs.get(key)!r}" for key in sorted(theirs)
+                 if key in ours and ours.get(key) != theirs.get(key)]  # fmt: skip
         detail = f"; differing settings: {', '.join(diffs)}" if diffs else ""
         raise FingerprintMismatch(
             f"{where}: targets were computed on features with fingerprint {feat_fp}, "
@@ -56,26 +56,26 @@ def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_
     if level == "frame":
         shift = corpus.config.frame_shift_ms
         subs = np.unique(reader.subsampling) if len(reader) else np.array([meta.subsampling])
-        for s in subs:
-            check_rates(student_sub, int(s), where)
-        for s, fs in zip(reader.subsampling, reader.frame_shift_ms, strict=True):
-            if abs(float(fs) - shift * int(s)) > 1e-3:
+        for sub in subs:
+            check_rates(student_sub, int(sub), where)
+        for sub, teacher_shift in zip(reader.subsampling, reader.frame_shift_ms, strict=True):
+            teacher_sub, teacher_ms = int(sub), float(teacher_shift)
+            if abs(teacher_ms - shift * teacher_sub) > 1e-3:
                 raise FingerprintMismatch(
-                    f"{where}: teacher frame shift {float(fs):g} ms with subsampling {int(s)} "
-                    f"does not match the corpus frame shift {shift:g} ms x {int(s)}"
+                    f"{where}: teacher frame shift {teacher_ms:g} ms with subsampling "
+                    f"{teacher_sub} does not match the corpus frame shift {shift:g} ms x "
+                    f"{teacher_sub}"
                 )
 
 
-def check_verified(location: str, labels: object) -> None:
+def check_verified(location: str, labels: LabelSet | Sequence[str]) -> None:
     """``StoreIntegrityError`` unless ``kdpipe store verify`` would pass on the store."""
-    from kdpipe.store.verify import verify_store
-
-    rep = verify_store(location, labels=labels)  # type: ignore[arg-type]
-    if not rep.ok:
-        more = len(rep.errors) - 1 + rep.more_errors
+    report = verify_store(location, labels=labels)
+    if not report.ok:
+        more = len(report.errors) - 1 + report.more_errors
         extra = f" (+{more} more)" if more else ""
         raise StoreIntegrityError(
-            f"store {location} fails verification: {rep.errors[0]}{extra}; "
+            f"store {location} fails verification: {report.errors[0]}{extra}; "
             f"see `kdpipe store verify {location}`"
         )
 
@@ -86,8 +86,8 @@ def join_ids(
     """(store positions, corpus indices) of the split's utterances that the store covers,
     in store order. Refuses an empty intersection, and a partial one unless allowed."""
     in_split = corpus.indices(split)
-    corpus_pos = {corpus.ids[i]: int(i) for i in in_split}
-    pos = [p for p, u in enumerate(reader.ids) if u in corpus_pos]
+    corpus_pos = {corpus.ids[index]: int(index) for index in in_split}
+    pos = [position for position, utt in enumerate(reader.ids) if utt in corpus_pos]
     where = f"store {reader.location}"
     if not pos:
         raise StoreError(
@@ -99,14 +99,16 @@ def join_ids(
     missing = len(in_split) - len(pos)
     if missing and not allow_partial:
         have = set(reader.ids)
-        first = next(corpus.ids[int(i)] for i in in_split if corpus.ids[int(i)] not in have)
+        split_ids = (corpus.ids[int(index)] for index in in_split)
+        first = next(utt for utt in split_ids if utt not in have)
         raise StoreError(
             f"{where} covers {len(pos)} of the {len(in_split)} utterances of split {split!r} "
             f"({missing} missing, e.g. {first}); pass --allow-partial to train on the "
             f"{len(pos)} it covers"
         )
-    p = np.array(pos, dtype=np.int64)
-    return p, np.array([corpus_pos[reader.ids[i]] for i in p], dtype=np.int64)
+    positions = np.array(pos, dtype=np.int64)
+    indices = [corpus_pos[reader.ids[position]] for position in positions]
+    return positions, np.array(indices, dtype=np.int64)
 
 
 def crop_windows(
@@ -119,11 +121,11 @@ def crop_windows(
     win[:, 1] = np.where(win[:, 1] < 0, total, win[:, 1])
     bad = (win[:, 0] < 0) | (win[:, 1] > total) | (win[:, 1] <= win[:, 0])
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        first = int(np.flatnonzero(bad)[0])
         raise StoreError(
-            f"store {reader.location}: utterance {reader.ids[pos[i]]}: input window "
-            f"[{win[i, 0]}, {reader.input_window[pos[i], 1]}) does not fit its "
-            f"{total[i]} feature frames"
+            f"store {reader.location}: utterance {reader.ids[pos[first]]}: input window "
+            f"[{win[first, 0]}, {reader.input_window[pos[first], 1]}) does not fit its "
+            f"{total[first]} feature frames"
         )
     return win
 
@@ -140,11 +142,11 @@ def check_frame_counts(
     tol = np.where(sub > 1, 2, 0)
     bad = np.abs(have - want) > tol
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        first = int(np.flatnonzero(bad)[0])
         raise StoreError(
-            f"store {reader.location}: utterance {reader.ids[pos[i]]} has {have[i]} teacher "
-            f"frames but {frames[i]} input frames in {corpus_location} (subsampling "
-            f"{sub[i]}: expected {want[i]}); {int(bad.sum())} utterance(s) disagree: were "
+            f"store {reader.location}: utterance {reader.ids[pos[first]]} has {have[first]} "
+            f"teacher frames but {frames[first]} input frames in {corpus_location} (subsampling "
+            f"{sub[first]}: expected {want[first]}); {int(bad.sum())} utterance(s) disagree: were "
             "the targets made from other features?"
         )
 

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from kdpipe.batching import pad_features, pad_labels
+from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.views import ViewConfig, crop_windows
 from kdpipe.errors import TrainingError
 from kdpipe.levels import FRAME, Level
-
-if TYPE_CHECKING:
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.corpus.views import ViewConfig
 
 
 @dataclass
@@ -32,7 +29,8 @@ class SoftTargets:
     weight: torch.Tensor  # (B,) float32 per-utterance loss weight (store mixing)
 
     def to(self, device: torch.device) -> SoftTargets:
-        return SoftTargets(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+        moved = (tensor.to(device, non_blocking=True) for tensor in vars(self).values())
+        return SoftTargets(*moved)
 
 
 @dataclass
@@ -73,7 +71,7 @@ class LabelledData:
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.array([len(f) for f in self.feats], dtype=np.int64)
+        return np.array([len(feat) for feat in self.feats], dtype=np.int64)
 
     @property
     def num_features(self) -> int:
@@ -81,9 +79,9 @@ class LabelledData:
 
     def batch(self, index: Sequence[int] | np.ndarray) -> Batch:
         index = np.asarray(index)
-        x, lengths = pad_features([self.feats[i] for i in index])
+        x, lengths = pad_features([self.feats[utt] for utt in index])
         if self.level == "frame":
-            y = pad_labels([self.labels[i] for i in index])
+            y = pad_labels([self.labels[utt] for utt in index])
         else:
             y = torch.as_tensor(np.asarray(self.labels)[index], dtype=torch.int64)
         return Batch(x, lengths, y, index)
@@ -100,17 +98,17 @@ class LabelledData:
         labels likewise; clip labels are unchanged. ``ConfigError`` names an utterance
         shorter than the window.
         """
-        from kdpipe.corpus.views import crop_windows
-
-        idx = store.indices(split)
-        ids = [store.ids[i] for i in idx]
+        indices = store.indices(split)
+        ids = [store.ids[index] for index in indices]
         windows = None
         if view is not None:  # before reading: a too-short utterance fails fast
-            windows = crop_windows(view, ids, store.num_frames[idx], store.config.frame_shift_ms)
+            frames = store.num_frames[indices]
+            windows = crop_windows(view, ids, frames, store.config.frame_shift_ms)
         feats, labels = store.load_split(split)
         if windows is not None:
-            cut = [slice(int(a), int(b)) for a, b in windows]
-            feats = [f[c].copy() for f, c in zip(feats, cut, strict=True)]  # N x (T_view, F)
+            crops = [slice(int(start), int(stop)) for start, stop in windows]
+            # N x (T_view, F)
+            feats = [feat[crop].copy() for feat, crop in zip(feats, crops, strict=True)]
             if store.level == FRAME:
-                labels = [y[c].copy() for y, c in zip(labels, cut, strict=True)]
+                labels = [frame[crop].copy() for frame, crop in zip(labels, crops, strict=True)]
         return cls(ids, feats, labels, store.level, len(store.labels))

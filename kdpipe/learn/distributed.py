@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as torch_dist
 
 
 @dataclass(frozen=True)
@@ -33,23 +34,17 @@ def init_distributed(device: torch.device) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, size = torch_dist.get_rank(), torch_dist.get_world_size()
+    return Dist(rank, size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown(d: Dist) -> None:
-    if d.enabled:
-        import torch.distributed as dist
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        torch_dist.barrier()
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+
+def shutdown(dist: Dist) -> None:
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

@@ -57,13 +57,13 @@ def block_ids(part_sizes: list[int], frames: np.ndarray, block_frames: int) -> n
     part and hold about ``block_frames`` frames. Keys are increasing, not consecutive."""
     keys = np.zeros(len(frames), dtype=np.int64)
     start, key = 0, 0
-    for n in part_sizes:
-        f = frames[start : start + n]
-        before = np.concatenate([[0], np.cumsum(f)[:-1]]) if n else f
+    for size in part_sizes:
+        part_frames = frames[start : start + size]  # (size,)
+        before = np.concatenate([[0], np.cumsum(part_frames)[:-1]]) if size else part_frames
         local = before // max(1, block_frames)
-        keys[start : start + n] = key + local
-        key += int(local[-1]) + 1 if n else 0
-        start += n
+        keys[start : start + size] = key + local
+        key += int(local[-1]) + 1 if size else 0
+        start += size
     return keys
 
 
@@ -85,22 +85,22 @@ def shard_plan(
     rng = np.random.default_rng([seed, epoch, 29, shard])
     buf: list[int] = []
     out: list[int] = []
-    for b in mine:
-        for e in members[b].tolist():
-            buf.append(e)
+    for block in mine:
+        for example in members[block].tolist():
+            buf.append(example)
             if len(buf) > buffer_utts:
-                j = int(rng.integers(len(buf)))
-                buf[j], buf[-1] = buf[-1], buf[j]
+                evict = int(rng.integers(len(buf)))
+                buf[evict], buf[-1] = buf[-1], buf[evict]
                 out.append(buf.pop())
     out.extend(np.array(buf, dtype=np.int64)[rng.permutation(len(buf))].tolist())
     lengths = table.lengths
     batches: list[np.ndarray] = []
     flat = np.array(out, dtype=np.int64)
-    for w in range(0, len(flat), window_utts):
-        win = flat[w : w + window_utts]
-        cut = bucket_batches(lengths[win], batch_frames)  # length order, no shuffle
-        for k in rng.permutation(len(cut)):
-            batches.append(win[cut[k]])
+    for start in range(0, len(flat), window_utts):
+        window = flat[start : start + window_utts]
+        cut = bucket_batches(lengths[window], batch_frames)  # length order, no shuffle
+        for batch in rng.permutation(len(cut)):
+            batches.append(window[cut[batch]])
     return batches
 
 
@@ -110,9 +110,9 @@ def interleave(counts: list[int], steps: int) -> list[tuple[int, int]]:
     order of ``torch.utils.data.DataLoader`` with an ``IterableDataset``)."""
     out: list[tuple[int, int]] = []
     done = [0] * len(counts)
-    while len(out) < steps and any(d < c for d, c in zip(done, counts, strict=True)):
-        for w, c in enumerate(counts):
-            if done[w] < c and len(out) < steps:
-                out.append((w, done[w]))
-                done[w] += 1
+    while len(out) < steps and any(made < count for made, count in zip(done, counts, strict=True)):
+        for worker, count in enumerate(counts):
+            if done[worker] < count and len(out) < steps:
+                out.append((worker, done[worker]))
+                done[worker] += 1
     return out

@@ -5,19 +5,21 @@ Legend: B batch, T' output frames, C classes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from kdpipe.batching import bucket_batches
+from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.views import ViewConfig
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
-
-if TYPE_CHECKING:
-    from kdpipe.corpus.views import ViewConfig
+from kdpipe.metrics import confusion, phone_error_rate
+from kdpipe.models import load_checkpoint, pick_device
 
 
 @dataclass
@@ -56,24 +58,24 @@ def predict(
         y = batch.y
         if data.level == "frame":
             y = align_frame_labels(y, sub, out_lengths, logits.shape[1])  # (B, T')
-        loss, c, n = hard_ce(logits.float(), y)
-        total_loss += float(loss) * n
-        correct, counted = correct + c, counted + n
+        loss, batch_correct, batch_counted = hard_ce(logits.float(), y)
+        total_loss += float(loss) * batch_counted
+        correct, counted = correct + batch_correct, counted + batch_counted
         if keep:
-            pred = logits.argmax(-1).cpu().numpy()
-            yy = y.cpu().numpy()
-            for b, i in enumerate(batch.index):
+            pred = logits.argmax(-1).cpu().numpy()  # (B, T') or (B,)
+            labels = y.cpu().numpy()
+            for row, utt in enumerate(batch.index):
                 if data.level == "frame":
-                    valid = yy[b] != IGNORE
-                    hyp[int(i)], ref[int(i)] = pred[b][valid], yy[b][valid]
+                    valid = labels[row] != IGNORE
+                    hyp[int(utt)], ref[int(utt)] = pred[row][valid], labels[row][valid]
                 else:
-                    hyp[int(i)], ref[int(i)] = pred[b : b + 1], yy[b : b + 1]
+                    hyp[int(utt)], ref[int(utt)] = pred[row : row + 1], labels[row : row + 1]
     if was_training:
         model.train()
     out = Predictions(total_loss / max(counted, 1), correct, counted)
     if keep:
-        out.hyp = [hyp[i] for i in range(len(data))]
-        out.ref = [ref[i] for i in range(len(data))]
+        out.hyp = [hyp[utt] for utt in range(len(data))]
+        out.ref = [ref[utt] for utt in range(len(data))]
     return out
 
 
@@ -127,10 +129,6 @@ def evaluate_checkpoint(
     Refuses a corpus whose label set or feature config disagrees with the checkpoint's
     card. With ``out``, writes ``metrics.json``, ``confusion.csv`` and ``confusion.png``.
     """
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.metrics import confusion, phone_error_rate
-    from kdpipe.models import load_checkpoint, pick_device
-
     store = FeatureStore.open(corpus)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev, trust_custom_code=trust_custom_code)
@@ -166,31 +164,24 @@ def evaluate_checkpoint(
 
 def write_report(report: EvalReport, out: Path) -> None:
     """``metrics.json``, ``confusion.csv`` (rows = reference) and ``confusion.png``."""
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-    with open(out / "confusion.csv", "w") as f:
-        f.write("ref\\hyp," + ",".join(report.labels) + "\n")
+    with open(out / "confusion.csv", "w") as table:
+        table.write("ref\\hyp," + ",".join(report.labels) + "\n")
         for name, row in zip(report.labels, report.confusion, strict=True):
-            f.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = report.confusion.astype(np.float64)
-    m = m / np.maximum(m.sum(1, keepdims=True), 1)  # row-normalised: recall per class
+            table.write(name + "," + ",".join(str(int(count)) for count in row) + "\n")
+    counts = report.confusion.astype(np.float64)  # (C, C)
+    recall = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # row-normalised
     size = min(4 + 0.12 * len(report.labels), 20)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    fig = Figure(figsize=(size, size))  # no pyplot: no global backend or figure to close
+    axes = fig.subplots()
+    axes.imshow(recall, cmap="Blues", vmin=0, vmax=1)
     if len(report.labels) <= 80:
         ticks = range(len(report.labels))
-        ax.set_xticks(ticks, report.labels, rotation=90, fontsize=6)
-        ax.set_yticks(ticks, report.labels, fontsize=6)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    ax.set_title(f"{report.split}: accuracy {report.accuracy:.3f}")
+        axes.set_xticks(ticks, report.labels, rotation=90, fontsize=6)
+        axes.set_yticks(ticks, report.labels, fontsize=6)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("reference")
+    axes.set_title(f"{report.split}: accuracy {report.accuracy:.3f}")
     fig.tight_layout()
     fig.savefig(out / "confusion.png", dpi=100)
-    plt.close(fig)

@@ -1,9 +1,10 @@
 """Distil a student from target stores: ``kdpipe learn --targets STORE --corpus FEATS``.
 
 ``kd_loss`` is the loss of one streamed batch (also for a user's own loop);
-``KdObjective`` plugs it into ``trainer.train`` with the alpha schedule; ``train_kd`` runs
-the compatibility checks and the trainer. Legend: B batch, T' student output frames,
-K kept entries per row, C classes, N counted rows.
+``KdObjective`` plugs it into ``trainer.train`` with the alpha schedule, ``StreamSource``
+a ``TargetStream``; ``KdRun`` is a run's identity (``session.Run`` plus the stores and the
+``kd`` settings); ``train_kd`` runs the compatibility checks and the trainer.
+Legend: B batch, T' student output frames, K kept entries per row, C classes, N counted rows.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdpipe.corpus.views import ViewConfig
+from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import TrainingError
-from kdpipe.learn.data import Batch
+from kdpipe.learn import compat, session
+from kdpipe.learn.data import Batch, LabelledData
+from kdpipe.learn.distributed import Dist
 from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.stream import TargetStream
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import TrainResult
 from kdpipe.losses import IGNORE, multitask, sampled_kd, sparse_kd
+from kdpipe.models import make_card
+from kdpipe.store.reader import StoreReader
 
 
 def kd_loss(
@@ -93,7 +99,9 @@ class KdObjective:
     epochs: int
     sampled: bool = False
 
-    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int):
+    def __call__(
+        self, model: torch.nn.Module, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, int, int]:
         logits, out_lengths = model(batch.x, batch.lengths)  # (B, T', C) or (B, C)
         return kd_loss(
             logits,
@@ -110,47 +118,38 @@ class KdObjective:
 class StreamSource:
     """A ``TargetStream`` as the trainer's ``BatchSource``."""
 
-    stream: Any  # TargetStream
+    stream: TargetStream
 
-    def epoch_batches(self, epoch: int, cfg: TrainConfig, dist: Any, skip: int):
+    def epoch_batches(
+        self, epoch: int, cfg: TrainConfig, dist: Dist, skip: int
+    ) -> tuple[int, Iterable[Batch]]:
         self.stream.set_epoch(epoch, skip)
-        n = self.stream.num_batches()
-        if n == 0:
+        count = self.stream.num_batches()
+        if count == 0:
             raise TrainingError(f"no training batches for rank {dist.rank} of {dist.world}")
-        batches: Iterable[Batch] = self.stream.loader() if n > skip else []
-        return n, batches
+        batches: Iterable[Batch] = self.stream.loader() if count > skip else []
+        return count, batches
 
     def describe(self, index: Any) -> list[str]:
         return self.stream.describe(index)
 
 
 @dataclass(frozen=True)
-class KdRun:
-    """What to distil from what: the identity of a run, checked again on ``--resume``."""
+class KdRun(session.Run):
+    """What to distil from what: the identity of a run, checked again on ``--resume``.
+    ``view`` crops dev utterances (the training windows are the stores')."""
 
-    targets: tuple[tuple, ...]  # (store location, weight[, split]) of each store
-    corpus: str
-    student: str
-    model_config: dict[str, Any]
-    train: TrainConfig
-    kd: KdConfig = field(default_factory=KdConfig)
-    train_split: str = "train"  # a split name or a subset spec such as train[:10%]
-    dev_split: str = "dev"
-    view: ViewConfig | None = None  # crop dev utterances (training windows: the stores')
-    init: str | None = None  # checkpoint to start from (fine-tuning); None: seeded init
+    targets: tuple[tuple, ...] = field(kw_only=True)  # (store location, weight[, split]) each
+    kd: KdConfig = field(default_factory=KdConfig, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
+        shared = super().to_dict()
+        before_kd = ("corpus", "student", "model_config", "train")  # keys in their old order
         return {
-            "targets": [list(t) for t in self.targets],
-            "corpus": self.corpus,
-            "student": self.student,
-            "model_config": self.model_config,
-            "train": self.train.to_dict(),
+            "targets": [list(target) for target in self.targets],
+            **{key: shared.pop(key) for key in before_kd},
             "kd": self.kd.to_dict(),
-            "train_split": self.train_split,
-            "dev_split": self.dev_split,
-            "view": None if self.view is None else self.view.to_dict(),
-            "init": self.init,
+            **shared,
         }
 
 
@@ -167,37 +166,28 @@ def train_kd(
     and subsampling of every store against the corpus and the student; store verification
     (``kd.verify``); ids covered; frame counts per utterance.
     """
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.learn import compat
-    from kdpipe.learn.data import LabelledData
-    from kdpipe.learn.session import build_student, fit, session
-    from kdpipe.learn.stream import TargetStream
-    from kdpipe.learn.supervised import claim_output
-    from kdpipe.models import make_card
-    from kdpipe.store.reader import StoreReader
-
     out = Path(out)
     cfg, kd = run.train, run.kd
     if not run.targets:
         raise TrainingError("no target store given")
-    with session(cfg) as (dist, device):
+    with session.session(cfg) as (dist, device):
         corpus = FeatureStore.open(run.corpus)
-        readers = [StoreReader(t[0]) for t in run.targets]
-        model, level, sub = build_student(
+        readers = [StoreReader(target[0]) for target in run.targets]
+        model, level, subsampling = session.build_student(
             run.student, run.model_config, corpus, cfg.seed, init=run.init
         )
-        for r in readers:
-            compat.check_meta(r, corpus, level, sub)
-            compat.check_sampled(r, kd.temperature)
+        for reader in readers:
+            compat.check_meta(reader, corpus, level, subsampling)
+            compat.check_sampled(reader, kd.temperature)
             if kd.verify:
-                compat.check_verified(r.location, corpus.labels)
+                compat.check_verified(reader.location, corpus.labels)
         stream = TargetStream(
             list(run.targets),
             run.corpus,
             run.train_split,
             batch_frames=cfg.batch_frames,
             seed=cfg.seed,
-            subsampling=sub,
+            subsampling=subsampling,
             level=level,
             hard_labels=kd.hard_labels,
             block_frames=kd.block_frames,
@@ -209,8 +199,8 @@ def train_kd(
             allow_partial=kd.allow_partial,
         )
         dev_data = LabelledData.from_store(corpus, run.dev_split, run.view)
-        claim_output(out, run, resume, overwrite)  # type: ignore[arg-type]  # checks passed
-        sampled = all(r.meta.rule.name == "sample" for r in readers)
+        session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
+        sampled = all(reader.meta.rule.name == "sample" for reader in readers)
         objective = KdObjective(kd, cfg.epochs, sampled)
         card = make_card(
             model,
@@ -223,17 +213,17 @@ def train_kd(
                 "objective": "kd",
                 "stores": [
                     {
-                        "location": r.location,
-                        "fingerprint": r.record["fingerprint"],
-                        "rule": r.meta.rule.to_dict(),
-                        "teachers": [t.name for t in r.meta.teachers],
+                        "location": reader.location,
+                        "fingerprint": reader.record["fingerprint"],
+                        "rule": reader.meta.rule.to_dict(),
+                        "teachers": [teacher.name for teacher in reader.meta.teachers],
                     }
-                    for r in readers
+                    for reader in readers
                 ],
                 "utterances": len(stream.table),
-                "parameters": sum(p.numel() for p in model.parameters()),
+                "parameters": sum(param.numel() for param in model.parameters()),
             },
         )
 
-        return fit(model, StreamSource(stream), dev_data, cfg, out, objective, card,
-                   resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip
+        return session.fit(model, StreamSource(stream), dev_data, cfg, out, objective, card,
+                           resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip

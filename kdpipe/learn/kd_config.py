@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdpipe.errors import ConfigError
-from kdpipe.learn.alpha_schedule import SCHEDULES
+from kdpipe.learn.alpha_schedule import SCHEDULES, alpha_at
 from kdpipe.losses import TAIL_RULES
 from kdpipe.schema import from_dict, to_dict
 
@@ -47,13 +47,12 @@ class KdConfig:
         need(self.workers >= 0, "workers must be >= 0")
 
     def alpha_at(self, epoch: int, epochs: int) -> float:
-        from kdpipe.learn.alpha_schedule import alpha_at
-
+        """The teacher weight of 0-based ``epoch`` (``alpha_schedule.alpha_at``)."""
         return alpha_at(epoch, epochs, self.schedule, self.alpha, self.alpha_end, self.soft_epochs)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> KdConfig:
-        return from_dict(cls, d, "kd")
+    def from_dict(cls, data: dict[str, Any] | None) -> KdConfig:
+        return from_dict(cls, data, "kd")

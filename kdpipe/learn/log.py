@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+    with open(path, "a") as log:
+        log.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -22,21 +24,16 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> None:
     """Loss (train, dev) and dev accuracy per epoch, side by side."""
     if not rows:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(ep, [r["train_loss"] for r in rows], label="train")
-    a.plot(ep, [r["dev_loss"] for r in rows], label="dev")
-    a.set_xlabel("epoch")
-    a.set_ylabel("cross-entropy")
-    a.legend()
-    b.plot(ep, [r["dev_acc"] for r in rows], color="C2")
-    b.set_xlabel("epoch")
-    b.set_ylabel("dev accuracy")
+    epochs = [row["epoch"] for row in rows]
+    fig = Figure(figsize=(9, 3.2))  # no pyplot: no global backend or figure to close
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [row["train_loss"] for row in rows], label="train")
+    loss_ax.plot(epochs, [row["dev_loss"] for row in rows], label="dev")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [row["dev_acc"] for row in rows], color="C2")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("dev accuracy")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)

@@ -13,5 +13,5 @@ def lr_at(progress: float, peak: float, total: float, warmup: float, floor_ratio
     if warmup > 0 and progress < warmup:
         return peak * (progress + 1e-3) / warmup
     span = max(total - warmup, 1e-9)
-    t = min(max((progress - warmup) / span, 0.0), 1.0)
-    return peak * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    decayed = min(max((progress - warmup) / span, 0.0), 1.0)  # fraction of the decay done
+    return peak * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * decayed)))

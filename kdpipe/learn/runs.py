@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
+from kdpipe.learn.kd import KdRun, train_kd
+from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.supervised import SupervisedRun, train_supervised
+from kdpipe.learn.train_config import TrainConfig
+from kdpipe.learn.trainer import TrainResult
 from kdpipe.schema import check_keys
-
-if TYPE_CHECKING:
-    from kdpipe.learn.kd import KdRun
-    from kdpipe.learn.supervised import SupervisedRun
-    from kdpipe.learn.trainer import TrainResult
 
 CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init")
 
@@ -25,14 +26,14 @@ def parse_targets(items: Any, where: str = "targets") -> list[tuple]:
     """Target stores as ``(location, weight[, split])`` from paths or
     ``{path, weight, split}`` mappings."""
     out: list[tuple] = []
-    for t in items or []:
-        if isinstance(t, str):
-            out.append((t, 1.0))
-        elif isinstance(t, dict) and set(t) <= {"path", "weight", "split"} and "path" in t:
-            one = (str(t["path"]), float(t.get("weight", 1.0)))
-            out.append((*one, str(t["split"])) if "split" in t else one)
+    for item in items or []:
+        if isinstance(item, str):
+            out.append((item, 1.0))
+        elif isinstance(item, dict) and set(item) <= {"path", "weight", "split"} and "path" in item:
+            store = (str(item["path"]), float(item.get("weight", 1.0)))
+            out.append((*store, str(item["split"])) if "split" in item else store)
         else:
-            raise ConfigError(f"{where}: expected a path or {{path, weight, split}}, got {t!r}")
+            raise ConfigError(f"{where}: expected a path or {{path, weight, split}}, got {item!r}")
     return out
 
 
@@ -57,10 +58,6 @@ def build_run(
     ``targets`` replace the file's. A distillation run when there are targets, else a
     hard-label run; ``ConfigError`` for unknown keys or kd settings without targets.
     """
-    from kdpipe.corpus.views import ViewConfig
-    from kdpipe.learn.kd_config import KdConfig
-    from kdpipe.learn.train_config import TrainConfig
-
     file = dict(file or {})
     if set(file) - set(CONFIG_KEYS):
         bad = sorted(set(file) - set(CONFIG_KEYS))
@@ -74,7 +71,7 @@ def build_run(
     kd_cfg = {**(file.get("kd") or {}), **(kd or {})}
     stores = targets if targets else parse_targets(file.get("targets"), f"{where}: targets")
     view_cfg = view if view is not None else file.get("view")
-    common = {
+    common: dict[str, Any] = {  # the fields of session.Run
         "corpus": str(corpus),
         "student": str(name),
         "model_config": model_cfg,
@@ -85,12 +82,8 @@ def build_run(
         "init": init or file.get("init"),
     }
     if stores:
-        from kdpipe.learn.kd import KdRun
-
         check_keys(kd_cfg, KdConfig, "kd")
         return KdRun(targets=tuple(stores), kd=KdConfig.from_dict(kd_cfg), **common)
-    from kdpipe.learn.supervised import SupervisedRun
-
     if kd_cfg:
         raise ConfigError(f"{where}: distillation settings (kd) given without target stores")
     return SupervisedRun(**common)
@@ -105,9 +98,6 @@ def train_run(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``run`` into ``out``: ``train_kd`` or ``train_supervised``."""
-    from kdpipe.learn.kd import KdRun, train_kd
-    from kdpipe.learn.supervised import train_supervised
-
     if isinstance(run, KdRun):
         return train_kd(run, out, resume=resume, overwrite=overwrite, progress=progress)
     return train_supervised(run, out, resume=resume, overwrite=overwrite, progress=progress)

@@ -1,32 +1,109 @@
-"""What every training run shares, hard labels or soft targets: the device and process
-group, the student built for a corpus, and the hand-over to ``trainer.train``."""
+"""What every training run shares, hard labels or soft targets: the run's identity
+(``Run``) and its claim on the output directory, the device and process group, the student
+built for a corpus, and the hand-over to ``trainer.train``."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from kdpipe.errors import FingerprintMismatch, LabelSetError, ModelError
-from kdpipe.learn.distributed import Dist
+from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.views import ViewConfig
+from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError, TrainingError
+from kdpipe.learn.data import LabelledData
+from kdpipe.learn.distributed import Dist, init_distributed, shutdown
 from kdpipe.learn.train_config import TrainConfig
-from kdpipe.levels import LEVEL_WORDS
+from kdpipe.learn.trainer import LAST_STATE, BatchSource, Objective, TrainResult, train
+from kdpipe.levels import LEVEL_WORDS, Level
+from kdpipe.models import (
+    ModelCard,
+    build_model,
+    load_checkpoint,
+    pick_device,
+    read_card,
+    save_checkpoint,
+)
+from kdpipe.models.protocol import model_level, model_subsampling
+from kdpipe.models.registry import ModelSpec, config_diffs, is_custom
+from kdpipe.schema import fingerprint
 
-if TYPE_CHECKING:
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.learn.trainer import Objective, TrainResult
-    from kdpipe.models import ModelCard
+RUN_FILE = "run.json"  # what the run was asked to do; --resume refuses a different ask
+
+
+@dataclass(frozen=True)
+class Run:
+    """What to train on what: the identity of a run, checked again on ``--resume``; the
+    fields every run has (``supervised.SupervisedRun``, ``kd.KdRun``)."""
+
+    corpus: str  # feature store location
+    student: str  # registry name or package.module:Class
+    model_config: dict[str, Any]
+    train: TrainConfig
+    train_split: str = "train"  # a split name or a subset spec such as train[:10%]
+    dev_split: str = "dev"
+    view: ViewConfig | None = None  # the crop (see the subclass); None: whole utterances
+    init: str | None = None  # checkpoint to start from (fine-tuning); None: seeded init
+
+    def to_dict(self) -> dict[str, Any]:
+        """The identity as JSON-able data: ``run.json``, the card's ``training`` and a
+        recipe stage's fingerprint are made from it."""
+        return {
+            "corpus": self.corpus,
+            "student": self.student,
+            "model_config": self.model_config,
+            "train": self.train.to_dict(),
+            "train_split": self.train_split,
+            "dev_split": self.dev_split,
+            "view": None if self.view is None else self.view.to_dict(),
+            "init": self.init,
+        }
+
+
+def claim_output(out: Path, run: Run, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one directory; record this run's identity.
+
+    Under ``torchrun`` only rank 0 checks and writes; if it refuses, torchrun stops the rest.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if run.init is not None and Path(run.init).resolve() == out.resolve():
+        raise ConfigError(f"init {run.init} is the output directory; train into another one")
+    ident = run.to_dict()
+    ident["fingerprint"] = fingerprint(ident)
+    record = out / RUN_FILE
+    if resume:
+        if record.is_file():  # a key missing before (added since) counts as None
+            before = json.loads(record.read_text())
+            diffs = sorted(
+                key for key in ident if key != "fingerprint" and before.get(key) != ident[key]
+            )
+            if diffs:
+                raise TrainingError(
+                    f"--resume: {out} holds a different run (differs in {', '.join(diffs)})"
+                )
+        return
+    if (out / LAST_STATE).exists() or record.exists():
+        if not overwrite:
+            raise TrainingError(
+                f"{out} already holds a training run; use --resume to continue it or "
+                "--overwrite to start again"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(ident, indent=1, sort_keys=True) + "\n")
 
 
 @contextmanager
 def session(cfg: TrainConfig) -> Iterator[tuple[Dist, torch.device]]:
     """Threads, device (this rank's GPU under torchrun) and process group, torn down after."""
-    from kdpipe.learn.distributed import init_distributed, shutdown
-    from kdpipe.models import pick_device
-
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = pick_device(cfg.device)
@@ -45,16 +122,13 @@ def build_student(
     corpus: FeatureStore,
     seed: int,
     init: str | Path | None = None,
-) -> tuple[torch.nn.Module, str, int]:
+) -> tuple[torch.nn.Module, Level, int]:
     """The student for ``corpus`` with seeded initial weights, or with the weights of
     checkpoint ``init`` (fine-tuning); (model, level, subsampling).
 
     ``ModelError`` if the model's level does not fit the corpus task, or if ``init`` was
     not made by the same architecture, config, features and label set.
     """
-    from kdpipe.models import build_model
-    from kdpipe.models.protocol import model_level, model_subsampling
-
     torch.manual_seed(seed)  # same initial weights on every rank and every run
     model = build_model(name, corpus.dim, len(corpus.labels), config)
     level = model_level(model)
@@ -77,10 +151,9 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
     Custom code is trusted only when the student is itself a ``package.module:Class`` (its
     code is imported to build the student anyway).
     """
-    from kdpipe.models import load_checkpoint, read_card
-    from kdpipe.models.registry import config_diffs, is_custom
-
-    spec = model.kdpipe_spec
+    spec = getattr(model, "kdpipe_spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise ModelError(f"cannot load init checkpoint {init} into a model not made by build_model")
     card = read_card(init)  # no code and no weights read yet
     where = f"init checkpoint {init}"
     if card.architecture != spec.architecture:
@@ -100,16 +173,16 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
         card.check_compatible(
             corpus.labels, corpus.config.fingerprint, what, features=corpus.config, name=where
         )
-    except (LabelSetError, FingerprintMismatch) as e:
-        raise ModelError(str(e)) from None
+    except (LabelSetError, FingerprintMismatch) as error:
+        raise ModelError(str(error)) from None
     trained, _ = load_checkpoint(init, "cpu", trust_custom_code=is_custom(spec.architecture))
     model.load_state_dict(trained.state_dict(), strict=True)
 
 
 def fit(
     model: torch.nn.Module,
-    source: Any,
-    dev_data: Any,
+    source: LabelledData | BatchSource,
+    dev_data: LabelledData,
     cfg: TrainConfig,
     out: Path,
     objective: Objective,
@@ -121,11 +194,9 @@ def fit(
     progress: bool,
 ) -> TrainResult:
     """Train on ``device``; each new best dev epoch is saved as the checkpoint in ``out``."""
-    from kdpipe.learn.trainer import train
-    from kdpipe.models import save_checkpoint
 
-    def save_best(m: torch.nn.Module, metrics: dict[str, Any]) -> None:
-        save_checkpoint(out, m, card.replace(metrics=metrics))
+    def save_best(best: torch.nn.Module, metrics: dict[str, Any]) -> None:
+        save_checkpoint(out, best, card.replace(metrics=metrics))
 
     model.to(device)
     return train(model, source, dev_data, cfg, out, objective, save_best,

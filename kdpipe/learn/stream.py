@@ -11,7 +11,9 @@ output frames, K kept entries per row, C classes.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +23,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from kdpipe.batching import pad_features, subsample_labels
+from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.errors import ConfigError
 from kdpipe.learn.compat import check_frame_counts, crop_windows, join_ids
 from kdpipe.learn.data import Batch, SoftTargets
 from kdpipe.learn.epoch_order import ExampleTable, block_ids, interleave, shard_plan
 from kdpipe.learn.targets import pad_rows, teacher_rows
 from kdpipe.losses import IGNORE
+from kdpipe.store.reader import StoreReader
 
 
 def fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
@@ -37,9 +42,6 @@ def fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
     ``benchmarks/learn_memory.py``). A fixed threshold keeps peak memory flat. No-op (False)
     outside glibc.
     """
-    import ctypes
-    import sys
-
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -61,7 +63,7 @@ class Example:
     valid: np.ndarray  # (T',) bool rows with a teacher target
 
 
-class TargetStream(IterableDataset):
+class TargetStream(IterableDataset[Batch]):
     """Stream KD batches from ``targets`` joined with split ``split`` of the feature store
     ``corpus``. A target is a store location, a (location, weight) pair, or a (location,
     weight, split) triple whose utterances come from another split of the corpus (e.g. an
@@ -94,10 +96,14 @@ class TargetStream(IterableDataset):
     ) -> None:
         super().__init__()
         fixed_mmap_threshold()  # flat peak memory whatever the corpus size
-        items = [(t,) if isinstance(t, str) else tuple(t) for t in targets]
-        self.locations = [str(t[0]) for t in items]
-        self.weights = np.array([float(t[1]) if len(t) > 1 else 1.0 for t in items], np.float32)
-        self.splits = [str(t[2]) if len(t) > 2 else split for t in items]
+        # (location[, weight[, split]]) of each store
+        stores: list[tuple[Any, ...]] = [
+            (target,) if isinstance(target, str) else tuple(target) for target in targets
+        ]
+        self.locations = [str(store[0]) for store in stores]
+        weights = [float(store[1]) if len(store) > 1 else 1.0 for store in stores]
+        self.weights = np.array(weights, np.float32)
+        self.splits = [str(store[2]) if len(store) > 2 else split for store in stores]
         self.corpus_location, self.split = str(corpus), split
         self.batch_frames, self.seed = batch_frames, seed
         self.subsampling, self.level = int(subsampling), level
@@ -112,56 +118,53 @@ class TargetStream(IterableDataset):
         self.epoch, self.skip = 0, 0
         self._open()
         if labels is not None:
-            for r in self._readers:
-                r.check_labels(labels)
+            for reader in self._readers:
+                reader.check_labels(labels)
         self.hard_source = self._pick_hard(hard_labels)
         self.table = self._build_table(allow_partial)
         self.members = self.table.block_members()
 
     # -- opening and the index ----------------------------------------------------------
     def _open(self) -> None:
-        from kdpipe.corpus.featstore import FeatureStore
-        from kdpipe.store.reader import StoreReader
-
         self._pid = os.getpid()
-        self._readers = [StoreReader(loc) for loc in self.locations]
+        self._readers = [StoreReader(location) for location in self.locations]
         self._corpus = FeatureStore.open(self.corpus_location)
 
     def _pick_hard(self, choice: str) -> str:
-        lvl = self.level
-        in_store = all(lvl in r.meta.hard_labels for r in self._readers)
+        level = self.level
+        in_store = all(level in reader.meta.hard_labels for reader in self._readers)
         if choice == "auto":
             return "corpus"  # every feature store carries labels of its task
         if choice == "store" and not in_store:
-            from kdpipe.errors import ConfigError
-
-            raise ConfigError(f"hard_labels=store but a store has no {lvl}-level hard labels")
+            raise ConfigError(f"hard_labels=store but a store has no {level}-level hard labels")
         return choice
 
     def _build_table(self, allow_partial: bool) -> ExampleTable:
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("src", "pos", "fidx", "win", "blk")}
-        key0 = 0
-        for s, r in enumerate(self._readers):
-            pos, fidx = join_ids(r, self._corpus, self.splits[s], allow_partial)
-            win = crop_windows(r, pos, self._corpus, fidx)
+        cols: dict[str, list[np.ndarray]] = {
+            name: [] for name in ("src", "pos", "fidx", "win", "blk")
+        }
+        first_block = 0  # blocks are numbered across the stores, in store order
+        for source, reader in enumerate(self._readers):
+            pos, fidx = join_ids(reader, self._corpus, self.splits[source], allow_partial)
+            win = crop_windows(reader, pos, self._corpus, fidx)
             if self.level == "frame":
-                check_frame_counts(r, pos, win, self.corpus_location)
-            keys = block_ids([p.num_utterances for p in r.parts], r.num_frames, self.block_frames)
-            blk = keys[pos]
-            _, dense = np.unique(blk, return_inverse=True)
-            cols["src"].append(np.full(len(pos), s, dtype=np.int64))
+                check_frame_counts(reader, pos, win, self.corpus_location)
+            part_sizes = [part.num_utterances for part in reader.parts]
+            keys = block_ids(part_sizes, reader.num_frames, self.block_frames)
+            _, dense = np.unique(keys[pos], return_inverse=True)
+            cols["src"].append(np.full(len(pos), source, dtype=np.int64))
             cols["pos"].append(pos)
             cols["fidx"].append(fidx)
             cols["win"].append(win)
-            cols["blk"].append(dense.reshape(-1).astype(np.int64) + key0)
-            key0 += int(dense.max()) + 1
+            cols["blk"].append(dense.reshape(-1).astype(np.int64) + first_block)
+            first_block += int(dense.max()) + 1
         return ExampleTable(
             source=np.concatenate(cols["src"]),
             pos=np.concatenate(cols["pos"]),
             fidx=np.concatenate(cols["fidx"]),
             window=np.concatenate(cols["win"]),
             block=np.concatenate(cols["blk"]),
-            num_blocks=key0,
+            num_blocks=first_block,
         )
 
     # -- the plan -----------------------------------------------------------------------
@@ -170,32 +173,33 @@ class TargetStream(IterableDataset):
         self.epoch, self.skip = int(epoch), int(skip)
 
     def _shard_plans(self, rank: int) -> list[list[np.ndarray]]:
-        k = max(1, self.num_workers)
+        workers = max(1, self.num_workers)
         return [
             shard_plan(
                 self.table,
                 self.members,
                 seed=self.seed,
                 epoch=self.epoch,
-                shard=rank * k + w,
-                num_shards=self.world * k,
+                shard=rank * workers + worker,
+                num_shards=self.world * workers,
                 batch_frames=self.batch_frames,
                 buffer_utts=self.buffer_utts,
                 window_utts=self.window_utts,
             )
-            for w in range(k)
+            for worker in range(workers)
         ]
 
     def num_batches(self) -> int:
         """Batches every rank runs this epoch (the smallest rank's count, so DDP ranks
         step together)."""
-        return min(sum(len(p) for p in self._shard_plans(r)) for r in range(self.world))
+        per_rank = (self._shard_plans(rank) for rank in range(self.world))
+        return min(sum(len(plan) for plan in plans) for plans in per_rank)
 
     def rank_order(self) -> list[np.ndarray]:
         """This rank's batches (example ids) of the epoch, in the order they are yielded."""
         plans = self._shard_plans(self.rank)
-        order = interleave([len(p) for p in plans], self.num_batches())
-        return [plans[w][j] for w, j in order]
+        order = interleave([len(plan) for plan in plans], self.num_batches())
+        return [plans[worker][number] for worker, number in order]
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
@@ -206,96 +210,117 @@ class TargetStream(IterableDataset):
         plans = self._shard_plans(self.rank)
         if info is None and len(plans) > 1:
             raise RuntimeError("TargetStream built for workers: iterate it via loader()")
-        rest = interleave([len(p) for p in plans], self.num_batches())[self.skip :]
+        rest = interleave([len(plan) for plan in plans], self.num_batches())[self.skip :]
         # the DataLoader asks workers 0, 1, ... in turn: worker 0 plays the shard whose batch
         # comes next, so a resumed epoch continues in exactly the uninterrupted order
         role = (worker + (rest[0][0] if rest else 0)) % len(plans)
-        yield from self._run(plans[role], [j for w, j in rest if w == role])
+        yield from self._run(plans[role], [number for shard, number in rest if shard == role])
 
     def _run(self, plan: list[np.ndarray], todo: list[int]) -> Iterator[Batch]:
         if not todo:
             return
-        needed = {int(e) for j in todo for e in plan[j]}
+        needed = {int(example) for number in todo for example in plan[number]}
         loaded: dict[int, Example] = {}
-        self.peak_held = 0  # most examples held in memory at once (bounded; see plan.py)
-        for j in todo:
-            batch = plan[j]
-            missing = [int(e) for e in batch if int(e) not in loaded]
+        self.peak_held = 0  # most examples held in memory at once (bounded; see epoch_order)
+        for number in todo:
+            batch = plan[number]
+            missing = [int(example) for example in batch if int(example) not in loaded]
             if missing:
-                for b in dict.fromkeys(int(self.table.block[e]) for e in missing):
-                    want = [int(e) for e in self.members[b] if int(e) in needed]
-                    loaded.update(self._load(want))
+                blocks = dict.fromkeys(int(self.table.block[example]) for example in missing)
+                for block in blocks:
+                    members = [int(example) for example in self.members[block]]
+                    loaded.update(self._load([example for example in members if example in needed]))
                 self.peak_held = max(self.peak_held, len(loaded))
-            yield self._collate([loaded.pop(int(e)) for e in batch], batch)
+            yield self._collate([loaded.pop(int(example)) for example in batch], batch)
 
-    def _load(self, ex: list[int]) -> dict[int, Example]:
-        """Read the targets of examples ``ex`` (one block: one store, one part) and their
+    def _load(self, examples: list[int]) -> dict[int, Example]:
+        """Read the targets of ``examples`` (one block: one store, one part) and their
         features; convert the targets to the student's rate."""
-        t = self.table
-        src = int(t.source[ex[0]])
-        reader = self._readers[src]
-        block = reader.read([reader.ids[int(t.pos[e])] for e in ex])
-        lvl = self.level
-        rows = block.frame if lvl == "frame" else block.utt
-        hard = block.hard_frame if lvl == "frame" else block.hard_utt
+        table = self.table
+        reader = self._readers[int(table.source[examples[0]])]
+        block = reader.read([reader.ids[int(table.pos[example])] for example in examples])
+        frame_level = self.level == "frame"
+        rows = block.frame if frame_level else block.utt
+        hard = block.hard_frame if frame_level else block.hard_utt
         assert rows is not None
         out: dict[int, Example] = {}
-        for i in np.argsort(t.fidx[ex], kind="stable"):  # corpus order: sequential reads
-            e = ex[int(i)]
-            a, b = (int(v) for v in t.window[e])
-            fi = int(t.fidx[e])
-            x = self._corpus.features(fi)[a:b]  # (T, F)
-            if lvl == "frame":
-                lo, hi = int(block.frame_offsets[i]), int(block.frame_offsets[i + 1])
-                n_out = -(-(b - a) // self.subsampling)
-                raw = teacher_rows(n_out, self.subsampling, int(block.subsampling[i]))
-                valid = raw < hi - lo
-                sel = lo + np.minimum(raw, max(hi - lo - 1, 0))
-                idx, logp, tail = pad_rows(rows.slice_rows(lo, hi)) if hi > lo else _empty(n_out)
-                if hi > lo:
-                    idx, logp, tail = idx[sel - lo], logp[sel - lo], tail[sel - lo]
-                y = self._hard_frames(fi, a, b, n_out, hard, sel, valid)
+        # in corpus order, so that the features are read sequentially
+        for position in np.argsort(table.fidx[examples], kind="stable"):  # place in the block
+            example = examples[int(position)]
+            start, stop = (int(frame) for frame in table.window[example])
+            utt = int(table.fidx[example])
+            x = self._corpus.features(utt)[start:stop]  # (T, F)
+            if frame_level:
+                first = int(block.frame_offsets[position])
+                end = int(block.frame_offsets[position + 1])
+                teacher_sub = int(block.subsampling[position])
+                n_out = -(-(stop - start) // self.subsampling)
+                raw = teacher_rows(n_out, self.subsampling, teacher_sub)  # (T',)
+                valid = raw < end - first
+                picked = first + np.minimum(raw, max(end - first - 1, 0))  # (T',) block rows
+                if end > first:
+                    idx, logp, tail = pad_rows(rows.slice_rows(first, end))
+                    local = picked - first  # (T',) rows of this utterance
+                    idx, logp, tail = idx[local], logp[local], tail[local]
+                else:
+                    idx, logp, tail = _empty(n_out)
+                y = self._hard_frames(utt, start, stop, n_out, hard, picked, valid)
             else:
-                idx, logp, tail = pad_rows(rows.slice_rows(int(i), int(i) + 1))
+                idx, logp, tail = pad_rows(rows.slice_rows(int(position), int(position) + 1))
                 valid = np.ones(1, dtype=bool)
-                y = self._hard_clip(fi, hard, int(i))
-            out[e] = Example(np.array(x, np.float32), y, idx, logp, tail, valid)
+                y = self._hard_clip(utt, hard, int(position))
+            out[example] = Example(np.array(x, np.float32), y, idx, logp, tail, valid)
         return out
 
-    def _hard_frames(self, fi, a, b, n_out, hard, sel, valid) -> np.ndarray:
+    def _hard_frames(
+        self,
+        utt: int,
+        start: int,
+        stop: int,
+        n_out: int,
+        hard: np.ndarray | None,
+        picked: np.ndarray,
+        valid: np.ndarray,
+    ) -> np.ndarray:
+        """(T',) hard labels of corpus utterance ``utt`` cropped to [start, stop): the
+        corpus's, or the store's block rows ``picked`` (``hard``), or none (IGNORE)."""
         if self.hard_source == "corpus":
-            return subsample_labels(self._corpus.frame_labels(fi)[a:b], self.subsampling, n_out)
+            labels = self._corpus.frame_labels(utt)[start:stop]
+            return subsample_labels(labels, self.subsampling, n_out)
         if self.hard_source == "store" and hard is not None:
-            h = hard[sel].astype(np.int64)
+            labels = hard[picked].astype(np.int64)
             none = np.iinfo(hard.dtype).max
-            return np.where(valid & (h != none), h, IGNORE)
+            return np.where(valid & (labels != none), labels, IGNORE)
         return np.full(n_out, IGNORE, dtype=np.int64)
 
-    def _hard_clip(self, fi: int, hard: np.ndarray | None, i: int) -> np.ndarray:
+    def _hard_clip(self, utt: int, hard: np.ndarray | None, position: int) -> np.ndarray:
+        """(1,) hard label of corpus utterance ``utt``: the corpus's, or the store's at
+        ``position`` in the block (``hard``), or none (IGNORE)."""
         if self.hard_source == "corpus" and self._corpus.clip_labels is not None:
-            return np.array([self._corpus.clip_labels[fi]], dtype=np.int64)
+            return np.array([self._corpus.clip_labels[utt]], dtype=np.int64)
         if self.hard_source == "store" and hard is not None:
-            h = int(hard[i])
-            return np.array([IGNORE if h == np.iinfo(hard.dtype).max else h], dtype=np.int64)
+            label = int(hard[position])
+            none = np.iinfo(hard.dtype).max
+            return np.array([IGNORE if label == none else label], dtype=np.int64)
         return np.array([IGNORE], dtype=np.int64)
 
-    def _collate(self, exs: list[Example], index: np.ndarray) -> Batch:
-        x, lengths = pad_features([e.x for e in exs])  # (B, T, F), (B,)
-        b = len(exs)
-        t_out = max(len(e.y) for e in exs)
-        k = max(e.idx.shape[1] for e in exs)
+    def _collate(self, examples: list[Example], index: np.ndarray) -> Batch:
+        x, lengths = pad_features([example.x for example in examples])  # (B, T, F), (B,)
+        b = len(examples)
+        t_out = max(len(example.y) for example in examples)
+        k = max(example.idx.shape[1] for example in examples)
         y = torch.full((b, t_out), IGNORE, dtype=torch.int64)  # (B, T')
         idx = torch.zeros((b, t_out, k), dtype=torch.int64)  # (B, T', K)
         logp = torch.full((b, t_out, k), -torch.inf)  # (B, T', K)
         tail = torch.full((b, t_out), -torch.inf)  # (B, T')
         valid = torch.zeros((b, t_out), dtype=torch.bool)  # (B, T')
-        for i, e in enumerate(exs):
-            n, w = len(e.y), e.idx.shape[1]
-            y[i, :n] = torch.from_numpy(e.y)
-            idx[i, :n, :w] = torch.from_numpy(e.idx)
-            logp[i, :n, :w] = torch.from_numpy(e.logp)
-            tail[i, :n] = torch.from_numpy(e.tail)
-            valid[i, :n] = torch.from_numpy(e.valid)
+        for row, example in enumerate(examples):
+            frames, width = len(example.y), example.idx.shape[1]
+            y[row, :frames] = torch.from_numpy(example.y)
+            idx[row, :frames, :width] = torch.from_numpy(example.idx)
+            logp[row, :frames, :width] = torch.from_numpy(example.logp)
+            tail[row, :frames] = torch.from_numpy(example.tail)
+            valid[row, :frames] = torch.from_numpy(example.valid)
         if self.level != "frame":
             y = y[:, 0]  # (B,)
         weight = torch.from_numpy(self.weights[self.table.source[index]])  # (B,)
@@ -315,13 +340,17 @@ class TargetStream(IterableDataset):
 
     def describe(self, index: np.ndarray) -> list[str]:
         """Utterance ids of examples ``index`` (for error messages)."""
-        t = self.table
-        return [self._readers[int(t.source[e])].ids[int(t.pos[e])] for e in index]
+        table = self.table
+        return [
+            self._readers[int(table.source[example])].ids[int(table.pos[example])]
+            for example in index
+        ]
 
 
-def _empty(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _empty(num_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(idx, logp, tail) of ``num_rows`` rows without a teacher target (as ``pad_rows``)."""
     return (
-        np.zeros((n, 1), np.int64),
-        np.full((n, 1), -np.inf, np.float32),
-        np.full(n, -np.inf, np.float32),
+        np.zeros((num_rows, 1), np.int64),
+        np.full((num_rows, 1), -np.inf, np.float32),
+        np.full(num_rows, -np.inf, np.float32),
     )

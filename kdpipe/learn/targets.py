@@ -31,14 +31,15 @@ def pad_rows(rows: SparseRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     assert rows.indices is not None
     if rows.layout == "fixed":
         return rows.indices.astype(np.int64), logp.astype(np.float32), tail
-    widths = rows.widths()
+    assert rows.offsets is not None  # the variable layout
+    widths = rows.widths()  # (N,)
     k = max(1, int(widths.max()) if n else 1)
     idx = np.zeros((n, k), dtype=np.int64)
     out = np.full((n, k), -np.inf, dtype=np.float32)
-    r = rows.row_ids()
-    col = np.arange(len(r)) - np.repeat(rows.offsets[:-1], widths)  # position in its row
-    idx[r, col] = rows.indices
-    out[r, col] = logp
+    row = rows.row_ids()  # (nnz,) row of each kept entry
+    col = np.arange(len(row)) - np.repeat(rows.offsets[:-1], widths)  # position in its row
+    idx[row, col] = rows.indices
+    out[row, col] = logp
     return idx, out, tail
 
 
@@ -56,10 +57,10 @@ def teacher_rows(out_frames: int, student_sub: int, teacher_sub: int) -> np.ndar
 
 def check_rates(student_sub: int, teacher_sub: int, where: str) -> None:
     """Refuse subsampling factors that do not nest (neither divides the other)."""
-    a, b = int(student_sub), int(teacher_sub)
-    if a % b and b % a:
+    student, teacher = int(student_sub), int(teacher_sub)
+    if student % teacher and teacher % student:
         raise FingerprintMismatch(
-            f"{where}: the student subsamples by {a}, the teacher by {b}; targets can only "
-            "be converted when one factor divides the other (pick a student subsampling of "
-            f"{b} or a multiple or divisor of it)"
+            f"{where}: the student subsamples by {student}, the teacher by {teacher}; targets "
+            "can only be converted when one factor divides the other (pick a student "
+            f"subsampling of {teacher} or a multiple or divisor of it)"
         )

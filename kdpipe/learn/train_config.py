@@ -55,5 +55,5 @@ class TrainConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
-        return from_dict(cls, d, "train")
+    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
+        return from_dict(cls, data, "train")

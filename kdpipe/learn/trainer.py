@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from kdpipe.batching import bucket_batches
 from kdpipe.console import err_console, progress_bar
@@ -48,7 +49,9 @@ class HardLabels:
     subsampling: int = 1
     label_smoothing: float = 0.0
 
-    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int):
+    def __call__(
+        self, model: torch.nn.Module, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, int, int]:
         logits, out_lengths = model(batch.x, batch.lengths)  # (B, T', C) or (B, C)
         y = batch.y
         if self.level == "frame":
@@ -103,17 +106,19 @@ class InMemory:
         return n_per_rank, (self.data.batch(idx) for idx in mine[skip:])
 
     def describe(self, index: Any) -> list[str]:
-        return [self.data.ids[i] for i in index]
+        return [self.data.ids[utt] for utt in index]
 
 
-def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict):
+def _save_state(
+    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     """Weights, optimizer and counters after an epoch, in one file replaced atomically."""
     save_training_state(
         path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}
     )
 
 
-def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
+def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     saved = load_training_state(path, next(model.parameters()).device)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
@@ -146,38 +151,38 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     net = model
     if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     log_path, last = out / "metrics.jsonl", out / LAST_STATE
-    state = {"epoch": 0, "best_epoch": 0, "best_dev_acc": -1.0, "bad_epochs": 0}
+    # counters after the latest finished epoch; mid-epoch saves add "step" and "sums"
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_dev_acc": -1.0, "bad_epochs": 0}
     if resume and last.is_file():
         state = _load_state(last, model, opt)
     elif dist.is_main and log_path.exists():
         log_path.unlink()  # a fresh run starts a fresh log
     barrier(dist)
     start = time.perf_counter()
-    epoch = state["epoch"]
+    epoch: int = state["epoch"]
     while epoch < cfg.epochs and not (cfg.patience and state["bad_epochs"] >= cfg.patience):
         skip = int(state.get("step", 0))
-        n, batches = source.epoch_batches(epoch, cfg, dist, skip)
+        num_batches, batches = source.epoch_batches(epoch, cfg, dist, skip)
         net.train()
-        t0 = time.perf_counter()
+        epoch_start = time.perf_counter()
         tot_loss, correct, counted, frames = state.get("sums") or (0.0, 0, 0, 0)
         lr = cfg.lr
         label, show = f"epoch {epoch + 1}/{cfg.epochs}", progress and dist.is_main
-        with progress_bar(label, n, enabled=show, unit="batches") as advance:
+        with progress_bar(label, num_batches, enabled=show, unit="batches") as advance:
             advance(skip)
-            for b, batch in enumerate(batches, start=skip):
-                if b >= n:
+            for step, batch in enumerate(batches, start=skip):
+                if step >= num_batches:
                     break
-                _seed_step(cfg, epoch, b, dist.rank)
-                lr = lr_at(epoch + b / n, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                _seed_step(cfg, epoch, step, dist.rank)
+                progress_epochs = epoch + step / num_batches
+                lr = lr_at(progress_epochs, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio)
+                for group in opt.param_groups:
+                    group["lr"] = lr
                 batch = batch.to(device)
                 if cfg.spec_augment:
                     batch.x = spec_augment(
@@ -188,11 +193,11 @@ def train(
                         cfg.time_masks,
                         cfg.time_mask_width,
                     )
-                loss, c, k = objective(net, batch, epoch)
+                loss, batch_correct, batch_counted = objective(net, batch, epoch)
                 value = loss.detach().item()
                 if not math.isfinite(value):
                     raise TrainingError(
-                        f"loss is {value} at epoch {epoch + 1}, batch {b + 1} "
+                        f"loss is {value} at epoch {epoch + 1}, batch {step + 1} "
                         f"(utterances {source.describe(batch.index[:3])}...)"
                     )
                 opt.zero_grad(set_to_none=True)
@@ -200,13 +205,16 @@ def train(
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
-                tot_loss, correct, counted = tot_loss + value * k, correct + c, counted + k
+                tot_loss += value * batch_counted
+                correct, counted = correct + batch_correct, counted + batch_counted
                 frames += int(batch.lengths.sum())
                 advance(1)
-                if cfg.save_every and (b + 1) % cfg.save_every == 0 and b + 1 < n and dist.is_main:
+                done = step + 1  # batches of this epoch done
+                save_now = cfg.save_every and done % cfg.save_every == 0 and done < num_batches
+                if save_now and dist.is_main:
                     sums = (tot_loss, correct, counted, frames)
-                    _save_state(last, model, opt, {**state, "step": b + 1, "sums": sums})
-        train_secs = time.perf_counter() - t0
+                    _save_state(last, model, opt, {**state, "step": done, "sums": sums})
+        train_secs = time.perf_counter() - epoch_start
         dev = predict(model, dev_data, device=device)
         epoch += 1
         row = {
