@@ -1,11 +1,13 @@
-"""Tiny fake corpora and stores for tests and examples (generated, never committed).
+"""Tiny fake corpora and feature stores for tests and benchmarks (generated, never committed).
 
+- ``tone``, ``write_wav``: a noisy sine, and writing it as 16-bit PCM.
 - ``make_speech_commands``: a Speech Commands folder of tone clips (one pitch per label).
 - ``make_kaldi_dir``: Kaldi data dirs with frame alignments (text or ark) whose audio has a
   different tone per label, so the alignment is learnable.
 - ``make_hdf5_archive``: an HDF5 feature archive in the layout of ``readers/hdf5.py``.
 - ``make_feature_store``: a feature store of random class-dependent features, written
   straight through ``FeatureStoreWriter`` (in memory by default).
+- ``file_digests``: the sha256 of every file under a folder, to compare two generated corpora.
 
 Every builder is deterministic for a given ``seed``. Shapes: S samples, C channels,
 T frames, F mel bins.
@@ -13,17 +15,19 @@ T frames, F mel bins.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import h5py
+import kaldiio
+import numpy as np
+import soundfile as sf
+
+from kdpipe.corpus.featstore import FeatureStore, FeatureStoreWriter
 from kdpipe.corpus.features import FbankConfig
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.labels import LabelSet
 
 
 def tone(
@@ -36,8 +40,6 @@ def tone(
     seed: int = 0,
 ) -> np.ndarray:
     """A sine of ``freq`` Hz plus white noise: (S,) float32, or (S, C) when ``channels > 1``."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * sample_rate)) / sample_rate  # (S,)
     x = amplitude * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(len(t))
@@ -48,8 +50,6 @@ def tone(
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int = 16000) -> Path:
     """Write (S,) or (S, C) float samples in [-1, 1] as 16-bit PCM."""
-    import soundfile as sf
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(p), wave, sample_rate, subtype="PCM_16")
@@ -101,8 +101,6 @@ def frame_label_wave(frame_labels: np.ndarray, cfg: FbankConfig, seed: int = 0) 
 
     S is chosen so that ``cfg.num_frames(S) == T`` exactly.
     """
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     n = len(frame_labels)
     shift, window = cfg.shift_samples, cfg.window_samples
@@ -116,8 +114,6 @@ def frame_label_wave(frame_labels: np.ndarray, cfg: FbankConfig, seed: int = 0) 
 
 def random_alignment(num_frames: int, num_labels: int, rng: np.random.Generator) -> np.ndarray:
     """(T,) int32 label runs of 4-12 frames, starting and ending in label 0 (silence)."""
-    import numpy as np
-
     out = np.zeros(num_frames, dtype=np.int32)
     i = 5
     while i < num_frames - 5:
@@ -144,15 +140,14 @@ def make_kaldi_dir(
     ``alignment``: ``txt`` (label names), ``txt-int`` (indices), ``ark`` or ``scp`` (kaldiio
     int vectors). ``segments=True`` puts each split's utterances in one recording.
     """
-    import numpy as np
-
     root = Path(root)
     rng = np.random.default_rng(seed)
     cfg = FbankConfig()
     if labels_file:
         root.mkdir(parents=True, exist_ok=True)
         (root / "labels.txt").write_text("".join(n + "\n" for n in labels))
-    for split in splits or [None]:
+    dirs: Sequence[str | None] = splits or [None]
+    for split in dirs:
         d = root / split if split else root
         d.mkdir(parents=True, exist_ok=True)
         name = split or "all"
@@ -197,8 +192,6 @@ def _write_alignment(
             "".join(f"{u} {' '.join(map(str, a))}\n" for u, a in alis.items())
         )
     elif kind in ("ark", "scp"):
-        import kaldiio
-
         kaldiio.save_ark(
             str(d / "ali.ark"), alis, scp=str(d / "ali.scp") if kind == "scp" else None
         )
@@ -210,8 +203,6 @@ def _class_features(
     labels: np.ndarray, num_labels: int, dim: int, rng: np.random.Generator, sep: float
 ) -> np.ndarray:
     """(T, F) float32: a per-class mean (fixed by ``num_labels``/``dim``) plus noise."""
-    import numpy as np
-
     means = np.random.default_rng(1234 + num_labels * 1000 + dim).normal(size=(num_labels, dim))
     return (5.0 + sep * means[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
 
@@ -227,9 +218,6 @@ def make_hdf5_archive(
 ) -> Path:
     """An HDF5 feature archive (layout in ``readers/hdf5.py``). Frame tasks store every
     other alignment as a ``<id>.alignment`` sibling dataset, the rest as attributes."""
-    import h5py
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     per_split = per_split or {"train": 4, "dev": 2, "test": 2}
     with h5py.File(path, "w") as f:
@@ -275,11 +263,6 @@ def make_feature_store(
     """A feature store of learnable fake features: each frame is its class mean times
     ``separation`` plus unit noise (offset by +5, like raw log-mels). ``location`` None
     writes it in memory (``memory://`` URL). Returns the opened ``FeatureStore``."""
-    import numpy as np
-
-    from kdpipe.corpus.featstore import FeatureStore, FeatureStoreWriter
-    from kdpipe.labels import LabelSet
-
     rng = np.random.default_rng(seed)
     per_split = per_split or {"train": 8, "dev": 2, "test": 2}
     location = location or f"memory://kdpipe-dummy-{uuid.uuid4().hex}/feats.zarr"
@@ -308,3 +291,13 @@ def make_feature_store(
             k += 1
     w.close()
     return FeatureStore.open(location)
+
+
+def file_digests(root: str | Path) -> dict[str, str]:
+    """{path relative to ``root``: sha256 hex digest} of every file under ``root``."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,4 +1,6 @@
-"""Synthetic teacher posteriors for tests and benchmarks (until real teachers exist).
+"""Synthetic teacher posteriors: large, realistic inputs without training a teacher. Used
+by the tests (``tests/test_testing.py``) and the benchmarks (``store_size``, ``store_read``,
+``learn_loss_cost``).
 
 Two kinds, both (N, C) float32 normalised log-probs:
 
@@ -7,7 +9,7 @@ Two kinds, both (N, C) float32 normalised log-probs:
   C = 2000.
 - ``segments``: speech-like: piecewise-stationary over segments of ~``mean_frames`` frames
   (a phone state), each with a boosted class drawn from a Zipf prior and fixed Gaussian
-  "confusion" logits, plus smooth (AR(1)) frame noise; mean top-1 probability ~0.7.
+  "confusion" logits, plus smooth (AR(1)) frame noise; mean top-1 probability ~0.65.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def segment_logprobs(
     prior = 1.0 / np.arange(1, c + 1) ** 0.7  # Zipf-like class frequencies
     prior /= prior.sum()
     perm = rng.permutation(c)
-    durations = []
+    durations: list[int] = []
     while sum(durations) < n:
         durations.append(int(rng.geometric(1.0 / mean_frames)))
     seg = np.repeat(np.arange(len(durations)), durations)[:n]  # (N,) segment of each frame

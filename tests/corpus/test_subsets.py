@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,15 +132,13 @@ def test_labelled_data_and_load_split_on_a_subset(fs):
         np.testing.assert_array_equal(f, clip.features(int(i)))
 
 
-def test_teach_and_the_kd_join_on_a_subset(fs, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "teach"))
-    from teachhelp import make_teacher
-
+def test_teach_and_the_kd_join_on_a_subset(fs, tmp_path):
     from kdpipe.essence import Rule
     from kdpipe.learn.compat import join_ids
     from kdpipe.learn.stream import TargetStream
     from kdpipe.store.reader import StoreReader
     from kdpipe.teach import single_teacher, teach
+    from kdpipe.testing.teachers import make_teacher
 
     ckpt = make_teacher(tmp_path / "dnn", fs, "dnn", seed=1)
     out = tmp_path / "t.zarr"

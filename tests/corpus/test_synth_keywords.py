@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -13,6 +12,7 @@ import soundfile as sf
 from kdpipe.corpus.readers import detect_format, read_corpus
 from kdpipe.corpus.synth import KeywordSynthConfig, synth_keywords
 from kdpipe.errors import ConfigError, SynthError
+from kdpipe.testing.corpora import file_digests
 
 WORDS = ("yes", "no", "stop")
 
@@ -20,14 +20,6 @@ WORDS = ("yes", "no", "stop")
 def tiny(seed: int = 0, **kw) -> KeywordSynthConfig:
     values = {"seed": seed, "num_utts": 18, "num_voices": 6, "words": WORDS, **kw}
     return KeywordSynthConfig.from_dict(values)
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +76,12 @@ def test_reader_takes_it_and_splits_are_speaker_disjoint(corpus):
 def test_same_seed_same_bytes_whatever_jobs(corpus, tmp_path):
     out, _ = corpus
     synth_keywords(tmp_path / "b", tiny(noise_prob=1.0), jobs=2, progress=False)
-    assert digest(tmp_path / "b") == digest(out)
+    assert file_digests(tmp_path / "b") == file_digests(out)
     synth_keywords(tmp_path / "c", tiny(seed=1, noise_prob=1.0), jobs=1, progress=False)
-    other = digest(tmp_path / "c")
-    assert set(other.values()).isdisjoint(v for k, v in digest(out).items() if k.endswith(".wav"))
+    other = file_digests(tmp_path / "c")
+    assert set(other.values()).isdisjoint(
+        v for k, v in file_digests(out).items() if k.endswith(".wav")
+    )
 
 
 def test_refuses_non_empty_output_unless_overwrite(tmp_path):

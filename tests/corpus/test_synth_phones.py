@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from kdpipe.corpus.synth import PHONES, PhoneSynthConfig, synth_phones
 from kdpipe.corpus.synth.units import STATES
 from kdpipe.errors import ConfigError, SynthError
 from kdpipe.labels import LabelSet
+from kdpipe.testing.corpora import file_digests
 
 SPLITS = ("train", "dev", "test")
 
@@ -27,14 +27,6 @@ def tiny(seed: int = 0, **kw) -> PhoneSynthConfig:
 
 def table(path: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in path.read_text().splitlines())
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +120,9 @@ def test_same_seed_same_bytes_whatever_jobs(corpus, tmp_path):
     finally:
         stop.set()
         busy.join()
-    assert digest(tmp_path / "b") == digest(out)
+    assert file_digests(tmp_path / "b") == file_digests(out)
     synth_phones(tmp_path / "c", tiny(seed=1), jobs=1, progress=False)
-    assert digest(tmp_path / "c")["train/text"] != digest(out)["train/text"]
+    assert file_digests(tmp_path / "c")["train/text"] != file_digests(out)["train/text"]
 
 
 def test_sentences_from_a_text_file(tmp_path):

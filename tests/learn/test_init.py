@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from test_kd_support import write_store
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
@@ -19,6 +17,8 @@ from kdpipe.learn.supervised import SupervisedRun, train_supervised
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import read_card
 from kdpipe.testing.corpora import make_feature_store
+from kdpipe.testing.stores import corpus_store
+from kdpipe.testing.teachers import checkpoint_weights
 
 torch.set_num_threads(1)
 DNN = {"hidden_dim": 16, "num_layers": 1, "left_context": 1, "right_context": 1}
@@ -39,10 +39,6 @@ def run(corpus, student="dnn", config=None, epochs=1, lr=1e-9, **kw):
     return SupervisedRun(corpus, student, config or DNN, cfg, **kw)
 
 
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "model.safetensors"))
-
-
 def max_diff(a: dict, b: dict) -> float:
     """Largest change of a trained parameter (batch-norm statistics move at any lr)."""
     keys = [k for k in a if not k.endswith(("running_mean", "running_var", "batches_tracked"))]
@@ -50,15 +46,15 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def test_fine_tuning_starts_from_the_checkpoint(world, tmp_path):
-    first = weights(world["first"])
+    first = checkpoint_weights(world["first"])
     train_supervised(run(world["corpus"], init=str(world["first"])), tmp_path / "b",
                      progress=False)  # fmt: skip
-    tuned = weights(tmp_path / "b")
+    tuned = checkpoint_weights(tmp_path / "b")
     assert max_diff(tuned, first) < 1e-6  # lr 1e-9: still the first's
     steps = "mlp.2.num_batches_tracked"  # batch-norm statistics carry on from the first's
     assert int(tuned[steps]) == 2 * int(first[steps]) > 0
     train_supervised(run(world["corpus"]), tmp_path / "c", progress=False)
-    assert max_diff(weights(tmp_path / "c"), first) > 1e-3  # the seeded init instead
+    assert max_diff(checkpoint_weights(tmp_path / "c"), first) > 1e-3  # the seeded init instead
     card = read_card(tmp_path / "b")
     assert card.training["init"] == str(world["first"])
 
@@ -81,7 +77,7 @@ def test_resume_of_a_fine_tuning_run_is_exact(world, tmp_path, monkeypatch):
         train_supervised(tune, tmp_path / "b", progress=False)
     monkeypatch.setattr(trainer, "predict", real)
     train_supervised(tune, tmp_path / "b", resume=True, progress=False)  # last.pt wins
-    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    a, b = checkpoint_weights(tmp_path / "a"), checkpoint_weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -126,13 +122,13 @@ def test_custom_student_init_needs_no_extra_trust(world, tmp_path, monkeypatch):
                      progress=False)  # fmt: skip
     train_supervised(run(world["corpus"], name, {"hidden": 8}, init=str(tmp_path / "a")),
                      tmp_path / "b", progress=False)  # fmt: skip
-    assert max_diff(weights(tmp_path / "b"), weights(tmp_path / "a")) < 1e-6
+    assert max_diff(checkpoint_weights(tmp_path / "b"), checkpoint_weights(tmp_path / "a")) < 1e-6
 
 
 def test_kd_run_with_init_and_view(world, tmp_path, monkeypatch):
     import kdpipe.learn.session as session
 
-    store = write_store(tmp_path / "t.zarr", world["fs"])
+    store = corpus_store(tmp_path / "t.zarr", world["fs"])
     seen = {}
     real_fit = session.fit
 
@@ -148,7 +144,7 @@ def test_kd_run_with_init_and_view(world, tmp_path, monkeypatch):
                view=view, init=str(world["first"]))  # fmt: skip
     train_kd(kd, tmp_path / "s", progress=False)
     assert (seen["dev"] == 12).all() and len(seen["dev"]) == 3
-    assert max_diff(seen["start"], weights(world["first"])) == 0
+    assert max_diff(seen["start"], checkpoint_weights(world["first"])) == 0
     card = read_card(tmp_path / "s")
     assert card.training["view"] == view.to_dict()
     assert card.training["init"] == str(world["first"])
@@ -162,7 +158,7 @@ def test_cli_init(world, tmp_path):
     r = CliRunner().invoke(app, [*args, "--init", str(world["first"])])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "run.json").read_text())["init"] == str(world["first"])
-    assert max_diff(weights(out), weights(world["first"])) < 1e-6
+    assert max_diff(checkpoint_weights(out), checkpoint_weights(world["first"])) < 1e-6
     cfg = tmp_path / "learn.yaml"
     cfg.write_text(f"init: {world['first']}\n")
     r = CliRunner().invoke(app, [*args, "--config", str(cfg), "--overwrite", "-m", "hidden_dim=4"])

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import torch
-from test_kd_support import write_store
 
 from kdpipe.testing.corpora import make_feature_store
+from kdpipe.testing.stores import corpus_store
 
 torch.set_num_threads(1)
 DOC = Path(__file__).parents[2] / "docs" / "learn.md"
@@ -20,7 +20,7 @@ def test_own_loop_example_runs(tmp_path, monkeypatch):
     assert block is not None
     fs = make_feature_store(tmp_path / "feats.zarr", per_split={"train": 6, "dev": 2},
                             num_mel_bins=4)  # fmt: skip
-    write_store(tmp_path / "targets.zarr", fs)
+    corpus_store(tmp_path / "targets.zarr", fs)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(block.group(1), str(DOC), "exec"), scope)

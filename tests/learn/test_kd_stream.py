@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_kd_support import write_store
 
 from kdpipe.essence import Rule
 from kdpipe.learn.epoch_order import interleave
 from kdpipe.learn.stream import TargetStream
 from kdpipe.store import StoreReader
 from kdpipe.testing.corpora import make_feature_store
+from kdpipe.testing.stores import corpus_store
 
 torch.set_num_threads(1)
 
@@ -23,9 +23,9 @@ def data(tmp_path_factory):
     fs = make_feature_store(d / "f.zarr", per_split={"train": 40, "dev": 2}, num_mel_bins=4,
                             frames=(10, 40))  # fmt: skip
     windows = {"train-u3": (4, 20), "train-u7": (0, 9)}
-    a = write_store(d / "a.zarr", fs, windows=windows, part_frames=300)
-    b = write_store(d / "b.zarr", fs, rule=Rule("threshold", {"p_min": 0.1}), seed=5,
-                    subsampling=2)  # fmt: skip
+    a = corpus_store(d / "a.zarr", fs, windows=windows, part_frames=300)
+    b = corpus_store(d / "b.zarr", fs, rule=Rule("threshold", {"p_min": 0.1}), seed=5,
+                     subsampling=2)  # fmt: skip
     return {"fs": fs, "a": a, "b": b, "windows": windows}
 
 
@@ -137,7 +137,7 @@ def test_mixing_two_stores_with_weights(data):
 
 def test_mixing_in_another_split(data, tmp_path):
     """An 'unlabelled' set: a store over another split, mixed in with its own weight."""
-    extra = write_store(tmp_path / "dev.zarr", data["fs"], splits=("dev",))
+    extra = corpus_store(tmp_path / "dev.zarr", data["fs"], splits=("dev",))
     s = stream(data, [(data["a"], 1.0), (extra, 0.3, "dev")])
     seen = {e: w for b in s for e, w in zip(b.index.tolist(), b.targets.weight.tolist(),
                                             strict=True)}  # fmt: skip

@@ -6,8 +6,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from test_kd_support import write_store
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
@@ -17,6 +15,8 @@ from kdpipe.learn.supervised import SupervisedRun, train_supervised
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import load_checkpoint
 from kdpipe.testing.corpora import make_feature_store
+from kdpipe.testing.stores import corpus_store
+from kdpipe.testing.teachers import assert_same_weights
 
 torch.set_num_threads(1)
 SMALL = {
@@ -41,8 +41,8 @@ def world(tmp_path_factory):
     train_supervised(teach, d / "teacher", progress=False)
     model, _ = load_checkpoint(d / "teacher")
     model.eval()
-    store = write_store(d / "t.zarr", fs, model=model)
-    dev_store = write_store(d / "dev.zarr", fs, model=model, splits=("dev",))
+    store = corpus_store(d / "t.zarr", fs, model=model)
+    dev_store = corpus_store(d / "dev.zarr", fs, model=model, splits=("dev",))
     return {"corpus": str(d / "f.zarr"), "store": store, "dev_store": dev_store}
 
 
@@ -51,7 +51,7 @@ def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clip")
     fs = make_feature_store(d / "c.zarr", task="clip", per_split={"train": 8, "dev": 4},
                             num_mel_bins=8)  # fmt: skip
-    return {"corpus": str(d / "c.zarr"), "store": write_store(d / "t.zarr", fs, level="utt")}
+    return {"corpus": str(d / "c.zarr"), "store": corpus_store(d / "t.zarr", fs, level="utt")}
 
 
 def kd_run(w, student="dnn", epochs=1, targets=None, model_config=None, kd=None, **train):
@@ -120,18 +120,13 @@ def test_resume_mid_epoch_equals_uninterrupted(world, tmp_path):
             raise KeyboardInterrupt
         return real(progress, *a, **k)
 
-    trainer.lr_at = crash
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_kd(run, tmp_path / "b", progress=False)
-    finally:
-        trainer.lr_at = real
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(trainer, "lr_at", crash)
+        train_kd(run, tmp_path / "b", progress=False)
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state"]
     assert state["step"] > 0  # interrupted mid-epoch, after a mid-epoch save
     train_kd(run, tmp_path / "b", resume=True, progress=False)
-    a = load_file(str(tmp_path / "a" / "model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
 
     def strip(path):
         rows = [json.loads(x) for x in path.read_text().splitlines()]

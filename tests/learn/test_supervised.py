@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
@@ -17,6 +16,7 @@ from kdpipe.learn.supervised import SupervisedRun, train_supervised
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.models import load_checkpoint
 from kdpipe.testing.corpora import make_feature_store
+from kdpipe.testing.teachers import assert_same_weights
 
 torch.set_num_threads(1)
 SMALL = {
@@ -87,18 +87,12 @@ def test_resume_equals_uninterrupted(frame_store, tmp_path):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    trainer.predict = stop_after_two
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_supervised(part, tmp_path / "b", progress=False)
-    finally:
-        trainer.predict = real
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(trainer, "predict", stop_after_two)
+        train_supervised(part, tmp_path / "b", progress=False)
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2
     train_supervised(part, tmp_path / "b", resume=True, progress=False)
-    a = load_file(str(tmp_path / "a" / "model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "model.safetensors"))
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
     rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
 

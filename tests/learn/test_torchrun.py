@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
-from kdpipe.models import load_checkpoint
 from kdpipe.testing.corpora import make_feature_store
 
 
-def test_torchrun_two_processes(tmp_path):
+def test_torchrun_two_processes(tmp_path, torchrun_learn):
     loc = tmp_path / "f.zarr"
     make_feature_store(loc, per_split={"train": 32, "dev": 6, "test": 4}, num_mel_bins=8)
-    out = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--standalone", "-m", "kdpipe", "learn",
-        "--corpus", str(loc), "--student", "dnn", "--out", str(out), "--epochs", "3",
-        "-m", "hidden_dim=16", "-m", "num_layers=1",
-        "-s", "batch_frames=300", "-s", "lr=0.01", "-s", "num_threads=1",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows] == [1, 2, 3]  # one writer: rank 0
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    _, card = load_checkpoint(out)
+    card = torchrun_learn(tmp_path / "ddp", "--corpus", str(loc))
     assert card.metrics["dev_acc"] > 0.4

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +26,33 @@ def test_recipe_small(name, tmp_path):
     assert report.ran == [ex.key for ex in report.plan]  # everything ran, nothing failed
     _, js = write_results(report, f"kdpipe run pipelines/{name} --size small")
     res = json.loads(js.read_text())
+    rows = {row["stage"]: row for row in res["rows"]}
     for row in res["rows"]:
-        assert row["accuracy"], f"{name}: no score for {row['label']}"
-        assert 0 <= row["accuracy_mean"] <= 100
+        # one score per seed, whatever the score (at small size a teacher can be at chance)
+        acc, stage = row["accuracy"], recipe.stage(row["stage"])
+        assert len(acc) == (len(recipe.seeds) if stage.seeded else 1), row["label"]
+        assert all(0 <= a <= 100 for a in acc), row["label"]
+        assert row["accuracy_mean"] == pytest.approx(statistics.fmean(acc))
+        if len(acc) > 1:
+            assert row["accuracy_std"] == pytest.approx(statistics.stdev(acc)), row["label"]
+        else:
+            assert row["accuracy_std"] is None, row["label"]
     for claim in res["claims"]:
-        assert claim["holds"] in (True, False)
+        # the verdict follows from the table's numbers (results.md: "checked on the numbers
+        # above"): A's mean minus B's, with a standard error where both have several seeds
+        a, b = rows[claim["better"]], rows[claim["than"]]
+        assert claim["better_accuracy"] == pytest.approx(a["accuracy_mean"])
+        assert claim["than_accuracy"] == pytest.approx(b["accuracy_mean"])
+        diff = a["accuracy_mean"] - b["accuracy_mean"]
+        assert claim["difference"] == pytest.approx(diff)
+        assert claim["holds"] is (diff > 0), claim["text"]
+        na, nb = len(a["accuracy"]), len(b["accuracy"])
+        if na > 1 and nb > 1:
+            se = math.sqrt(a["accuracy_std"] ** 2 / na + b["accuracy_std"] ** 2 / nb)
+            assert claim["standard_error"] == pytest.approx(se)
+            assert claim["within_noise"] is (abs(diff) <= 2 * se)
+        else:
+            assert claim["standard_error"] is None and claim["within_noise"] is False
 
 
 def test_run_command_small(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.store.spec import StoreMeta
+from kdpipe.testing.stores import random_utterances, small_meta, write_store
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import zarr
-from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import LabelSetError, StoreFormatError, StoreIntegrityError
 from kdpipe.store import arrayio, spec
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.verify import verify_store
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.stores import damage_file, random_utterances, small_meta, write_store
 
 
 def _read_all(path, **kw):
@@ -47,15 +47,7 @@ def _chunk(path, part, array, index="0/0"):
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
 def test_a_damaged_chunk_is_caught_by_reader_and_verify(store_path, damage):
     part = _first_part(store_path)
-    f = _chunk(store_path, part, "frame/indices")
-    raw = bytearray(f.read_bytes())
-    if damage == "truncate":
-        raw = raw[: len(raw) // 2]
-    elif damage == "flip":
-        raw[len(raw) // 2] ^= 0xFF
-    else:
-        raw = bytearray()
-    f.write_bytes(bytes(raw))
+    damage_file(_chunk(store_path, part, "frame/indices"), damage)
     with pytest.raises(StoreIntegrityError, match=f"part {part}: array frame/indices"):
         _read_all(store_path)
     rep = verify_store(store_path)

@@ -11,7 +11,6 @@ import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import FingerprintMismatch, StoreError, StoreFormatError
 from kdpipe.essence import Rule
@@ -22,6 +21,7 @@ from kdpipe.store.reader import StoreReader
 from kdpipe.store.transfer import copy_store
 from kdpipe.store.verify import verify_store
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.stores import random_utterances, small_meta, write_store
 
 
 def _descending(rng: np.random.Generator, shape) -> np.ndarray:

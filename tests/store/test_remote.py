@@ -11,13 +11,13 @@ import threading
 
 import numpy as np
 import pytest
-from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import StoreError, StoreIntegrityError
 from kdpipe.store.parts import seal
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.transfer import copy_store
 from kdpipe.store.verify import verify_store
+from kdpipe.testing.stores import random_utterances, small_meta, write_store
 
 
 def _same_content(a: StoreReader, b: StoreReader) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from storehelp import labels, random_utterances, small_meta, write_store
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
@@ -15,6 +14,7 @@ from kdpipe.store.reader import StoreReader
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.tables import frame_table, row_stats, utterance_table
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.stores import label_names, random_utterances, small_meta, write_store
 
 runner = CliRunner()
 
@@ -106,7 +106,7 @@ def test_copy_rechunks_resumes_and_seals(store_path, tmp_path):
 def test_diff_measures_agreement(tmp_path):
     c = 30
     rng = np.random.default_rng(0)
-    meta = StoreMeta(labels=labels(c), rule=Rule("topk", {"k": 30}), values="float16")
+    meta = StoreMeta(labels=label_names(c), rule=Rule("topk", {"k": 30}), values="float16")
     logits = {f"u{i}": rng.standard_normal((20, c)) * 3 for i in range(4)}
     noisy = {u: x + rng.standard_normal(x.shape) * 2 for u, x in logits.items()}
     for name, src in (("a", logits), ("b", noisy)):

@@ -9,20 +9,19 @@ import textwrap
 
 import numpy as np
 import pytest
-from storehelp import random_utterances, small_meta, write_store
 
 from kdpipe.errors import FingerprintMismatch, LabelSetError, StoreError, StoreFormatError
 from kdpipe.essence import Rule, topk
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.verify import verify_store
 from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.stores import random_utterances, small_meta, write_store
 
 # A writer process that dies (SIGKILL, no cleanup) right before its 2nd commit record:
 # the 2nd part's arrays are all on disk, its commit record is not.
 KILLED_WRITER = textwrap.dedent("""
-    import os, signal, sys
-    sys.path.insert(0, {helpers!r})
-    from storehelp import random_utterances, small_meta
+    import os, signal
+    from kdpipe.testing.stores import random_utterances, small_meta
     from kdpipe.store.writer import StoreWriter
     meta = small_meta()
     utts = random_utterances(meta, 12, seed=3)
@@ -40,15 +39,14 @@ KILLED_WRITER = textwrap.dedent("""
 """)
 
 
-def _run_writer(path, helpers, die_at, shard="w"):
-    code = KILLED_WRITER.format(helpers=str(helpers), path=str(path), die_at=die_at, shard=shard)
+def _run_writer(path, die_at, shard="w"):
+    code = KILLED_WRITER.format(path=str(path), die_at=die_at, shard=shard)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
-def test_killed_writer_leaves_a_readable_store_and_a_restart_completes_it(tmp_path, request):
-    helpers = request.path.parent
+def test_killed_writer_leaves_a_readable_store_and_a_restart_completes_it(tmp_path):
     path = tmp_path / "s.zarr"
-    proc = _run_writer(path, helpers, die_at=2)
+    proc = _run_writer(path, die_at=2)
     assert proc.returncode == -9, proc.stderr
     r = StoreReader(path)
     assert len(r.parts) == 1 and len(r.uncommitted) == 1  # 2nd part: arrays, no commit
@@ -70,13 +68,11 @@ def test_killed_writer_leaves_a_readable_store_and_a_restart_completes_it(tmp_pa
     assert rep.ok, rep.errors
 
 
-def test_concurrent_writers_share_a_store_without_coordination(tmp_path, request):
-    helpers = request.path.parent
+def test_concurrent_writers_share_a_store_without_coordination(tmp_path):
     path = tmp_path / "s.zarr"
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(helpers)!r})
-        from storehelp import random_utterances, small_meta
+        from kdpipe.testing.stores import random_utterances, small_meta
         from kdpipe.store.writer import StoreWriter
         meta = small_meta()
         utts = random_utterances(meta, 20, seed=int(sys.argv[1]))

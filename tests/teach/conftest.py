@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from teachhelp import feature_store, make_teacher
+
+from kdpipe.testing.teachers import make_teacher, teacher_corpus
 
 torch.set_num_threads(1)
 
@@ -12,7 +13,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """A frame-task feature store: 10 train + 3 dev utterances of 20-50 frames, 8 dims."""
-    return feature_store(tmp_path_factory.mktemp("corpus") / "feats.zarr")
+    return teacher_corpus(tmp_path_factory.mktemp("corpus") / "feats.zarr")
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from teachhelp import LABELS, assert_same_store, feature_store, make_teacher, store_values
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
 from kdpipe.store.reader import StoreReader
 from kdpipe.teach import load_ensemble
+from kdpipe.testing.stores import assert_same_store, store_values
+from kdpipe.testing.teachers import LABELS, make_teacher, teacher_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "pipelines" / "examples" / "ensemble.yaml"
@@ -35,7 +36,7 @@ def one_line_error(r, *fragments: str) -> None:
 def test_example_ensemble_runs(tmp_path):
     """The documented example, copied with checkpoints where its relative paths point."""
     labels = tuple(f"p{i}" for i in range(12))
-    fs = feature_store(tmp_path / "feats.zarr", labels=labels, per_split={"train": 4, "dev": 2})
+    fs = teacher_corpus(tmp_path / "feats.zarr", labels=labels, per_split={"train": 4, "dev": 2})
     where = tmp_path / "pipelines" / "examples"
     where.mkdir(parents=True)
     shutil.copy(EXAMPLE, where / "ensemble.yaml")
@@ -133,7 +134,7 @@ def test_rule_flags(tmp_path, corpus, teachers):
 
 def test_clip_teacher(tmp_path):
     """An utterance-level teacher on a clip corpus: one row per clip, clip hard labels."""
-    fs = feature_store(tmp_path / "clips.zarr", task="clip", per_split={"train": 6})
+    fs = teacher_corpus(tmp_path / "clips.zarr", task="clip", per_split={"train": 6})
     ck = make_teacher(tmp_path / "cnn", fs, "cnn")
     out = tmp_path / "s.zarr"
     r = invoke("--model", ck, "--corpus", fs.location, "--out", out, "--topk", "2")

@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from teachhelp import assert_same_store, make_teacher, store_values
 
 from kdpipe.errors import FingerprintMismatch
 from kdpipe.essence import Rule
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.verify import verify_store
 from kdpipe.teach import single_teacher, teach
+from kdpipe.testing.stores import assert_same_store, store_values
+from kdpipe.testing.teachers import make_teacher, teacher_corpus
 
 HERE = Path(__file__).parent
 
@@ -114,9 +115,7 @@ def test_refuses_other_settings_unless_overwrite(tmp_path, corpus, teachers):
 
 
 def test_refuses_other_corpus(tmp_path, corpus, teachers):
-    from teachhelp import feature_store
-
-    other = feature_store(tmp_path / "other.zarr", seed=9)
+    other = teacher_corpus(tmp_path / "other.zarr", seed=9)
     out = tmp_path / "s.zarr"
     ens = single_teacher(teachers["blstm"], Rule("topk", {"k": 3}))
     teach(ens, corpus.location, out, split="dev", progress=False)
