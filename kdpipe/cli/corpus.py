@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kdpipe.cli._common import console, err_console, report_errors
+
+if TYPE_CHECKING:
+    from kdpipe.corpus.synth import SynthSummary
 
 app = typer.Typer(help="Build, read and prepare corpora.", no_args_is_help=True)
 
@@ -39,10 +42,10 @@ SynthOverwrite = Annotated[
 ]
 
 
-def _print_synth(s) -> None:  # type: ignore[no-untyped-def]  # a synth.SynthSummary
-    console.print(s.table())
-    console.print(s.line(), highlight=False, soft_wrap=True)
-    for reason, n in s.dropped.items():
+def _print_synth(summary: SynthSummary) -> None:
+    console.print(summary.table())
+    console.print(summary.line(), highlight=False, soft_wrap=True)
+    for reason, n in summary.dropped.items():
         err_console.print(f"[yellow]dropped {n}:[/] {reason}", highlight=False, soft_wrap=True)
 
 
@@ -146,28 +149,28 @@ def prepare(
     from kdpipe.corpus.prepare import prepare_corpus
 
     cfg = FbankConfig.from_dict({"num_mel_bins": num_mel_bins, "cmvn": cmvn})
-    s = prepare_corpus(
+    summary = prepare_corpus(
         src, out, format, cfg, jobs=jobs, skip_bad=skip_bad, overwrite=overwrite, split=split
     )
-    splits = ", ".join(f"{k} {v}" for k, v in s.splits.items())
+    splits = ", ".join(f"{name} {count}" for name, count in summary.splits.items())
     console.print(
-        f"wrote [bold]{s.location}[/]: {s.num_utterances} utterances ({splits}), "
-        f"{s.num_frames} frames, {s.hours * 60:.1f} min of audio, task {s.task}",
+        f"wrote [bold]{summary.location}[/]: {summary.num_utterances} utterances ({splits}), "
+        f"{summary.num_frames} frames, {summary.hours * 60:.1f} min of audio, task {summary.task}",
         highlight=False,
         soft_wrap=True,
     )
     console.print(
-        f"{s.seconds:.1f} s with {s.jobs} job(s), {s.utterances_per_second:.0f} utterances/s; "
-        f"fingerprint {s.fingerprint}",
+        f"{summary.seconds:.1f} s with {summary.jobs} job(s), "
+        f"{summary.utterances_per_second:.0f} utterances/s; fingerprint {summary.fingerprint}",
         highlight=False,
         soft_wrap=True,
     )
-    if s.skipped:
-        err_console.print(f"[yellow]skipped {len(s.skipped)} bad utterance(s):[/]")
-        for _, reason in s.skipped[:5]:
+    if summary.skipped:
+        err_console.print(f"[yellow]skipped {len(summary.skipped)} bad utterance(s):[/]")
+        for _, reason in summary.skipped[:5]:
             err_console.print(f"  {reason}", markup=False, highlight=False, soft_wrap=True)
-        if len(s.skipped) > 5:
-            err_console.print(f"  ... and {len(s.skipped) - 5} more (store attr 'skipped')")
+        if len(summary.skipped) > 5:
+            err_console.print(f"  ... and {len(summary.skipped) - 5} more (store attr 'skipped')")
 
 
 @app.command("info")
@@ -180,32 +183,36 @@ def info(
 
     from kdpipe.corpus.featstore import FeatureStore
 
-    fs = FeatureStore.open(store)
-    rows = fs.split_summary()
-    table = Table(title=f"{fs.location} ({fs.task} task)", title_justify="left")
+    features = FeatureStore.open(store)
+    rows = features.split_summary()
+    table = Table(title=f"{features.location} ({features.task} task)", title_justify="left")
     for col in ("split", "utterances", "frames", "speakers", "hours"):
         table.add_column(col, justify="left" if col == "split" else "right")
-    for name, r in rows.items():
+    for name, row in rows.items():
         table.add_row(
-            name, str(r["utterances"]), str(r["frames"]), str(r["speakers"]), f"{r['hours']:.3f}"
+            name,
+            str(row["utterances"]),
+            str(row["frames"]),
+            str(row["speakers"]),
+            f"{row['hours']:.3f}",
         )
-    total_h = sum(r["hours"] for r in rows.values())
+    total_h = sum(row["hours"] for row in rows.values())
     table.add_row(
         "all",
-        str(len(fs)),
-        str(int(fs.num_frames.sum())),
-        str(len(set(fs.speakers))),
+        str(len(features)),
+        str(int(features.num_frames.sum())),
+        str(len(set(features.speakers))),
         f"{total_h:.3f}",
         style="bold",
     )
     console.print(table)
-    shown = ", ".join(fs.labels.names[:12]) + (", ..." if len(fs.labels) > 12 else "")
-    console.print(f"labels: {len(fs.labels)} ({shown})", highlight=False, soft_wrap=True)
-    feats = ", ".join(f"{k}={v}" for k, v in fs.config.to_dict().items())
-    console.print(f"features: {feats}", highlight=False, soft_wrap=True)
+    shown = ", ".join(features.labels.names[:12]) + (", ..." if len(features.labels) > 12 else "")
+    console.print(f"labels: {len(features.labels)} ({shown})", highlight=False, soft_wrap=True)
+    settings = ", ".join(f"{k}={v}" for k, v in features.config.to_dict().items())
+    console.print(f"features: {settings}", highlight=False, soft_wrap=True)
     console.print(
-        f"fingerprint: {fs.fingerprint}; source: {fs.attrs.get('source')} "
-        f"({fs.attrs.get('source_format')}); skipped: {len(fs.skipped)}",
+        f"fingerprint: {features.fingerprint}; source: {features.attrs.get('source')} "
+        f"({features.attrs.get('source_format')}); skipped: {len(features.skipped)}",
         highlight=False,
         soft_wrap=True,
     )

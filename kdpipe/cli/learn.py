@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -10,13 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from kdpipe.cli._common import console, report_errors
+from kdpipe.errors import ConfigError
 
 
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
     """``["hidden=256", "dropout=0.1"]`` -> ``{"hidden": 256, "dropout": 0.1}`` (YAML values)."""
-    import yaml
-
-    from kdpipe.errors import ConfigError
+    import yaml  # imported when a command runs: kdpipe --help stays fast
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -32,16 +32,14 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
 
 def _targets(items: list[str], weights: list[float] | None) -> list[tuple] | None:
     """Stores and weights from --targets/--weight; None: take the config's ``targets``."""
-    from kdpipe.errors import ConfigError
-
     if not items:
         if weights:
             raise ConfigError("--weight given without --targets")
         return None
-    w = list(weights or [])
-    if w and len(w) != len(items):
-        raise ConfigError(f"--weight given {len(w)} times for {len(items)} --targets")
-    return [(t, float(w[i]) if w else 1.0) for i, t in enumerate(items)]
+    given = list(weights or [])
+    if given and len(given) != len(items):
+        raise ConfigError(f"--weight given {len(given)} times for {len(items)} --targets")
+    return [(store, float(given[i]) if given else 1.0) for i, store in enumerate(items)]
 
 
 ViewMs = Annotated[
@@ -131,7 +129,6 @@ def learn(
     Runs under `torchrun --nproc-per-node N -m kdpipe learn ...` unchanged (DDP).
     """
     from kdpipe.corpus.views import view_from_options
-    from kdpipe.errors import ConfigError
     from kdpipe.learn.runs import build_run, train_run
     from kdpipe.schema import load_yaml
 
@@ -203,8 +200,6 @@ def evaluate(
 
     --split takes a subset too (test[:50%]); --view-ms scores crop windows (as teach cuts).
     """
-    import json
-
     from rich.table import Table
 
     from kdpipe.corpus.views import view_from_options
@@ -212,24 +207,24 @@ def evaluate(
 
     view = view_from_options(None, view_ms, view_offset_ms, view_random, view_seed)
     reports = []
-    for m in model:
-        where = None if out is None else (out if len(model) == 1 else out / m.name)
-        rep = evaluate_checkpoint(
-            m, corpus, split, where, trust_custom_code=trust_custom_code, view=view
+    for checkpoint in model:
+        where = None if out is None else (out if len(model) == 1 else out / checkpoint.name)
+        report = evaluate_checkpoint(
+            checkpoint, corpus, split, where, trust_custom_code=trust_custom_code, view=view
         )
-        reports.append(rep.to_dict())
+        reports.append(report.to_dict())
     if json_:
         typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports))
         return
     crop = "" if view is None else f" view {view.length_ms:g} ms"
     table = Table(title=f"{corpus} [{split}]{crop}")
     table.add_column("metric")
-    for m in model:
-        table.add_column(m.name, justify="right")
-    keys = [k for k in reports[0] if k not in ("model", "corpus", "split", "view")]
-    for k in keys:
-        cells = [r.get(k, "") for r in reports]
-        table.add_row(k, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))
+    for checkpoint in model:
+        table.add_column(checkpoint.name, justify="right")
+    keys = [key for key in reports[0] if key not in ("model", "corpus", "split", "view")]
+    for key in keys:
+        cells = [report.get(key, "") for report in reports]
+        table.add_row(key, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))
     console.print(table)
 
 

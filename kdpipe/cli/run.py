@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kdpipe.cli._common import console, report_errors
+from kdpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kdpipe.pipeline import Execution
 
 STATE_STYLE = {
     "done": "[dim]done, skipped[/]",
@@ -19,12 +23,10 @@ STATE_STYLE = {
 
 
 def _seeds(text: str | None) -> list[int] | None:
-    from kdpipe.errors import ConfigError
-
     if text is None:
         return None
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(seed) for seed in text.split(",") if seed.strip()]
     except ValueError:
         raise ConfigError(f"--seeds: expected integers separated by commas, got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
@@ -53,30 +55,35 @@ def run(
     """Run a recipe's stages in order; finished, unchanged stages are skipped, so an
     interrupted run resumes and an edited config re-runs only what depends on it. Writes
     results.md and results.json (mean +- std over seeds, test = held-out voices)."""
-    from kdpipe.pipeline import load_recipe, plan, run_recipe, write_results
-
-    r = load_recipe(recipe, size, _seeds(seeds))
-    work = workdir or Path("exp") / (r.name if size == "full" else f"{r.name}-{size}")
-    if dry_run:
-        for ex in plan(r, work):
-            state = "[green]to run[/]" if ex.state == "new" else STATE_STYLE[ex.state]
-            console.print(f"{ex.key:<32} {ex.stage.kind:<8} {state}  {ex.out}", soft_wrap=True)
-        return
-
-    def announce(i: int, n: int, ex) -> None:
-        console.print(f"[bold][{i + 1}/{n}] {ex.key}[/] ({ex.stage.kind}): {STATE_STYLE[ex.state]}")
-
-    def finished(ex, summary: dict, seconds: float) -> None:
-        acc = summary.get("accuracy")
-        score = "" if acc is None else f"accuracy {100 * acc:.1f}%, "
-        console.print(f"    {ex.key}: {score}{seconds:.0f} s", highlight=False)
-
-    console.print(f"[bold]{r.title or r.name}[/] ({size}, seeds {list(r.seeds)}) -> {work}")
-    report = run_recipe(r, work, progress=progress, announce=announce, finished=finished)
-    command = f"kdpipe run {recipe}" + (f" --size {size}" if size != "full" else "")
-    command += f" --seeds {seeds}" if seeds else ""
-    md, _ = write_results(report, command)
     from rich.markdown import Markdown
 
-    console.print(Markdown(md.read_text()))
-    console.print(f"results: {md}")
+    from kdpipe.pipeline import load_recipe, plan, run_recipe, write_results
+
+    loaded = load_recipe(recipe, size, _seeds(seeds))
+    name = loaded.name if size == "full" else f"{loaded.name}-{size}"
+    work = workdir or Path("exp") / name
+    if dry_run:
+        for step in plan(loaded, work):
+            state = "[green]to run[/]" if step.state == "new" else STATE_STYLE[step.state]
+            console.print(
+                f"{step.key:<32} {step.stage.kind:<8} {state}  {step.out}", soft_wrap=True
+            )
+        return
+
+    def announce(i: int, n: int, step: Execution) -> None:
+        state = STATE_STYLE[step.state]
+        console.print(f"[bold][{i + 1}/{n}] {step.key}[/] ({step.stage.kind}): {state}")
+
+    def finished(step: Execution, summary: dict[str, Any], seconds: float) -> None:
+        acc = summary.get("accuracy")
+        score = "" if acc is None else f"accuracy {100 * acc:.1f}%, "
+        console.print(f"    {step.key}: {score}{seconds:.0f} s", highlight=False)
+
+    title = loaded.title or loaded.name
+    console.print(f"[bold]{title}[/] ({size}, seeds {list(loaded.seeds)}) -> {work}")
+    report = run_recipe(loaded, work, progress=progress, announce=announce, finished=finished)
+    command = f"kdpipe run {recipe}" + (f" --size {size}" if size != "full" else "")
+    command += f" --seeds {seeds}" if seeds else ""
+    results_md, _ = write_results(report, command)
+    console.print(Markdown(results_md.read_text()))
+    console.print(f"results: {results_md}")

@@ -9,9 +9,8 @@ and ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, Ceph or moto.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -46,24 +45,16 @@ def inspect(
             console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
-def _corpus(loc: str, split: str | None = None) -> tuple[list[str], list[int] | None, str | None]:
-    """Ids, input frame counts and fingerprint of a feature store (imported lazily);
-    ``split`` restricts the ids to one split."""
+def _corpus(location: str, split: str | None = None) -> tuple[list[str], list[int], str]:
+    """Ids, input frame counts and fingerprint of a feature store; ``split`` restricts the
+    ids to one split (None: all)."""
     from kdpipe.corpus.featstore import FeatureStore
 
-    fs = FeatureStore.open(loc)
-    ids = list(fs.ids)
-    nf: Any = getattr(fs, "num_frames", None)
-    frames = None
-    if isinstance(nf, Mapping):
-        frames = [int(nf[u]) for u in ids]
-    elif nf is not None:
-        frames = [int(n) for n in nf]
-    if split is not None:
-        keep = [int(i) for i in fs.indices(split)]
-        ids = [ids[i] for i in keep]
-        frames = None if frames is None else [frames[i] for i in keep]
-    return ids, frames, getattr(fs, "fingerprint", None)
+    features = FeatureStore.open(location)
+    index = features.indices(split).tolist()
+    ids = [features.ids[i] for i in index]
+    frames = [int(features.num_frames[i]) for i in index]
+    return ids, frames, features.fingerprint
 
 
 @app.command()
@@ -87,7 +78,9 @@ def verify(
     from kdpipe.labels import LabelSet
     from kdpipe.store.verify import verify_store
 
-    ids = frames = fingerprint = None
+    ids: list[str] | None = None
+    frames: list[int] | None = None
+    fingerprint: str | None = None
     if corpus is not None:
         ids, frames, fingerprint = _corpus(corpus, split)
     rep = verify_store(
@@ -98,10 +91,10 @@ def verify(
         labels=LabelSet.read(labels) if labels is not None else None,
         frame_tolerance=frame_tolerance,
     )
-    for w in rep.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-    for e in rep.errors:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+    for warning in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for error in rep.errors:
+        err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
     if rep.more_errors:
         err_console.print(f"[red]... and {rep.more_errors} more errors[/]")
     summary = (
@@ -159,11 +152,20 @@ def diff(
         highlight=False,
         soft_wrap=True,
     )
-    t = Table("level", "rows", "top-1 agreement", "mean KL(A||B)", "mean KL(B||A)")
-    for lv, d in rep.levels.items():
-        fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
-        t.add_row(lv, f"{d.rows:,}", fmt(d.top1_agreement), fmt(d.mean_kl_ab), fmt(d.mean_kl_ba))
-    console.print(t)
+    table = Table("level", "rows", "top-1 agreement", "mean KL(A||B)", "mean KL(B||A)")
+    for level, agreement in rep.levels.items():
+        table.add_row(
+            level,
+            f"{agreement.rows:,}",
+            _number(agreement.top1_agreement),
+            _number(agreement.mean_kl_ab),
+            _number(agreement.mean_kl_ba),
+        )
+    console.print(table)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 @app.command()

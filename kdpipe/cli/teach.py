@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kdpipe.cli._common import console, report_errors
+from kdpipe.errors import ConfigError
 
 
 def teach(
@@ -62,7 +64,6 @@ def teach(
     Resumable (run the same command again after a crash), shardable (`--shard i/N`, or
     `torchrun --nproc-per-node N -m kdpipe teach ...`), exact (see `kdpipe store verify`).
     """
-    from kdpipe.errors import ConfigError
     from kdpipe.essence import Rule
     from kdpipe.teach import load_ensemble, rule_from_flags, single_teacher
     from kdpipe.teach.run import teach as run_teach
@@ -97,19 +98,18 @@ def teach(
         progress=progress,
         trust_custom_code=trust_custom_code,
     )
-    d = summary.to_dict()
+    done = summary.to_dict()
     if json_:
-        import json
-
-        typer.echo(json.dumps(d))
+        typer.echo(json.dumps(done))
         return
-    acc = "n/a" if d["accuracy"] is None else f"{d['accuracy']:.4f}"
+    acc = "n/a" if done["accuracy"] is None else f"{done['accuracy']:.4f}"
     console.print(
-        f"[bold]teach[/] shard {d['shard']}: {d['utterances']:,} utterances "
-        f"({d['skipped']:,} already there), {d['frames']:,} frames, "
-        f"{d['bytes_per_frame']:.1f} bytes/frame, {d['seconds']:.1f} s "
-        f"({d['frames_per_second']:,.0f} frames/s), mean entropy {d['mean_entropy']:.3f} nats, "
-        f"mean tail mass {d['mean_tail_mass']:.4f}, teacher accuracy {acc} -> {out}",
+        f"[bold]teach[/] shard {done['shard']}: {done['utterances']:,} utterances "
+        f"({done['skipped']:,} already there), {done['frames']:,} frames, "
+        f"{done['bytes_per_frame']:.1f} bytes/frame, {done['seconds']:.1f} s "
+        f"({done['frames_per_second']:,.0f} frames/s), mean entropy "
+        f"{done['mean_entropy']:.3f} nats, "
+        f"mean tail mass {done['mean_tail_mass']:.4f}, teacher accuracy {acc} -> {out}",
         highlight=False,
         soft_wrap=True,
     )

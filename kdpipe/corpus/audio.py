@@ -12,12 +12,10 @@ the file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from kdpipe.errors import AudioError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # Kaldi's extract-segments truncates segments that run past the end of the recording by
 # up to --max-overshoot=0.5 s and refuses longer overshoots; we do the same.
@@ -36,8 +34,7 @@ def load_audio(
     ``end=None`` reads to the end of the file. The segment may overshoot the end of the file
     by up to ``MAX_OVERSHOOT_S`` (it is truncated there), like Kaldi's extract-segments.
     """
-    import numpy as np
-    import soundfile as sf
+    import soundfile as sf  # soundfile and soxr stay out of light importers (prepare, pipeline)
     import soxr
 
     p = Path(path)
@@ -58,8 +55,8 @@ def load_audio(
                 )
             f.seek(first)
             data = f.read(min(last, file_len) - first, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        raise AudioError(f"{who}cannot read audio file {p}: {_short(e)}") from None
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+        raise AudioError(f"{who}cannot read audio file {p}: {_short(error)}") from None
     if data.shape[0] == 0:  # data: (S_file, C)
         raise AudioError(f"{who}audio file {p} is empty (no samples)")
     if not np.isfinite(data).all():

@@ -21,7 +21,8 @@ T_total = sum T_i. Layout (format ``kdpipe.features``, version 1)::
                     when there is no train split), used when CMVN is "global"
 
 ``prepare`` writes utterances grouped by split (train, dev, test, others), so
-``load_split`` reads a split in a few large slices. ``format`` is written last.
+``load_split`` reads a split in a few large slices; ``read_utterances`` reads any sorted
+selection run by run, one slice per run (what ``teach`` does). ``format`` is written last.
 
 Fingerprint: sha256 (16 hex digits) of the feature config, task, label set and, per
 utterance in order, its id, speaker, split, frame count, labels, the float64 sum of its
@@ -32,13 +33,17 @@ another ``cmvn`` than the stored one gives another fingerprint (the model input 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from kdpipe import __version__
 from kdpipe.corpus.features import Cmvn, CmvnStats, FbankConfig, apply_cmvn
 from kdpipe.corpus.subsets import parse_split, subset, unknown_split
 from kdpipe.errors import CorpusError, StoreError, StoreFormatError
@@ -46,9 +51,6 @@ from kdpipe.labels import LabelSet
 from kdpipe.levels import Level, task_level
 from kdpipe.schema import fingerprint as short_hash
 from kdpipe.zarrio import is_url, open_group, read_strings, write_strings
-
-if TYPE_CHECKING:
-    import numpy as np
 
 FORMAT = "kdpipe.features"
 VERSION = 1
@@ -70,14 +72,14 @@ class FeatureStoreWriter:
         overwrite: bool = False,
         chunk_frames: int = CHUNK_FRAMES,
     ) -> None:
-        import zarr
+        from zarr.codecs import ZstdCodec  # zarr stays out of light importers (prepare, pipeline)
 
         if task not in ("clip", "frame"):
             raise CorpusError(f"unknown task {task!r}; expected 'clip' or 'frame'")
         self.location, self.task, self.labels, self.config = str(location), task, labels, config
         self.source, self.source_format = source, source_format
         self.group = _create(location, overwrite)
-        dim, zstd = config.num_mel_bins, zarr.codecs.ZstdCodec(level=3)
+        dim, zstd = config.num_mel_bins, ZstdCodec(level=3)
         self._feats = self.group.create_array(
             "feats", shape=(0, dim), chunks=(chunk_frames, dim), dtype="float32", compressors=zstd
         )
@@ -112,8 +114,6 @@ class FeatureStoreWriter:
         frame_labels: np.ndarray | None = None,
     ) -> None:
         """Append one utterance's raw (T, F) features and its label(s)."""
-        import numpy as np
-
         feats = np.ascontiguousarray(feats, dtype=np.float32)  # (T, F)
         n = len(feats)
         if feats.ndim != 2 or feats.shape[1] != self.config.num_mel_bins or n == 0:
@@ -121,11 +121,11 @@ class FeatureStoreWriter:
                 f"utterance {utt_id}: features of shape {feats.shape}, expected "
                 f"(T > 0, {self.config.num_mel_bins})"
             )
-        lab: np.ndarray | None = None
+        labels: np.ndarray | None = None
         if self.task == "frame":
             if frame_labels is None or np.shape(frame_labels) != (n,):
                 raise StoreError(f"utterance {utt_id}: need {n} frame labels")
-            lab = np.asarray(frame_labels, dtype=np.int32)  # (T,)
+            labels = np.asarray(frame_labels, dtype=np.int32)  # (T,)
         elif clip_label is None:
             raise StoreError(f"utterance {utt_id}: clip task needs a clip label")
         self.ids.append(utt_id)
@@ -136,24 +136,26 @@ class FeatureStoreWriter:
         self.durations.append(duration if duration is not None else n * shift)
         self.clip_labels.append(-1 if clip_label is None else int(clip_label))
         self._stats.setdefault(split, CmvnStats(feats.shape[1])).add(feats)
-        h = self._hash
-        h.update(json.dumps([utt_id, speaker, split, n, self.clip_labels[-1]]).encode())
-        h.update(feats.sum(axis=0, dtype=np.float64).tobytes())
-        h.update(feats[[0, n // 2, n - 1]].tobytes())
-        if lab is not None:
-            h.update(lab.tobytes())
-        self._buf.append((feats, lab))
+        digest = self._hash
+        digest.update(json.dumps([utt_id, speaker, split, n, self.clip_labels[-1]]).encode())
+        digest.update(feats.sum(axis=0, dtype=np.float64).tobytes())
+        digest.update(feats[[0, n // 2, n - 1]].tobytes())
+        if labels is not None:
+            digest.update(labels.tobytes())
+        self._buf.append((feats, labels))
         self._buffered += n
         if self._buffered >= self._chunk:
             self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
-        import numpy as np
-
         if not self._buf:
             return
-        feats = np.concatenate([f for f, _ in self._buf])  # (T_buf, F)
-        labs = np.concatenate([lab for _, lab in self._buf]) if self.task == "frame" else None
+        feats = np.concatenate([utt_feats for utt_feats, _ in self._buf])  # (T_buf, F)
+        labs = (
+            np.concatenate([utt_labs for _, utt_labs in self._buf])
+            if self.task == "frame"
+            else None
+        )
         n = len(feats) if final else len(feats) // self._chunk * self._chunk
         start, end = self._written, self._written + n
         self._feats.resize((end, feats.shape[1]))
@@ -168,67 +170,60 @@ class FeatureStoreWriter:
 
     def close(self, skipped: list[tuple[str, str]] | None = None) -> str:
         """Write the columns, CMVN stats and attrs (``format`` last); return the fingerprint."""
-        import datetime
-
-        import numpy as np
-
-        from kdpipe import __version__
-
         if not self.ids:
             raise CorpusError(f"{self.location}: no utterances to write")
         self._flush(final=True)
-        g = self.group
+        group = self.group
         offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(self.lengths)
         split_names = list(dict.fromkeys(self.splits))
         if len(split_names) > 255:
             raise StoreError(f"{self.location}: {len(split_names)} splits; at most 255 fit")
         codes = np.array([split_names.index(s) for s in self.splits], dtype=np.uint8)
-        g.create_array("offsets", data=offsets, chunks=(len(offsets),))
-        g.create_array("split", data=codes, chunks=(len(codes),))
-        g.create_array("durations", data=np.array(self.durations, np.float32), chunks=(len(codes),))
+        group.create_array("offsets", data=offsets, chunks=(len(offsets),))
+        group.create_array("split", data=codes, chunks=(len(codes),))
+        durations = np.array(self.durations, np.float32)
+        group.create_array("durations", data=durations, chunks=(len(codes),))
         if self.task == "clip":
-            g.create_array(
+            group.create_array(
                 "clip_labels", data=np.array(self.clip_labels, np.int32), chunks=(len(codes),)
             )
-        write_strings(g, "ids", self.ids)
-        write_strings(g, "speakers", self.speakers)
-        on = "train" if "train" in self._stats else "all"
+        write_strings(group, "ids", self.ids)
+        write_strings(group, "speakers", self.speakers)
+        stats_on = "train" if "train" in self._stats else "all"
         stats = self._stats.get("train") or CmvnStats.merged(list(self._stats.values()))
-        cm = g.require_group("cmvn")
-        cm.create_array("mean", data=stats.mean, chunks=(len(stats.mean),))
-        cm.create_array("std", data=stats.std, chunks=(len(stats.std),))
-        fp = self._hash.hexdigest()[:16]
+        cmvn = group.require_group("cmvn")
+        cmvn.create_array("mean", data=stats.mean, chunks=(len(stats.mean),))
+        cmvn.create_array("std", data=stats.std, chunks=(len(stats.std),))
+        fingerprint = self._hash.hexdigest()[:16]
         attrs = {
             "version": VERSION,
             "task": self.task,
             "labels": self.labels.to_list(),
             "features": self.config.to_dict(),
-            "fingerprint": fp,
+            "fingerprint": fingerprint,
             "source": self.source,
             "source_format": self.source_format,
             "num_utterances": len(self.ids),
             "num_frames": int(offsets[-1]),
             "splits": {s: self.splits.count(s) for s in split_names},
             "split_names": split_names,
-            "cmvn_computed_on": on,
+            "cmvn_computed_on": stats_on,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "kdpipe_version": __version__,
-            "skipped": [[u, r] for u, r in (skipped or [])],
+            "skipped": [[utt_id, reason] for utt_id, reason in (skipped or [])],
         }
-        g.attrs.update(attrs)
-        g.attrs["format"] = FORMAT  # last: marks the store complete
-        return fp
+        group.attrs.update(attrs)
+        group.attrs["format"] = FORMAT  # last: marks the store complete
+        return fingerprint
 
 
 class FeatureStore:
     """Read a feature store; features come back with the configured CMVN applied."""
 
     def __init__(self, group: Any, location: str, cmvn: Cmvn | None = None) -> None:
-        import numpy as np
-
-        a = group.attrs.asdict()
-        fmt, version = a.get("format"), a.get("version")
+        attrs = group.attrs.asdict()
+        fmt, version = attrs.get("format"), attrs.get("version")
         if fmt != FORMAT:
             what = "an incomplete feature store" if "feats" in group else "not a feature store"
             raise StoreFormatError(f"{location}: {what} (format {fmt!r}, expected {FORMAT!r})")
@@ -237,20 +232,20 @@ class FeatureStore:
                 f"{location}: feature store version {version!r}; this kdpipe "
                 f"reads version {VERSION} (a newer kdpipe wrote it?)"
             )
-        self.location, self.group, self.attrs = location, group, a
-        self.task = a["task"]  # as recorded: "frame" or "clip" (see kdpipe.levels)
+        self.location, self.group, self.attrs = location, group, attrs
+        self.task = attrs["task"]  # as recorded: "frame" or "clip" (see kdpipe.levels)
         self.level: Level = task_level(self.task)  # the labels' level
-        self.labels = LabelSet(tuple(a["labels"]))
-        stored = FbankConfig.from_dict(a["features"])
+        self.labels = LabelSet(tuple(attrs["labels"]))
+        stored = FbankConfig.from_dict(attrs["features"])
         self.config = stored if cmvn is None else replace(stored, cmvn=cmvn)
-        self.fingerprint: str = a["fingerprint"]
+        self.fingerprint: str = attrs["fingerprint"]
         if self.config.cmvn != stored.cmvn:
             self.fingerprint = short_hash([self.fingerprint, "cmvn", self.config.cmvn])
         self.offsets = group["offsets"][:].astype(np.int64)  # (N + 1,)
         self.num_frames = np.diff(self.offsets)  # (N,)
         self.ids = read_strings(group, "ids")
         self.speakers = read_strings(group, "speakers")
-        self._split_names = list(a["split_names"])
+        self._split_names = list(attrs["split_names"])
         self._split_codes = group["split"][:]  # (N,) uint8
         self.splits = [self._split_names[c] for c in self._split_codes]
         self.durations = group["durations"][:].astype(np.float32)  # (N,)
@@ -259,10 +254,10 @@ class FeatureStore:
         )  # (N,)
         self.cmvn_mean = group["cmvn/mean"][:]  # (F,)
         self.cmvn_std = group["cmvn/std"][:]  # (F,)
-        self.skipped = [tuple(x) for x in a.get("skipped", [])]
+        self.skipped = [tuple(entry) for entry in attrs.get("skipped", [])]
         self._feats = group["feats"]
         self._frame_labels = group["frame_labels"] if self.task == "frame" else None
-        self._index = {u: i for i, u in enumerate(self.ids)}
+        self._index = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._cache: dict[str, tuple[int, int, Any]] = {}
 
     @classmethod
@@ -272,9 +267,9 @@ class FeatureStore:
             raise CorpusError(f"feature store not found: {location}")
         try:
             group = open_group(location, mode="r")
-        except (FileNotFoundError, ValueError) as e:
+        except (FileNotFoundError, ValueError) as error:
             raise CorpusError(
-                f"feature store not found or not a Zarr group: {location} ({type(e).__name__})"
+                f"feature store not found or not a Zarr group: {location} ({type(error).__name__})"
             ) from None
         return cls(group, str(location), cmvn)
 
@@ -301,8 +296,6 @@ class FeatureStore:
     def indices(self, split: str | None = None) -> np.ndarray:
         """Utterance indices (int64) of ``split`` (all when None; a name or a subset such as
         ``train[:10%]``, see ``kdpipe.corpus.subsets``), in store order."""
-        import numpy as np
-
         if split is None:
             return np.arange(len(self), dtype=np.int64)
         name, lo, hi = parse_split(split)
@@ -315,22 +308,21 @@ class FeatureStore:
             raise CorpusError(f"{self.location}: split {split!r} {msg}")
         return part
 
-    def _rows(self, name: str, lo: int, hi: int) -> np.ndarray:
-        """Rows [lo, hi) of array ``name``, through a one-block cache of whole chunks so
-        reading utterances in order decompresses each chunk once. Read-only view."""
-        arr = self._feats if name == "feats" else self._frame_labels
-        a, b, block = self._cache.get(name, (0, 0, None))
-        if block is None or lo < a or hi > b:
-            c = arr.chunks[0]
-            a, b = lo // c * c, min(-(-hi // c) * c, arr.shape[0])
-            block = arr[a:b]
+    def _rows(self, array: Any, name: str, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) of ``array`` (``name`` keys its cache), through a one-block cache of
+        whole chunks so reading utterances in order decompresses each chunk once. Read-only."""
+        first, stop, block = self._cache.get(name, (0, 0, None))
+        if block is None or lo < first or hi > stop:
+            chunk = array.chunks[0]
+            first, stop = lo // chunk * chunk, min(-(-hi // chunk) * chunk, array.shape[0])
+            block = array[first:stop]
             block.flags.writeable = False
-            self._cache[name] = (a, b, block)
-        return block[lo - a : hi - a]
+            self._cache[name] = (first, stop, block)
+        return block[lo - first : hi - first]
 
     def raw_features(self, i: int) -> np.ndarray:
         """(T, F) float32 features of utterance ``i`` as stored (no CMVN; read-only)."""
-        return self._rows("feats", *self._span(i))
+        return self._rows(self._feats, "feats", *self._span(i))
 
     def _span(self, i: int) -> tuple[int, int]:
         return int(self.offsets[i]), int(self.offsets[i + 1])
@@ -348,7 +340,33 @@ class FeatureStore:
         """(T,) int64 frame labels of utterance ``i`` (frame task)."""
         if self._frame_labels is None:
             raise CorpusError(f"{self.location}: a clip-task store has no frame labels")
-        return self._rows("frame_labels", *self._span(i)).astype("int64")
+        return self._rows(self._frame_labels, "frame_labels", *self._span(i)).astype("int64")
+
+    def read_utterances(
+        self, index: np.ndarray, gap: int = 0
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Raw (T_i, F) float32 features and (T_i,) int32 frame labels (None in a clip-task
+        store) of utterances ``index`` (increasing), as stored: no CMVN.
+
+        Reads in runs, one slice of each array per run: a run is utterances whose stored
+        frames lie at most ``gap`` frames apart (0: only neighbours in store order), so a
+        larger ``gap`` reads a few unwanted frames to save slices. One pair per utterance,
+        aligned with ``index``; the arrays are views into the run's slice.
+        """
+        index = np.asarray(index, dtype=np.int64)  # (N_sel,)
+        if len(index) == 0:
+            return []
+        starts, stops = self.offsets[index], self.offsets[index + 1]  # (N_sel,) each
+        breaks = np.flatnonzero(starts[1:] - stops[:-1] > gap) + 1
+        out: list[tuple[np.ndarray, np.ndarray | None]] = []
+        for run in np.split(np.arange(len(index)), breaks):  # positions into index
+            lo, hi = int(starts[run[0]]), int(stops[run[-1]])
+            feats = self._feats[lo:hi]  # (T_run, F)
+            labels = None if self._frame_labels is None else self._frame_labels[lo:hi]
+            for pos in run:
+                first, stop = int(starts[pos]) - lo, int(stops[pos]) - lo
+                out.append((feats[first:stop], None if labels is None else labels[first:stop]))
+        return out
 
     def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray] | np.ndarray]:
         """Features (CMVN applied) and labels of ``split`` (a subset spec too), in store order.
@@ -356,21 +374,13 @@ class FeatureStore:
         Returns N_split (T_i, F) arrays and either N_split (T_i,) int64 frame-label arrays
         (frame task) or (N_split,) int64 clip labels. Reads each contiguous run in one slice.
         """
-        import numpy as np
-
         idx = self.indices(split)
-        feats: list[np.ndarray] = []
-        frame: list[np.ndarray] = []
-        cuts = np.flatnonzero(np.diff(idx) != 1) + 1
-        for run in np.split(idx, cuts):  # each run: consecutive utterance indices
-            lo, hi = int(self.offsets[run[0]]), int(self.offsets[run[-1] + 1])
-            bounds = self.offsets[run[1:]] - lo
-            block = self._feats[lo:hi]  # (T_run, F)
-            feats += [self.normalize(f) for f in np.split(block, bounds)]
-            if self._frame_labels is not None:
-                frame += np.split(self._frame_labels[lo:hi].astype(np.int64), bounds)
+        raw = self.read_utterances(idx)
+        feats = [self.normalize(utt_feats) for utt_feats, _ in raw]
         clip = self.clip_labels
-        return (feats, frame) if clip is None else (feats, clip[idx])
+        if clip is not None:
+            return feats, clip[idx]
+        return feats, [np.asarray(utt_labels, dtype=np.int64) for _, utt_labels in raw]
 
     def split_summary(self) -> dict[str, dict[str, float]]:
         """Per split: utterances, frames, speakers, hours of audio (for ``corpus info``)."""

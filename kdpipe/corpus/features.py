@@ -17,12 +17,12 @@ CMVN: the feature store keeps raw features; ``apply_cmvn`` normalises on read, p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import kaldi_native_fbank as knf
+import numpy as np
 
 from kdpipe.schema import ConfigError, fingerprint, from_dict, to_dict
-
-if TYPE_CHECKING:
-    import numpy as np
 
 Cmvn = Literal["none", "utterance", "global"]
 
@@ -91,8 +91,6 @@ STD_FLOOR = 1e-5  # CMVN never divides by less (constant bins, one-frame utteran
 
 def fbank_options(cfg: FbankConfig) -> Any:
     """kaldi-native-fbank ``FbankOptions`` for ``cfg`` (Kaldi defaults for everything else)."""
-    import kaldi_native_fbank as knf
-
     opts = knf.FbankOptions()
     opts.frame_opts.samp_freq = float(cfg.sample_rate)
     opts.frame_opts.frame_shift_ms = float(cfg.frame_shift_ms)
@@ -109,9 +107,6 @@ def compute_fbank(wave: np.ndarray, cfg: FbankConfig) -> np.ndarray:
     T = ``cfg.num_frames(S)`` (0 for a clip shorter than one window with snip_edges); F =
     ``cfg.num_mel_bins``. Samples are scaled by 32768 first (see the module docstring).
     """
-    import kaldi_native_fbank as knf
-    import numpy as np
-
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
         raise ValueError(f"compute_fbank expects a (S,) waveform, got shape {wave.shape}")
@@ -131,8 +126,6 @@ def compute_fbank(wave: np.ndarray, cfg: FbankConfig) -> np.ndarray:
 
 def cmvn_utterance(feats: np.ndarray) -> np.ndarray:
     """Per-utterance mean/variance normalisation of (T, F) features: (T, F) float32."""
-    import numpy as np
-
     if len(feats) == 0:
         return np.asarray(feats, dtype=np.float32)
     mean = feats.mean(axis=0, dtype=np.float64)  # (F,)
@@ -147,8 +140,6 @@ def apply_cmvn(
     std: np.ndarray | None = None,
 ) -> np.ndarray:
     """Normalise (T, F) features: ``none``, ``utterance`` or ``global`` (needs (F,) mean/std)."""
-    import numpy as np
-
     if mode == "none":
         return feats
     if mode == "utterance":
@@ -167,15 +158,11 @@ class CmvnStats:
     """
 
     def __init__(self, dim: int) -> None:
-        import numpy as np
-
         self.count = 0
         self.sum = np.zeros(dim, dtype=np.float64)  # (F,)
         self.sumsq = np.zeros(dim, dtype=np.float64)  # (F,)
 
     def add(self, feats: np.ndarray) -> None:
-        import numpy as np
-
         x = np.asarray(feats, dtype=np.float64)  # (T, F)
         self.count += len(x)
         self.sum += x.sum(axis=0)
@@ -195,14 +182,10 @@ class CmvnStats:
 
     @property
     def mean(self) -> np.ndarray:
-        import numpy as np
-
         return (self.sum / max(self.count, 1)).astype(np.float32)
 
     @property
     def std(self) -> np.ndarray:
-        import numpy as np
-
         n = max(self.count, 1)
         var = np.maximum(self.sumsq / n - np.square(self.sum / n), 0.0)
         return np.sqrt(var).astype(np.float32)

@@ -77,7 +77,7 @@ class Corpus:
     def __post_init__(self) -> None:
         if self.task not in ("clip", "frame"):
             raise CorpusError(f"unknown task {self.task!r}; expected 'clip' or 'frame'")
-        ids = [u.id for u in self.utterances]
+        ids = [utt.id for utt in self.utterances]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
@@ -95,20 +95,20 @@ class Corpus:
         return iter(self.utterances)
 
     def split(self, name: str) -> list[Utterance]:
-        return [u for u in self.utterances if u.split == name]
+        return [utt for utt in self.utterances if utt.split == name]
 
     def splits(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for u in self.utterances:
-            out[u.split] = out.get(u.split, 0) + 1
+        for utt in self.utterances:
+            out[utt.split] = out.get(utt.split, 0) + 1
         return out
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
     """Write utterances as JSON lines."""
     with open(path, "w") as f:
-        for u in utterances:
-            f.write(json.dumps(u.to_dict(), sort_keys=True) + "\n")
+        for utt in utterances:
+            f.write(json.dumps(utt.to_dict(), sort_keys=True) + "\n")
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -122,6 +122,6 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             continue
         try:
             out.append(Utterance.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise CorpusError(f"{p}:{n}: bad manifest line: {e}") from None
+        except (json.JSONDecodeError, TypeError) as error:
+            raise CorpusError(f"{p}:{n}: bad manifest line: {error}") from None
     return out

@@ -15,26 +15,31 @@ the store's ``skipped`` attribute.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from kdpipe import errors
 from kdpipe.console import progress_bar
-from kdpipe.corpus.features import FbankConfig
-from kdpipe.corpus.manifest import SPLITS, Utterance
+from kdpipe.corpus.audio import load_audio
+from kdpipe.corpus.featstore import FeatureStoreWriter
+from kdpipe.corpus.features import FbankConfig, compute_fbank
+from kdpipe.corpus.manifest import SPLITS, Corpus, Utterance
+from kdpipe.corpus.readers import read_corpus
+from kdpipe.corpus.readers.hdf5 import load_features, read_feature_config
 from kdpipe.errors import AlignmentError, AudioError, CorpusError, KdpipeError
 from kdpipe.zarrio import is_url
-
-if TYPE_CHECKING:
-    import numpy as np
 
 ALIGN_TOLERANCE = 2  # frames: window/shift rounding differences between aligners
 BATCH = 32  # utterances per pool task: ~0.2 s of work for 1 s clips, little IPC overhead
@@ -69,8 +74,6 @@ def fix_alignment(
 
     A difference of more than ``tolerance`` frames is an ``AlignmentError``.
     """
-    import numpy as np
-
     diff = len(ali) - num_frames
     if abs(diff) > tolerance:
         at = f" ({where})" if where else ""
@@ -103,17 +106,12 @@ def prepare_corpus(
     comes from the file). ``jobs`` worker processes (default: CPUs, at most 8; 1 = none).
     ``split`` names the split of a single Kaldi data dir.
     """
-    from kdpipe.corpus.featstore import FeatureStoreWriter
-    from kdpipe.corpus.readers import read_corpus
-
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     corpus = read_corpus(
         src, format, split=split, skip_bad=skip_bad, sample_rate=features.sample_rate
     )
     cfg = features
     if corpus.format == "hdf5":
-        from kdpipe.corpus.readers.hdf5 import read_feature_config
-
         cfg = read_feature_config(src, cmvn=features.cmvn)
     utts = _store_order(corpus.utterances)
     skipped = list(corpus.skipped)
@@ -129,11 +127,9 @@ def prepare_corpus(
     )
     try:
         if corpus.format == "hdf5":
-            from kdpipe.corpus.readers.hdf5 import load_features
-
             feats_iter: Iterable[tuple[Any, float, Any]] = (
-                (f, len(f) * cfg.frame_shift_ms / 1000, None)
-                for f in load_features(src, [u.features or u.id for u in utts])
+                (feats, len(feats) * cfg.frame_shift_ms / 1000, None)
+                for feats in load_features(src, [utt.features or utt.id for utt in utts])
             )
         else:
             size = min(BATCH, max(1, math.ceil(len(utts) / (4 * n_jobs))))  # >= 4 per worker
@@ -141,17 +137,17 @@ def prepare_corpus(
             fn = partial(_featurize_batch, cfg=cfg)
             feats_iter = (r for batch in _ordered_map(fn, batches, n_jobs) for r in batch)
         hours = 0.0
-        for u, (feats, duration, err) in _progress(
+        for utt, (feats, duration, err) in _progress(
             zip(utts, feats_iter, strict=True), len(utts), progress
         ):
             try:
                 if err is not None:
                     raise getattr(errors, err[0], CorpusError)(err[1])
-                hours += _add(writer, corpus, u, feats, duration)
-            except CorpusError as e:
+                hours += _add(writer, corpus, utt, feats, duration)
+            except CorpusError as error:
                 if not skip_bad:
                     raise
-                skipped.append((u.id, str(e)))
+                skipped.append((utt.id, str(error)))
         if not writer.ids:
             first = f"; first: {skipped[0][1]}" if skipped else ""
             raise CorpusError(f"{src}: all {len(skipped)} utterances were skipped{first}")
@@ -168,27 +164,33 @@ def prepare_corpus(
         splits={s: writer.splits.count(s) for s in dict.fromkeys(writer.splits)},
         hours=hours / 3600,
         fingerprint=fingerprint,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - started,
         jobs=n_jobs,
         skipped=skipped,
     )
 
 
-def _add(writer: Any, corpus: Any, u: Utterance, feats: np.ndarray, duration: float) -> float:
+def _add(
+    writer: FeatureStoreWriter, corpus: Corpus, utt: Utterance, feats: np.ndarray, duration: float
+) -> float:
     """Check one utterance's features and labels, append it; return its duration (s)."""
-    where = u.audio or f"{corpus.source}:{u.features or u.id}"
+    where = utt.audio or f"{corpus.source}:{utt.features or utt.id}"
     if len(feats) == 0:
-        raise AudioError(f"utterance {u.id}: {where} is too short for one frame ({duration:.3f} s)")
+        raise AudioError(
+            f"utterance {utt.id}: {where} is too short for one frame ({duration:.3f} s)"
+        )
     clip, frame = None, None
     if corpus.task == "frame":
-        frame = fix_alignment(corpus.alignments[u.id], len(feats), u.id, where)
+        assert corpus.alignments is not None  # a frame-task corpus has them
+        frame = fix_alignment(corpus.alignments[utt.id], len(feats), utt.id, where)
     else:
-        clip = corpus.labels.index(u.label)
+        assert utt.label is not None  # a clip-task corpus labels every utterance
+        clip = corpus.labels.index(utt.label)
     writer.add(
-        u.id,
+        utt.id,
         feats,
-        speaker=u.speaker,
-        split=u.split,
+        speaker=utt.speaker,
+        split=utt.split,
         duration=duration,
         clip_label=clip,
         frame_labels=frame,
@@ -200,18 +202,15 @@ def _featurize_batch(
     batch: list[Utterance], cfg: FbankConfig
 ) -> list[tuple[np.ndarray | None, float, tuple[str, str] | None]]:
     """Worker: (features (T, F), duration s, error (class name, message) or None) per utt."""
-    from kdpipe.corpus.audio import load_audio
-    from kdpipe.corpus.features import compute_fbank
-
     out: list[tuple[Any, float, Any]] = []
-    for u in batch:
+    for utt in batch:
         try:
-            if u.audio is None:
-                raise AudioError(f"utterance {u.id}: no audio file")
-            wave = load_audio(u.audio, cfg.sample_rate, u.start, u.end, utt_id=u.id)  # (S,)
+            if utt.audio is None:
+                raise AudioError(f"utterance {utt.id}: no audio file")
+            wave = load_audio(utt.audio, cfg.sample_rate, utt.start, utt.end, utt_id=utt.id)  # (S,)
             out.append((compute_fbank(wave, cfg), len(wave) / cfg.sample_rate, None))
-        except KdpipeError as e:
-            out.append((None, 0.0, (type(e).__name__, str(e))))
+        except KdpipeError as error:
+            out.append((None, 0.0, (type(error).__name__, str(error))))
     return out
 
 
@@ -220,20 +219,17 @@ def _ordered_map(fn: Callable[[Any], Any], items: list[Any], jobs: int) -> Itera
     if jobs <= 1:
         yield from map(fn, items)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = multiprocessing.get_context("spawn")  # safe with threads (zarr, rich) in the parent
-    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
     try:
-        it = iter(items)
-        pending = deque(ex.submit(fn, x) for x in islice(it, 2 * jobs))
+        rest = iter(items)
+        pending = deque(pool.submit(fn, item) for item in islice(rest, 2 * jobs))
         while pending:
             result = pending.popleft().result()
-            pending.extend(ex.submit(fn, x) for x in islice(it, 1))
+            pending.extend(pool.submit(fn, item) for item in islice(rest, 1))
             yield result
     finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _num_jobs(jobs: int | None, n: int) -> int:
@@ -248,11 +244,11 @@ def _num_jobs(jobs: int | None, n: int) -> int:
 def _store_order(utts: list[Utterance]) -> list[Utterance]:
     """Utterances grouped by split (train, dev, test, then others by name), stable."""
     rank = {s: (i, s) for i, s in enumerate(SPLITS)}
-    return sorted(utts, key=lambda u: rank.get(u.split, (len(SPLITS), u.split)))
+    return sorted(utts, key=lambda utt: rank.get(utt.split, (len(SPLITS), utt.split)))
 
 
 def _progress(items: Iterable[Any], total: int, show: bool) -> Iterator[Any]:
     with progress_bar("features", total, enabled=show, unit="utt") as advance:
-        for x in items:
-            yield x
+        for item in items:
+            yield item
             advance(1)

@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from kdpipe.errors import CorpusError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 SYNTAX = "NAME or NAME[A%:B%] with 0 <= A < B <= 100, either bound optional (e.g. train[:10%])"
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -48,16 +46,14 @@ def parse_split(spec: str) -> tuple[str, float, float]:
 def subset(ids: Sequence[str], index: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """The part [lo, hi) (fractions) of the utterances ``index`` (int indices into the
     store-wide ``ids``), by sha256 of their ids; sorted int64 indices (maybe empty)."""
-    import numpy as np
-
     index = np.asarray(index, dtype=np.int64)  # (N,)
     if lo <= 0.0 and hi >= 1.0:
         return np.sort(index)
     keys = [hashlib.sha256(ids[i].encode()).digest() for i in index.tolist()]
     order = sorted(range(len(index)), key=lambda j: (keys[j], ids[int(index[j])]))
     n = len(index)
-    a, b = round(lo * n), round(hi * n)
-    return np.sort(index[np.asarray(order[a:b], dtype=np.int64)])
+    first, stop = round(lo * n), round(hi * n)
+    return np.sort(index[np.asarray(order[first:stop], dtype=np.int64)])
 
 
 def unknown_split(where: str, spec: str, counts: Mapping[str, int]) -> CorpusError:

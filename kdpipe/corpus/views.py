@@ -70,15 +70,15 @@ def view_from_options(
     None when neither gives anything. ``ConfigError`` for options without a length."""
     if base is not None and not isinstance(base, Mapping):
         raise ConfigError(f"view: expected a mapping of {', '.join(VIEW_KEYS)}, got {base!r}")
-    d = dict(base or {})
+    settings = dict(base or {})
     over = {"length_ms": length_ms, "offset_ms": offset_ms, "random": random, "seed": seed}
-    d.update({k: v for k, v in over.items() if v is not None})
-    if not d:
+    settings.update({k: v for k, v in over.items() if v is not None})
+    if not settings:
         return None
-    check_keys(d, ViewConfig, "view")
-    if "length_ms" not in d:
+    check_keys(settings, ViewConfig, "view")
+    if "length_ms" not in settings:
         raise ConfigError("view: settings given without a length (--view-ms or view.length_ms)")
-    return ViewConfig.from_dict(d)
+    return ViewConfig.from_dict(settings)
 
 
 def utt_rng(seed: int, utt_id: str, stream: str) -> np.random.Generator:
@@ -121,10 +121,11 @@ def crop_windows(
             f"than utterance {ids[i]} ({int(num_frames[i])} frames); {len(short)} utterance(s) "
             "are too short: shorten the window or select longer utterances"
         )
-    for i, u in enumerate(ids):
+    for i, utt_id in enumerate(ids):
         start = offset
         if view.random:
-            start = int(utt_rng(view.seed, u, "view").integers(0, int(num_frames[i]) - length + 1))
+            latest = int(num_frames[i]) - length  # the last start that fits the window
+            start = int(utt_rng(view.seed, utt_id, "view").integers(0, latest + 1))
         out[i] = (start, start + length)
     return out
 

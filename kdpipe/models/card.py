@@ -2,7 +2,7 @@
 
 A card says which architecture and config built the weights, which labels and features
 the model expects, what data and hyper-parameters trained it, how well it did, and the
-sha256 of its weights file. Stdlib only (no torch): stores and the CLI read cards cheaply.
+sha256 of its weights file. No torch: stores and the CLI read cards cheaply.
 """
 
 from __future__ import annotations
@@ -65,16 +65,16 @@ class ModelCard:
                 raise ModelError(f"model card: {name} must be an integer >= 1, got {v!r}")
         try:
             LabelSet(self.labels)
-        except LabelSetError as e:
-            raise ModelError(f"model card: bad label set: {e}") from None
+        except LabelSetError as error:
+            raise ModelError(f"model card: bad label set: {error}") from None
         if len(self.labels) != self.num_classes:
             raise ModelError(
                 f"model card: {len(self.labels)} labels but num_classes is {self.num_classes}"
             )
         try:
             object.__setattr__(self, "level", parse_level(self.level, "model card"))
-        except ConfigError as e:
-            raise ModelError(str(e)) from None
+        except ConfigError as error:
+            raise ModelError(str(error)) from None
         if self.level == UTT and self.subsampling != 1:
             raise ModelError("model card: an utterance-level model has subsampling 1")
         if not isinstance(self.feature_fingerprint, str) or not self.feature_fingerprint:
@@ -82,8 +82,8 @@ class ModelCard:
         if self.features is not None:
             try:
                 fbank = FbankConfig.from_dict(self.features)
-            except ConfigError as e:
-                raise ModelError(f"model card: {e}") from None
+            except ConfigError as error:
+                raise ModelError(f"model card: {error}") from None
             if fbank.num_mel_bins != self.num_features:
                 raise ModelError(
                     f"model card: features have {fbank.num_mel_bins} mel bins but "
@@ -98,8 +98,8 @@ class ModelCard:
                 raise ModelError(f"model card: {name} must be a mapping")
             try:
                 json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as e:
-                raise ModelError(f"model card: {name} must be plain JSON data: {e}") from None
+            except (TypeError, ValueError) as error:
+                raise ModelError(f"model card: {name} must be plain JSON data: {error}") from None
             object.__setattr__(self, name, dict(value))
 
     # -- views --------------------------------------------------------------------------
@@ -180,10 +180,10 @@ class ModelCard:
         try:
             check_keys(data, cls, where)
             return cls(**data)
-        except (ConfigError, TypeError) as e:
-            raise ModelError(f"{where}: {e}") from None
-        except ModelError as e:
-            raise ModelError(f"{where}: {e}") from None
+        except (ConfigError, TypeError) as error:
+            raise ModelError(f"{where}: {error}") from None
+        except ModelError as error:
+            raise ModelError(f"{where}: {error}") from None
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -195,6 +195,6 @@ class ModelCard:
             raise ModelError(f"model card not found: {p}")
         try:
             data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelError(f"{p}: not valid JSON: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelError(f"{p}: not valid JSON: {error}") from None
         return cls.from_dict(data, str(p))

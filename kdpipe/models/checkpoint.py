@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import KdpipeError, ModelError
 from kdpipe.labels import LabelSet
-from kdpipe.levels import LEVEL_WORDS
+from kdpipe.levels import LEVEL_WORDS, Level
 from kdpipe.models.card import CARD_FILE, ModelCard
+from kdpipe.models.device import pick_device
 from kdpipe.models.registry import ModelSpec, build_model, config_diffs, is_custom
 
 if TYPE_CHECKING:
@@ -36,11 +37,11 @@ WEIGHTS_FILE = "model.safetensors"
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def make_card(
@@ -58,6 +59,7 @@ def make_card(
 
     ``feature_fingerprint`` defaults to ``features.fingerprint``.
     """
+    # protocol imports torch; kdpipe.models must not (cards are read without it)
     from kdpipe.models.protocol import model_level, model_subsampling
 
     spec = spec or getattr(model, "kdpipe_spec", None)
@@ -91,8 +93,9 @@ def save_checkpoint(directory: str | Path, model: nn.Module, card: ModelCard) ->
     The returned card has ``weights_sha256`` set. Files are written to temporaries and
     renamed, weights first, so a crash never leaves a card pointing at other weights.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # imports torch
 
+    # protocol imports torch; kdpipe.models must not (cards are read without it)
     from kdpipe.models.protocol import model_level, model_subsampling
 
     _check_card_matches(model, card, model_level(model), model_subsampling(model))
@@ -134,10 +137,10 @@ def load_checkpoint(
     the card's, the weights are not safetensors, or the state dict does not fit the model.
     ``device``: a torch device or a ``pick_device`` string (``auto``, ``cpu``, ``cuda``...).
     """
-    import torch
+    import torch  # here, not at the top: kdpipe.models imports without torch
     from safetensors.torch import load as load_safetensors
 
-    from kdpipe.models.device import pick_device
+    # protocol imports torch; kdpipe.models must not (cards are read without it)
     from kdpipe.models.protocol import model_level, model_subsampling
 
     root = Path(directory)
@@ -161,8 +164,8 @@ def load_checkpoint(
         )
     try:
         state = load_safetensors(data)
-    except Exception as e:  # safetensors raises its own error types
-        raise ModelError(f"{weights}: not a valid safetensors file: {e}") from None
+    except Exception as error:  # safetensors raises its own error types
+        raise ModelError(f"{weights}: not a valid safetensors file: {error}") from None
     try:
         model = build_model(
             card.architecture,
@@ -171,15 +174,17 @@ def load_checkpoint(
             card.model_config,
             check=False,
         )
-    except KdpipeError as e:
-        raise ModelError(f"checkpoint {root}: cannot rebuild the model from its card: {e}") from e
+    except KdpipeError as error:
+        raise ModelError(
+            f"checkpoint {root}: cannot rebuild the model from its card: {error}"
+        ) from error
     _check_card_matches(model, card, model_level(model), model_subsampling(model))
     _load_state(model, state, weights)
     target = device if isinstance(device, torch.device) else pick_device(device)
     return model.to(target).eval(), card
 
 
-def _check_card_matches(model: nn.Module, card: ModelCard, level: str, subsampling: int) -> None:
+def _check_card_matches(model: nn.Module, card: ModelCard, level: Level, subsampling: int) -> None:
     if (level, subsampling) != (card.level, card.subsampling):
         raise ModelError(
             f"model {card.architecture!r} is {LEVEL_WORDS[level]} level with subsampling "
@@ -231,7 +236,7 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
     Only tensors and plain containers/numbers/strings, so ``load_training_state`` can read
     it with ``torch.load(weights_only=True)``.
     """
-    import torch
+    import torch  # here, not at the top: kdpipe.models imports without torch
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +247,7 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
 
 def load_training_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read ``save_training_state`` output with ``weights_only=True``: never unpickles code."""
-    import torch
-
-    from kdpipe.models.device import pick_device
+    import torch  # here, not at the top: kdpipe.models imports without torch
 
     p = Path(path)
     if not p.is_file():
@@ -252,12 +255,12 @@ def load_training_state(path: str | Path, device: str | torch.device = "cpu") ->
     target = device if isinstance(device, torch.device) else pick_device(device)
     try:
         state = torch.load(p, map_location=target, weights_only=True)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ModelError(f"{p}: not a readable training state: {e}") from None
-    except Exception as e:  # weights_only's UnpicklingError: an object that is not data
-        if type(e).__name__ != "UnpicklingError":
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ModelError(f"{p}: not a readable training state: {error}") from None
+    except Exception as error:  # weights_only's UnpicklingError: an object that is not data
+        if type(error).__name__ != "UnpicklingError":
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(
             f"{p}: refusing to load: it holds objects other than tensors and plain data ({first})"
         ) from None

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def pick_device(pref: str = "auto") -> torch.device:
     """``auto``: CUDA if available, else Apple MPS, else CPU; or an explicit ``cpu``,
     ``cuda``, ``cuda:N``, ``mps``, checked to exist (``ModelError`` if not)."""
-    import torch
+    import torch  # here, not at the top: kdpipe.models imports without torch
 
     pref = str(pref).strip().lower()
     if pref == "auto":

@@ -28,8 +28,22 @@ from kdpipe.models.layers import (
 )
 
 
+class _SplicedMlpConfig(ModelConfig):
+    """What both DNN configs have: a context window and per-frame layers (no fields here:
+    each config declares its own, with its own defaults)."""
+
+    def _check_spliced_mlp(self) -> None:
+        """Check hidden_dim, num_layers, left/right_context, dropout and norm."""
+        self._int("hidden_dim", 1)
+        self._int("num_layers", 1)
+        self._int("left_context", 0)
+        self._int("right_context", 0)
+        self._dropout()
+        self._choice("norm", ("batch", "layer", "none"))
+
+
 @dataclass(frozen=True)
-class DnnConfig(ModelConfig):
+class DnnConfig(_SplicedMlpConfig):
     """Size of a frame-level DNN; a small student and a big teacher differ only here."""
 
     model_name: ClassVar[str] = "dnn"
@@ -43,13 +57,14 @@ class DnnConfig(ModelConfig):
     subsampling: int = 1  # one posterior per input frame; 2-3 for low-frame-rate models
 
     def __post_init__(self) -> None:
-        self._int("hidden_dim", 1)
-        self._int("num_layers", 1)
-        self._int("left_context", 0)
-        self._int("right_context", 0)
-        self._dropout()
-        self._choice("norm", ("batch", "layer", "none"))
+        self._check_spliced_mlp()
         self._int("subsampling", 1)
+
+
+def _spliced_mlp(num_features: int, cfg: DnnConfig | DnnPoolConfig) -> nn.Sequential:
+    """The per-frame layers of both DNNs: (N, K*F) spliced real frames -> (N, H)."""
+    context = cfg.left_context + 1 + cfg.right_context  # K
+    return frame_mlp(context * num_features, cfg.hidden_dim, cfg.num_layers, cfg.norm, cfg.dropout)
 
 
 class Dnn(nn.Module):
@@ -60,10 +75,7 @@ class Dnn(nn.Module):
     def __init__(self, num_features: int, num_classes: int, config: DnnConfig | None = None):
         super().__init__()
         self.config = cfg = config or DnnConfig()
-        context = cfg.left_context + 1 + cfg.right_context
-        self.mlp = frame_mlp(
-            context * num_features, cfg.hidden_dim, cfg.num_layers, cfg.norm, cfg.dropout
-        )
+        self.mlp = _spliced_mlp(num_features, cfg)
         self.output = nn.Linear(cfg.hidden_dim, num_classes)
 
     @property
@@ -82,7 +94,7 @@ class Dnn(nn.Module):
 
 
 @dataclass(frozen=True)
-class DnnPoolConfig(ModelConfig):
+class DnnPoolConfig(_SplicedMlpConfig):
     """Size of an utterance-level DNN: per-frame layers, then pooling over time."""
 
     model_name: ClassVar[str] = "dnn_pool"
@@ -96,12 +108,7 @@ class DnnPoolConfig(ModelConfig):
     pooling: Literal["mean", "max"] = "mean"  # mean is stable; max suits short keywords
 
     def __post_init__(self) -> None:
-        self._int("hidden_dim", 1)
-        self._int("num_layers", 1)
-        self._int("left_context", 0)
-        self._int("right_context", 0)
-        self._dropout()
-        self._choice("norm", ("batch", "layer", "none"))
+        self._check_spliced_mlp()
         self._choice("pooling", ("mean", "max"))
 
 
@@ -114,10 +121,7 @@ class DnnPool(nn.Module):
     def __init__(self, num_features: int, num_classes: int, config: DnnPoolConfig | None = None):
         super().__init__()
         self.config = cfg = config or DnnPoolConfig()
-        context = cfg.left_context + 1 + cfg.right_context
-        self.mlp = frame_mlp(
-            context * num_features, cfg.hidden_dim, cfg.num_layers, cfg.norm, cfg.dropout
-        )
+        self.mlp = _spliced_mlp(num_features, cfg)
         self.output = nn.Linear(cfg.hidden_dim, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,8 +44,8 @@ def model_level(model: Any) -> Level:
         )
     try:
         return parse_level(model.level, f"model {name}")
-    except ConfigError as e:
-        raise ModelError(str(e)) from None
+    except ConfigError as error:
+        raise ModelError(str(error)) from None
 
 
 def model_subsampling(model: Any) -> int:
@@ -110,8 +110,8 @@ def _call(
     what = f"{name}.forward(x, lengths) on x of shape {tuple(x.shape)}, lengths {lengths.tolist()}"
     try:
         out = model(x, lengths)
-    except Exception as e:
-        raise ModelError(f"{what} failed: {type(e).__name__}: {e}") from e
+    except Exception as error:
+        raise ModelError(f"{what} failed: {type(error).__name__}: {error}") from error
     if isinstance(out, torch.Tensor):
         raise ModelError(
             f"{what} returned a single tensor; it must return a tuple (logits, out_lengths)"
@@ -142,7 +142,7 @@ def _check_outputs(
         raise ModelError(f"model {name}: logits must be floating point, got {logits.dtype}")
     if level == "frame":
         t_out = -(-_T // s)
-        want = (b, t_out, num_classes)
+        want: tuple[int, ...] = (b, t_out, num_classes)
         if logits.dim() != 3:
             hint = " (a clip classifier must declare level = 'utt')" if logits.dim() == 2 else ""
             raise ModelError(

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kdpipe.errors import ModelError
+from kdpipe.models.base import ModelConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
+# A built-in model class: Model(num_features, num_classes, config) -> nn.Module.
+BuiltinModel = Callable[[int, int, Any], "nn.Module"]
 
-def _builtins() -> dict[str, tuple[type, type]]:
-    """name -> (model class, config class). Imported lazily: these modules import torch."""
+
+def _builtins() -> dict[str, tuple[BuiltinModel, type[ModelConfig]]]:
+    """name -> (model class, config class). Imported here, not at the top: these modules
+    import torch and kdpipe.models must not (cards and checkpoints are read without it)."""
     from kdpipe.models.cnn import Cnn, CnnConfig
     from kdpipe.models.dnn import Dnn, DnnConfig, DnnPool, DnnPoolConfig
     from kdpipe.models.lstm import Blstm, BlstmConfig, Lstm, LstmConfig, LstmPool, LstmPoolConfig
@@ -96,28 +101,30 @@ def build_model(
         config_obj = config_cls.from_dict(config)
         model = model_cls(num_features, num_classes, config_obj)
         cfg = config_obj.to_dict()
-    model.kdpipe_spec = ModelSpec(name, num_features, num_classes, cfg)
+    # torch types module attributes as Tensor | Module; a plain attribute is fine at runtime
+    model.kdpipe_spec = ModelSpec(name, num_features, num_classes, cfg)  # type: ignore[assignment]
     return model
 
 
 def import_class(ref: str) -> type:
     """Import ``package.module:Class`` and check it is an ``nn.Module`` subclass."""
-    from torch import nn
+    from torch import nn  # kdpipe.models imports without torch (see _builtins)
 
     module_name, _, class_name = ref.partition(":")
     if not module_name or not class_name or ":" in class_name:
         raise ModelError(f"custom model {ref!r} must look like 'package.module:Class'")
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
+    except ModuleNotFoundError as error:
         raise ModelError(
-            f"cannot import module {module_name!r} for model {ref!r}: {e} "
+            f"cannot import module {module_name!r} for model {ref!r}: {error} "
             "(is it installed or on PYTHONPATH?)"
-        ) from e
-    except Exception as e:
+        ) from error
+    except Exception as error:
         raise ModelError(
-            f"importing module {module_name!r} for model {ref!r} failed: {type(e).__name__}: {e}"
-        ) from e
+            f"importing module {module_name!r} for model {ref!r} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
     obj: Any = module
     for part in class_name.split("."):
         if not hasattr(obj, part):
@@ -131,18 +138,18 @@ def import_class(ref: str) -> type:
 def _build_custom(
     ref: str, num_features: int, num_classes: int, config: dict[str, Any], check: bool
 ) -> tuple[nn.Module, dict[str, Any]]:
-    from kdpipe.models.protocol import check_protocol
+    from kdpipe.models.protocol import check_protocol  # imports torch (see _builtins)
 
     cls = import_class(ref)
     try:  # build from the JSON form, as load_checkpoint will (tuples become lists)
         config = json.loads(json.dumps(config, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"config of model {ref!r} must be plain JSON data: {e}") from None
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"config of model {ref!r} must be plain JSON data: {error}") from None
     call = f"{ref}(num_features={num_features}, num_classes={num_classes}, **{config!r})"
     try:
         model = cls(num_features=num_features, num_classes=num_classes, **config)
-    except Exception as e:
-        raise ModelError(f"building {call} failed: {type(e).__name__}: {e}") from e
+    except Exception as error:
+        raise ModelError(f"building {call} failed: {type(error).__name__}: {error}") from error
     if check:
         check_protocol(model, num_features, num_classes)
     return model, config
@@ -152,11 +159,9 @@ def config_diffs(card_config: dict[str, Any], built_config: dict[str, Any]) -> l
     """``"key card-value vs built-value"`` for each setting a card and a built model disagree
     on. A key the built model has and the card lacks is a field added after the card was
     written; new fields default to the old behaviour, so it is no difference."""
-    import json
-
     built = json.loads(json.dumps(built_config))  # the JSON form, as a card holds it
     return [
-        f"{k} {card_config.get(k)!r} vs {built.get(k)!r}"
-        for k in sorted(set(card_config) | set(built))
-        if k in card_config and card_config.get(k) != built.get(k)
+        f"{key} {card_config.get(key)!r} vs {built.get(key)!r}"
+        for key in sorted(set(card_config) | set(built))
+        if key in card_config and card_config.get(key) != built.get(key)
     ]

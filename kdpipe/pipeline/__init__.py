@@ -1,7 +1,8 @@
 """Recipes: ``pipelines/<name>/pipeline.yaml`` run end to end by ``kdpipe run``.
 
 - ``recipe``: the YAML schema, variables and sizes, stage references, seeded stages;
-- ``stages``: what each kind of stage (synth, prepare, learn, teach) calls;
+- ``template``: ``${name}`` substitution and ``foreach`` expansion inside a recipe;
+- ``stages``: what each kind of stage (synth, prepare, learn, teach, eval) calls;
 - ``runner``: order, fingerprints, skip and resume;
 - ``results``: the comparison table and the paper's claims checked (results.md/json).
 """

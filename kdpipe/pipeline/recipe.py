@@ -90,8 +90,8 @@ class Recipe:
 def load_recipe(path: str | Path, size: str = "full", seeds: list[int] | None = None) -> Recipe:
     """Read ``path`` (a recipe folder or its pipeline.yaml) at ``size`` ("full" or a key of
     ``sizes``); ``seeds`` replaces the recipe's ``seeds`` variable."""
-    p = Path(path)
-    file = p / RECIPE_FILE if p.is_dir() else p
+    given = Path(path)
+    file = given / RECIPE_FILE if given.is_dir() else given
     if not file.is_file():
         raise ConfigError(f"no recipe at {path}: expected a folder holding {RECIPE_FILE}")
     data = load_yaml(file)
@@ -114,7 +114,7 @@ def load_recipe(path: str | Path, size: str = "full", seeds: list[int] | None = 
         env["seeds"] = list(seeds)
     env["size"] = size
     seed_list = env["seeds"]
-    if not isinstance(seed_list, list) or not all(isinstance(s, int) for s in seed_list):
+    if not isinstance(seed_list, list) or not all(isinstance(seed, int) for seed in seed_list):
         raise ConfigError(f"{where}: seeds must be a list of integers, got {seed_list!r}")
     stages = _stages(expand(data.get("stages"), env, "stages", f"{where}: stages"), where)
     results = data.get("results") or {}
@@ -122,7 +122,7 @@ def load_recipe(path: str | Path, size: str = "full", seeds: list[int] | None = 
         raise ConfigError(f"{where}: results must be a mapping with keys rows, claims")
     rows = expand(results.get("rows"), env, "rows", f"{where}: results.rows")
     claims = expand(results.get("claims"), env, "claims", f"{where}: results.claims")
-    by_name = {s.name: s for s in stages}
+    by_name = {stage.name: stage for stage in stages}
     _check_results(rows, claims, by_name, where)
     return Recipe(
         directory=file.parent.resolve(),
@@ -150,7 +150,7 @@ def _stages(items: list[Any], where: str) -> list[Stage]:
             raise ConfigError(f"{here}: a stage is a mapping with a name and one of {KINDS}")
         name = str(item["name"])
         here = f"{where}: stage {name!r}"
-        kinds = [k for k in item if k in KINDS]
+        kinds = [key for key in item if key in KINDS]
         if len(kinds) != 1 or set(item) - {"name", *KINDS}:
             raise ConfigError(f"{here}: needs exactly one of {', '.join(KINDS)} (and name)")
         if name in seen:
@@ -168,10 +168,10 @@ def _stages(items: list[Any], where: str) -> list[Stage]:
                 f"known: {', '.join(sorted(OPTIONS[kind]))}"
             )
         refs = _refs(kind, opts, here)
-        for r in refs:
-            if r not in seen:
-                raise ConfigError(f"{here}: reads stage {r!r}, which is not defined before it")
-        seeded = bool(opts.get("seeds", False)) or any(seen[r].seeded for r in refs)
+        for ref in refs:
+            if ref not in seen:
+                raise ConfigError(f"{here}: reads stage {ref!r}, which is not defined before it")
+        seeded = bool(opts.get("seeds", False)) or any(seen[ref].seeded for ref in refs)
         stage = Stage(name, kind, dict(opts), tuple(refs), seeded)
         seen[name] = stage
         out.append(stage)
@@ -181,37 +181,37 @@ def _stages(items: list[Any], where: str) -> list[Stage]:
 
 
 def _refs(kind: str, opts: dict[str, Any], where: str) -> list[str]:
-    refs = [str(opts[k]) for k in REFS.get(kind, ()) if opts.get(k) is not None]
+    refs = [str(opts[key]) for key in REFS.get(kind, ()) if opts.get(key) is not None]
     if kind != "synth" and "corpus" not in opts:
         raise ConfigError(f"{where}: missing option 'corpus' (the stage that made it)")
     if kind == "learn":
-        for t in opts.get("targets") or []:
-            refs.append(str(t["stage"] if isinstance(t, dict) else t))
+        for target in opts.get("targets") or []:
+            refs.append(str(target["stage"] if isinstance(target, dict) else target))
     if kind == "eval" and "model" not in opts:
         raise ConfigError(f"{where}: eval needs model: STAGE (a learn stage)")
     if kind == "teach":
-        given = [k for k in ("model", "members") if k in opts]
+        given = [key for key in ("model", "members") if key in opts]
         if len(given) != 1:
             raise ConfigError(f"{where}: teach needs model (one stage) or members (a list)")
-        for m in opts.get("members") or []:
-            if not isinstance(m, dict) or "model" not in m:
+        for member in opts.get("members") or []:
+            if not isinstance(member, dict) or "model" not in member:
                 raise ConfigError(f"{where}: each member is a mapping with model: STAGE")
-            refs.append(str(m["model"]))
+            refs.append(str(member["model"]))
     return list(dict.fromkeys(refs))
 
 
 def _check_results(rows: list, claims: list, stages: dict[str, Stage], where: str) -> None:
-    for r in rows:
-        if not isinstance(r, dict) or "stage" not in r or "label" not in r:
-            raise ConfigError(f"{where}: a results row is a mapping with label and stage: {r!r}")
-        if set(r) - {"label", "stage", "store"}:
-            raise ConfigError(f"{where}: results row keys are label, stage, store: {r!r}")
+    for row in rows:
+        if not isinstance(row, dict) or "stage" not in row or "label" not in row:
+            raise ConfigError(f"{where}: a results row is a mapping with label and stage: {row!r}")
+        if set(row) - {"label", "stage", "store"}:
+            raise ConfigError(f"{where}: results row keys are label, stage, store: {row!r}")
         for key in ("stage", "store"):
-            if key in r and r[key] not in stages:
-                raise ConfigError(f"{where}: results row names unknown stage {r[key]!r}")
-    for c in claims:
-        if not isinstance(c, dict) or set(c) != {"text", "better", "than"}:
-            raise ConfigError(f"{where}: a claim is a mapping with text, better, than: {c!r}")
+            if key in row and row[key] not in stages:
+                raise ConfigError(f"{where}: results row names unknown stage {row[key]!r}")
+    for claim in claims:
+        if not isinstance(claim, dict) or set(claim) != {"text", "better", "than"}:
+            raise ConfigError(f"{where}: a claim is a mapping with text, better, than: {claim!r}")
         for key in ("better", "than"):
-            if c[key] not in stages:
-                raise ConfigError(f"{where}: claim names unknown stage {c[key]!r}")
+            if claim[key] not in stages:
+                raise ConfigError(f"{where}: claim names unknown stage {claim[key]!r}")

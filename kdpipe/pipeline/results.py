@@ -21,11 +21,11 @@ RESULTS_JSON = "results.json"
 def _scores(report: RunReport, stage: str, key: str) -> list[float]:
     """``key`` of every execution of ``stage`` (one per seed), in %, where recorded."""
     out = []
-    for ex in report.plan:
-        if ex.stage.name == stage:
-            v = report.summaries.get(ex.key, {}).get(key)
-            if v is not None:
-                out.append(100.0 * float(v))
+    for step in report.plan:
+        if step.stage.name == stage:
+            value = report.summaries.get(step.key, {}).get(key)
+            if value is not None:
+                out.append(100.0 * float(value))
     return out
 
 
@@ -40,9 +40,9 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _first(report: RunReport, stage: str, key: str) -> Any:
-    for ex in report.plan:
-        if ex.stage.name == stage and ex.key in report.summaries:
-            return report.summaries[ex.key].get(key)
+    for step in report.plan:
+        if step.stage.name == stage and step.key in report.summaries:
+            return report.summaries[step.key].get(key)
     return None
 
 
@@ -50,34 +50,39 @@ def collect(report: RunReport) -> dict[str, Any]:
     """Rows and claims as plain data (``results.json``)."""
     recipe = report.recipe
     rows = []
-    for r in recipe.rows:
-        acc = _scores(report, r["stage"], "accuracy")
-        per = _scores(report, r["stage"], "phone_error_rate")
-        row: dict[str, Any] = {"label": r["label"], "stage": r["stage"], "accuracy": acc}
+    for wanted in recipe.rows:
+        acc = _scores(report, wanted["stage"], "accuracy")
+        per = _scores(report, wanted["stage"], "phone_error_rate")
+        row: dict[str, Any] = {"label": wanted["label"], "stage": wanted["stage"], "accuracy": acc}
         row["accuracy_mean"], row["accuracy_std"] = _mean_std(acc)
         if per:
             row["per_mean"], row["per_std"] = _mean_std(per)
-        row["parameters"] = _first(report, r["stage"], "parameters")
-        if r.get("store") is not None:  # the store this row's model learnt from
-            row["bytes_per_frame"] = _first(report, r["store"], "bytes_per_frame")
+        row["parameters"] = _first(report, wanted["stage"], "parameters")
+        if wanted.get("store") is not None:  # the store this row's model learnt from
+            row["bytes_per_frame"] = _first(report, wanted["store"], "bytes_per_frame")
         rows.append(row)
     claims = []
-    for c in recipe.claims:
-        a, b = _scores(report, c["better"], "accuracy"), _scores(report, c["than"], "accuracy")
-        ma, sa = _mean_std(a)
-        mb, sb = _mean_std(b)
-        item: dict[str, Any] = {**c, "better_accuracy": ma, "than_accuracy": mb}
-        if ma is not None and mb is not None:
-            se = math.sqrt(((sa or 0) ** 2) / len(a) + ((sb or 0) ** 2) / len(b))
-            err_a, err_b = 100 - ma, 100 - mb
-            known = len(a) > 1 and len(b) > 1  # a standard error needs seeds on both sides
+    for claim in recipe.claims:
+        better = _scores(report, claim["better"], "accuracy")
+        than = _scores(report, claim["than"], "accuracy")
+        better_mean, better_std = _mean_std(better)
+        than_mean, than_std = _mean_std(than)
+        item: dict[str, Any] = {**claim, "better_accuracy": better_mean, "than_accuracy": than_mean}
+        if better_mean is not None and than_mean is not None:
+            se = math.sqrt(
+                ((better_std or 0) ** 2) / len(better) + ((than_std or 0) ** 2) / len(than)
+            )
+            better_error, than_error = 100 - better_mean, 100 - than_mean
+            known = len(better) > 1 and len(than) > 1  # a standard error needs seeds on both
             item.update(
-                holds=ma > mb,
-                difference=ma - mb,
+                holds=better_mean > than_mean,
+                difference=better_mean - than_mean,
                 standard_error=se if known else None,
                 # a difference inside two standard errors could be seed noise
-                within_noise=known and abs(ma - mb) <= 2 * se,
-                relative_error_reduction=(err_b - err_a) / err_b if err_b > 0 else None,
+                within_noise=known and abs(better_mean - than_mean) <= 2 * se,
+                relative_error_reduction=(
+                    (than_error - better_error) / than_error if than_error > 0 else None
+                ),
             )
         claims.append(item)
     return {
@@ -102,39 +107,40 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def to_markdown(res: dict[str, Any], command: str = "") -> str:
     """The table and the claims, as Markdown."""
-    has_per = any("per_mean" in r for r in res["rows"])
-    has_bytes = any(r.get("bytes_per_frame") is not None for r in res["rows"])
+    has_per = any("per_mean" in row for row in res["rows"])
+    has_bytes = any(row.get("bytes_per_frame") is not None for row in res["rows"])
     head = ["Model", "Test accuracy (%)"] + ["PER (%)"] * has_per + ["Params"]
     head += ["Bytes/frame"] * has_bytes + ["Runs"]
     lines = [f"## {res['title'] or res['recipe']} ({res['size']})", ""]
     if res["paper"]:
         lines += [f"Paper: {res['paper']}. Claim: {res['claim']}", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in res["rows"]:
-        cells = [r["label"], _pm(r["accuracy_mean"], r["accuracy_std"])]
+    for row in res["rows"]:
+        cells = [row["label"], _pm(row["accuracy_mean"], row["accuracy_std"])]
         if has_per:
-            cells.append(_pm(r.get("per_mean"), r.get("per_std")))
-        cells.append("-" if not r["parameters"] else f"{r['parameters']:,}")
+            cells.append(_pm(row.get("per_mean"), row.get("per_std")))
+        cells.append("-" if not row["parameters"] else f"{row['parameters']:,}")
         if has_bytes:
-            b = r.get("bytes_per_frame")
-            cells.append("-" if b is None else f"{b:.1f}")
-        cells.append(str(len(r["accuracy"])))
+            per_frame = row.get("bytes_per_frame")
+            cells.append("-" if per_frame is None else f"{per_frame:.1f}")
+        cells.append(str(len(row["accuracy"])))
         lines.append("| " + " | ".join(cells) + " |")
     if res["claims"]:
         lines += ["", "Claims, checked on the numbers above (test = voices never trained on):"]
-    for c in res["claims"]:
-        if c.get("holds") is None:
-            lines.append(f"- {c['text']}: not measured")
+    for claim in res["claims"]:
+        if claim.get("holds") is None:
+            lines.append(f"- {claim['text']}: not measured")
             continue
-        se = "" if c["standard_error"] is None else f" +- {c['standard_error']:.1f}"
-        rer = c["relative_error_reduction"]
+        se = "" if claim["standard_error"] is None else f" +- {claim['standard_error']:.1f}"
+        rer = claim["relative_error_reduction"]
         rer_txt = "" if rer is None else f"; relative error reduction {100 * rer:.1f}%"
-        verdict = "holds" if c["holds"] else "does not hold"
-        if c["within_noise"]:
+        verdict = "holds" if claim["holds"] else "does not hold"
+        if claim["within_noise"]:
             verdict = "within seed noise"
         lines.append(
-            f"- {c['text']}: **{verdict}** ({c['better']} {c['better_accuracy']:.1f} vs "
-            f"{c['than']} {c['than_accuracy']:.1f}: {c['difference']:+.1f}{se} points{rer_txt})"
+            f"- {claim['text']}: **{verdict}** ({claim['better']} "
+            f"{claim['better_accuracy']:.1f} vs {claim['than']} {claim['than_accuracy']:.1f}: "
+            f"{claim['difference']:+.1f}{se} points{rer_txt})"
         )
     if command:
         minutes = res["compute_seconds"] / 60
@@ -146,8 +152,8 @@ def write_results(report: RunReport, command: str = "") -> tuple[Path, Path]:
     """``results.md`` and ``results.json`` in the work directory."""
     res = collect(report)
     res["command"] = command
-    md = report.workdir / RESULTS_MD
-    js = report.workdir / RESULTS_JSON
-    md.write_text(to_markdown(res, command))
-    js.write_text(json.dumps(res, indent=1) + "\n")
-    return md, js
+    markdown = report.workdir / RESULTS_MD
+    data = report.workdir / RESULTS_JSON
+    markdown.write_text(to_markdown(res, command))
+    data.write_text(json.dumps(res, indent=1) + "\n")
+    return markdown, data

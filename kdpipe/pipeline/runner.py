@@ -94,27 +94,27 @@ def plan(recipe: Recipe, workdir: str | Path) -> list[Execution]:
     out: list[Execution] = []
     for stage in recipe.stages:
         for seed in recipe.seeds if stage.seeded else (None,):
-            placeholders = {r: f"/@{r}" for r in stage.refs}  # paths out of the identity
+            placeholders = {ref: f"/@{ref}" for ref in stage.refs}  # paths out of the identity
             call = StageCall(stage.options, placeholders, Path("/@out"), seed,
                              recipe.directory, False, False)  # fmt: skip
             ident = {
                 "kind": stage.kind,
                 "seed": seed,
                 "settings": identity(stage.kind, call),
-                "inputs": {r: fps[(r, _ref_seed(recipe, r, seed))] for r in stage.refs},
+                "inputs": {ref: fps[(ref, _ref_seed(recipe, ref, seed))] for ref in stage.refs},
             }
-            fp = fingerprint(ident)
-            fps[(stage.name, seed)] = fp
-            ex = Execution(stage, seed, output_path(workdir, stage, seed), fp, "new")
-            rec = read_record(workdir, ex.key)
-            if rec is not None:
-                same = rec.get("fingerprint") == fp
-                ex.state = (
-                    "changed" if not same else ("done" if rec["state"] == "done" else "resume")
+            stage_fp = fingerprint(ident)
+            fps[(stage.name, seed)] = stage_fp
+            execution = Execution(stage, seed, output_path(workdir, stage, seed), stage_fp, "new")
+            record = read_record(workdir, execution.key)
+            if record is not None:
+                same = record.get("fingerprint") == stage_fp
+                execution.state = (
+                    "changed" if not same else ("done" if record["state"] == "done" else "resume")
                 )
-                if ex.state == "done" and not ex.out.exists():
-                    ex.state = "missing"  # its output was deleted: make it again
-            out.append(ex)
+                if execution.state == "done" and not execution.out.exists():
+                    execution.state = "missing"  # its output was deleted: make it again
+            out.append(execution)
     return out
 
 
@@ -131,42 +131,45 @@ def run_recipe(
     ``announce(i, n, execution)`` is called before each execution (done ones included),
     ``finished(execution, summary, seconds)`` after each one that ran.
     """
+    # trainer imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.learn.trainer import LAST_STATE
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     steps = plan(recipe, workdir)
     report = RunReport(recipe, workdir, steps)
-    outputs = {(ex.stage.name, ex.seed): ex.out for ex in steps}
-    for i, ex in enumerate(steps):
+    outputs = {(step.stage.name, step.seed): step.out for step in steps}
+    for i, step in enumerate(steps):
         if announce is not None:
-            announce(i, len(steps), ex)
-        if ex.state == "done":
-            rec = read_record(workdir, ex.key) or {}
-            report.summaries[ex.key] = rec.get("summary", {})
-            report.compute_seconds += float(rec.get("wall_seconds", 0.0))
+            announce(i, len(steps), step)
+        if step.state == "done":
+            record = read_record(workdir, step.key) or {}
+            report.summaries[step.key] = record.get("summary", {})
+            report.compute_seconds += float(record.get("wall_seconds", 0.0))
             continue
-        interrupted_learn = ex.state == "resume" and ex.stage.kind == "learn"
-        resume = interrupted_learn and (ex.out / LAST_STATE).exists()
-        if not resume and ex.out.exists():
-            shutil.rmtree(ex.out)
-        inputs = {r: str(outputs[(r, _ref_seed(recipe, r, ex.seed))]) for r in ex.stage.refs}
-        call = StageCall(ex.stage.options, inputs, ex.out, ex.seed, recipe.directory,
+        interrupted_learn = step.state == "resume" and step.stage.kind == "learn"
+        resume = interrupted_learn and (step.out / LAST_STATE).exists()
+        if not resume and step.out.exists():
+            shutil.rmtree(step.out)
+        inputs = {
+            ref: str(outputs[(ref, _ref_seed(recipe, ref, step.seed))]) for ref in step.stage.refs
+        }
+        call = StageCall(step.stage.options, inputs, step.out, step.seed, recipe.directory,
                          resume, progress)  # fmt: skip
-        _write_record(workdir, ex.key, {"state": "running", "fingerprint": ex.fingerprint})
-        ts = time.perf_counter()
-        summary = RUNNERS[ex.stage.kind](call)
-        summary.setdefault("seconds", time.perf_counter() - ts)
-        _write_record(workdir, ex.key, {
-            "state": "done", "fingerprint": ex.fingerprint, "stage": ex.stage.name,
-            "kind": ex.stage.kind, "seed": ex.seed, "summary": summary,
-            "wall_seconds": time.perf_counter() - ts,
+        _write_record(workdir, step.key, {"state": "running", "fingerprint": step.fingerprint})
+        step_started = time.perf_counter()
+        summary = RUNNERS[step.stage.kind](call)
+        summary.setdefault("seconds", time.perf_counter() - step_started)
+        _write_record(workdir, step.key, {
+            "state": "done", "fingerprint": step.fingerprint, "stage": step.stage.name,
+            "kind": step.stage.kind, "seed": step.seed, "summary": summary,
+            "wall_seconds": time.perf_counter() - step_started,
         })  # fmt: skip
-        report.summaries[ex.key] = summary
-        report.ran.append(ex.key)
-        report.compute_seconds += time.perf_counter() - ts
+        report.summaries[step.key] = summary
+        report.ran.append(step.key)
+        report.compute_seconds += time.perf_counter() - step_started
         if finished is not None:
-            finished(ex, summary, time.perf_counter() - ts)
-    report.seconds = time.perf_counter() - t0
+            finished(step, summary, time.perf_counter() - step_started)
+    report.seconds = time.perf_counter() - started
     return report

@@ -1,4 +1,4 @@
-"""What each kind of stage does: one library call each (synth, prepare, learn, teach).
+"""What each kind of stage does: one library call each (synth, prepare, learn, teach, eval).
 
 Every function takes the stage's options (variables substituted), the paths of the stages
 it reads, its output path and the seed, and returns a JSON-able summary that the runner
@@ -7,13 +7,24 @@ records and the results table reads (``accuracy`` for learn and teach stages).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kdpipe.corpus.features import FbankConfig
+from kdpipe.corpus.prepare import prepare_corpus
+from kdpipe.corpus.synth import KeywordSynthConfig, PhoneSynthConfig, synth_keywords, synth_phones
+from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
+from kdpipe.models.checkpoint import read_card
+from kdpipe.models.registry import is_custom
 from kdpipe.schema import load_yaml
+from kdpipe.teach.ensemble_yaml import EnsembleConfig, ensemble_from_dict
+
+if TYPE_CHECKING:
+    from kdpipe.learn.runs import KdRun, SupervisedRun
 
 EVAL_FILE = "eval.json"  # a learn stage's test scores, beside its checkpoint
 
@@ -42,84 +53,84 @@ def config_file(call: StageCall, key: str = "config") -> dict[str, Any]:
     return data
 
 
-def synth_config(options: dict[str, Any]) -> Any:
+def synth_config(options: dict[str, Any]) -> KeywordSynthConfig | PhoneSynthConfig:
     """The synth config a ``synth`` stage asks for (validated: bad fields fail at load)."""
-    from kdpipe.corpus.synth import KeywordSynthConfig, PhoneSynthConfig
-
-    opts = {k: v for k, v in options.items() if k not in ("task", "size", "jobs")}
-    classes = {"keywords": KeywordSynthConfig, "phones": PhoneSynthConfig}
+    settings = {k: v for k, v in options.items() if k not in ("task", "size", "jobs")}
+    classes: dict[str, type[KeywordSynthConfig] | type[PhoneSynthConfig]] = {
+        "keywords": KeywordSynthConfig,
+        "phones": PhoneSynthConfig,
+    }
     task = options.get("task")
     if task not in classes:
         raise ConfigError(f"synth: task must be keywords or phones, got {task!r}")
-    for k, v in opts.items():
-        if isinstance(v, list):
-            opts[k] = tuple(v)
-    return classes[task].for_size(str(options.get("size", "small")), **opts)
+    for key, value in settings.items():
+        if isinstance(value, list):
+            settings[key] = tuple(value)
+    return classes[task].for_size(str(options.get("size", "small")), **settings)
 
 
 def run_synth(call: StageCall) -> dict[str, Any]:
-    from kdpipe.corpus.synth import synth_keywords, synth_phones
-
     cfg = synth_config(call.options)
-    make = synth_keywords if call.options["task"] == "keywords" else synth_phones
-    s = make(call.out, cfg, jobs=call.options.get("jobs"), progress=call.progress, overwrite=True)
-    return {"utterances": s.utterances, "speakers": s.speakers, "seconds": s.seconds}
+    jobs = call.options.get("jobs")
+    if isinstance(cfg, KeywordSynthConfig):
+        summary = synth_keywords(call.out, cfg, jobs=jobs, progress=call.progress, overwrite=True)
+    else:
+        summary = synth_phones(call.out, cfg, jobs=jobs, progress=call.progress, overwrite=True)
+    return {"utterances": summary.utterances, "speakers": summary.speakers,
+            "seconds": summary.seconds}  # fmt: skip
 
 
 def run_prepare(call: StageCall) -> dict[str, Any]:
-    from kdpipe.corpus.features import FbankConfig
-    from kdpipe.corpus.prepare import prepare_corpus
-
-    o = call.options
-    s = prepare_corpus(
-        call.inputs[o["corpus"]],
+    options = call.options
+    summary = prepare_corpus(
+        call.inputs[options["corpus"]],
         call.out,
-        features=FbankConfig.from_dict(o.get("features") or {}),
-        jobs=o.get("jobs"),
-        skip_bad=bool(o.get("skip_bad", False)),
+        features=FbankConfig.from_dict(options.get("features") or {}),
+        jobs=options.get("jobs"),
+        skip_bad=bool(options.get("skip_bad", False)),
         progress=call.progress,
         overwrite=True,
     )
-    return {"utterances": s.num_utterances, "frames": s.num_frames, "seconds": s.seconds}
+    return {"utterances": summary.num_utterances, "frames": summary.num_frames,
+            "seconds": summary.seconds}  # fmt: skip
 
 
-def learn_run(call: StageCall) -> Any:
+def learn_run(call: StageCall) -> SupervisedRun | KdRun:
     """The ``SupervisedRun``/``KdRun`` a learn stage asks for (its identity: fingerprinted)."""
+    # learn.runs imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.learn.runs import build_run, parse_targets
 
-    o = call.options
-    train = dict(o.get("train") or {})
+    options = call.options
+    train = dict(options.get("train") or {})
     if call.seed is not None:
         train["seed"] = call.seed
     targets = []  # {stage, weight, split} -> the {path, weight, split} of a learn config
-    for t in o.get("targets") or []:
-        t = dict(t) if isinstance(t, dict) else {"stage": t}
-        if "stage" not in t or set(t) - {"stage", "weight", "split"}:
-            raise ConfigError(f"targets: keys are stage, weight, split; got {sorted(t)}")
-        t["path"] = call.inputs[str(t.pop("stage"))]
-        targets.append(t)
+    for given in options.get("targets") or []:
+        target = dict(given) if isinstance(given, dict) else {"stage": given}
+        if "stage" not in target or set(target) - {"stage", "weight", "split"}:
+            raise ConfigError(f"targets: keys are stage, weight, split; got {sorted(target)}")
+        target["path"] = call.inputs[str(target.pop("stage"))]
+        targets.append(target)
     return build_run(
         config_file(call),
-        corpus=call.inputs[o["corpus"]],
-        student=o.get("student"),
-        model=o.get("model"),
+        corpus=call.inputs[options["corpus"]],
+        student=options.get("student"),
+        model=options.get("model"),
         train=train,
-        kd=o.get("kd"),
+        kd=options.get("kd"),
         targets=parse_targets(targets, "targets") or None,
-        view=o.get("view"),
-        init=call.inputs[o["init"]] if o.get("init") else None,
-        train_split=str(o.get("train_split", "train")),
-        dev_split=str(o.get("dev_split", "dev")),
-        where=f"learn stage ({o.get('config') or 'inline'})",
+        view=options.get("view"),
+        init=call.inputs[options["init"]] if options.get("init") else None,
+        train_split=str(options.get("train_split", "train")),
+        dev_split=str(options.get("dev_split", "dev")),
+        where=f"learn stage ({options.get('config') or 'inline'})",
     )
 
 
 def score(model: str | Path, corpus: str, split: str, view: dict[str, Any] | None) -> dict:
     """Test scores of checkpoint ``model``: accuracy (and PER for frames), parameters."""
-    from kdpipe.corpus.views import ViewConfig
+    # evaluate imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.learn.evaluate import evaluate_checkpoint
-    from kdpipe.models.checkpoint import read_card
-    from kdpipe.models.registry import is_custom
 
     view_cfg = None if view is None else ViewConfig.from_dict(view)
     card = read_card(model)
@@ -136,20 +147,19 @@ def score(model: str | Path, corpus: str, split: str, view: dict[str, Any] | Non
 def run_learn(call: StageCall) -> dict[str, Any]:
     """Train, then score the best checkpoint on ``eval.split`` (default test) of the corpus,
     through the training view unless ``eval.view`` says otherwise."""
-    import json
-
+    # learn.runs imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.learn.runs import train_run
 
     run = learn_run(call)
     result = train_run(
         run, call.out, resume=call.resume, overwrite=not call.resume, progress=call.progress
     )
-    ev = dict(call.options.get("eval") or {})
-    if set(ev) - {"split", "view"}:
-        raise ConfigError(f"eval: keys are split and view; got {sorted(ev)}")
-    view = ev.get("view", run.view.to_dict() if run.view is not None else None)
+    evaluation = dict(call.options.get("eval") or {})
+    if set(evaluation) - {"split", "view"}:
+        raise ConfigError(f"eval: keys are split and view; got {sorted(evaluation)}")
+    view = evaluation.get("view", run.view.to_dict() if run.view is not None else None)
     summary = {
-        **score(call.out, run.corpus, str(ev.get("split", "test")), view),
+        **score(call.out, run.corpus, str(evaluation.get("split", "test")), view),
         "best_dev_accuracy": result.best_dev_acc,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -161,35 +171,37 @@ def run_learn(call: StageCall) -> dict[str, Any]:
 
 def run_eval(call: StageCall) -> dict[str, Any]:
     """Score a learn stage's checkpoint on another split or view (no output but the record)."""
-    o = call.options
+    options = call.options
     call.out.mkdir(parents=True, exist_ok=True)
-    return score(call.inputs[o["model"]], call.inputs[o["corpus"]], str(o.get("split", "test")),
-                 o.get("view"))  # fmt: skip
+    return score(call.inputs[options["model"]], call.inputs[options["corpus"]],
+                 str(options.get("split", "test")), options.get("view"))  # fmt: skip
 
 
-def ensemble(call: StageCall) -> Any:
+def ensemble(call: StageCall) -> EnsembleConfig:
     """The ``EnsembleConfig`` a teach stage asks for: ``model: STAGE`` or ``members:`` (each
     ``{model: STAGE, ...}`` with the member keys of ensemble.yaml), plus ``ensemble:`` (the
     other keys of ensemble.yaml: combine, rule, values, view, ...)."""
-    from kdpipe.teach.ensemble_yaml import ensemble_from_dict
-
-    o = call.options
-    members = o.get("members") or [{"model": o["model"]}]
-    data = dict(o.get("ensemble") or {})
+    options = call.options
+    members = options.get("members") or [{"model": options["model"]}]
+    data = dict(options.get("ensemble") or {})
     if "members" in data:
         raise ConfigError("teach: give members beside ensemble:, not inside it")
     data["members"] = [
-        {**{k: v for k, v in m.items() if k != "model"}, "checkpoint": call.inputs[m["model"]]}
-        for m in members
+        {
+            **{key: value for key, value in member.items() if key != "model"},
+            "checkpoint": call.inputs[member["model"]],
+        }
+        for member in members
     ]
     return ensemble_from_dict(data, "teach stage")
 
 
 def run_teach(call: StageCall) -> dict[str, Any]:
+    # teach.run imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.teach.run import teach
 
     split = str(call.options.get("split", "train"))
-    s = teach(
+    summary = teach(
         ensemble(call),
         call.inputs[call.options["corpus"]],
         call.out,
@@ -199,7 +211,7 @@ def run_teach(call: StageCall) -> dict[str, Any]:
         device="auto",
         progress=call.progress,
     )
-    return s.to_dict()
+    return summary.to_dict()
 
 
 RUNNERS: dict[str, Callable[[StageCall], dict[str, Any]]] = {

@@ -11,6 +11,8 @@ Importing this package imports neither torch nor zarr.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.teach.ensemble_yaml import (
     EnsembleConfig,
@@ -32,8 +34,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in ("teach", "TeachSummary"):
+        # run imports torch; this package must not (pipeline and the CLI import it for
+        # ensemble_yaml), so teach and TeachSummary load on first use
         from kdpipe.teach import run
 
         return getattr(run, name)

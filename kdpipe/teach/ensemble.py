@@ -17,20 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
+from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import ConfigError, KdpipeError, LabelSetError, ModelError
 from kdpipe.labels import LabelSet
+from kdpipe.levels import Level
 from kdpipe.models.card import ModelCard
-from kdpipe.models.checkpoint import read_card
+from kdpipe.models.checkpoint import load_checkpoint, read_card
 from kdpipe.teach.ensemble_yaml import EnsembleConfig, MemberConfig
-
-if TYPE_CHECKING:
-    import torch
-
-    from kdpipe.corpus.featstore import FeatureStore
 
 
 @dataclass
@@ -48,12 +46,14 @@ class Member:
         return self.config.display_name
 
 
-def _columns(m: MemberConfig, card: ModelCard, labels: LabelSet, where: str) -> np.ndarray | None:
+def _columns(
+    member: MemberConfig, card: ModelCard, labels: LabelSet, where: str
+) -> np.ndarray | None:
     """The member's classes as ensemble class indices; None when the label sets are equal."""
-    if m.label_map is None:
+    if member.label_map is None:
         card.label_set.check_same(labels, where, "the corpus")
         return None
-    mapping = {} if m.label_map == "names" else dict(m.label_map)
+    mapping = member.label_map if isinstance(member.label_map, dict) else {}  # {} for "names"
     unknown = sorted(set(mapping) - set(card.labels))
     if unknown:
         raise ConfigError(f"{where}: label_map names labels the member does not have: {unknown}")
@@ -69,23 +69,23 @@ def _columns(m: MemberConfig, card: ModelCard, labels: LabelSet, where: str) -> 
     return np.asarray(cols, dtype=np.int64)
 
 
-def plan_members(ens: EnsembleConfig, store: FeatureStore) -> tuple[list[Member], str, int]:
+def plan_members(ens: EnsembleConfig, store: FeatureStore) -> tuple[list[Member], Level, int]:
     """Check every member against the corpus from its card alone (no weights read).
 
-    Returns the members, the level (``frame`` or ``utterance``) and the ensemble
-    subsampling. Errors (missing checkpoint, label sets, features, levels, frame rates)
-    come here, before any inference.
+    Returns the members, the level (``frame`` or ``utt``) and the ensemble subsampling.
+    Errors (missing checkpoint, label sets, features, levels, frame rates) come here,
+    before any inference.
     """
     members = []
-    for i, m in enumerate(ens.members):
-        where = f"member {i} ({m.checkpoint})"
-        if not Path(m.checkpoint).is_dir():
+    for i, config in enumerate(ens.members):
+        where = f"member {i} ({config.checkpoint})"
+        if not Path(config.checkpoint).is_dir():
             raise ModelError(f"{where}: checkpoint directory not found")
         try:
-            card = read_card(m.checkpoint)
-        except KdpipeError as e:
-            raise ModelError(f"{where}: {e}") from None
-        cols = _columns(m, card, store.labels, where)
+            card = read_card(config.checkpoint)
+        except KdpipeError as error:
+            raise ModelError(f"{where}: {error}") from None
+        columns = _columns(config, card, store.labels, where)
         card.check_compatible(
             card.label_set, store.config.fingerprint, f"corpus {store.location}",
             features=store.config, name=where,
@@ -94,36 +94,33 @@ def plan_members(ens: EnsembleConfig, store: FeatureStore) -> tuple[list[Member]
             raise ModelError(
                 f"{where}: expects {card.num_features} features, corpus has {store.dim}"
             )
-        members.append(Member(m, card, cols, 1))
-    levels = {mb.card.level for mb in members}
+        members.append(Member(config, card, columns, 1))
+    levels = {member.card.level for member in members}
     if len(levels) > 1:
         raise ConfigError("ensemble: members mix frame-level and utterance-level models")
     level = levels.pop()
-    subs = [mb.card.subsampling for mb in members]
-    s = ens.subsampling or max(subs)
-    for mb in members:
-        if s % mb.card.subsampling:
+    subsampling = ens.subsampling or max(member.card.subsampling for member in members)
+    for member in members:
+        if subsampling % member.card.subsampling:
             raise ConfigError(
-                f"member {mb.name}: subsampling {mb.card.subsampling} does not divide the "
-                f"ensemble's {s}; frame rates can only be merged by whole factors"
+                f"member {member.name}: subsampling {member.card.subsampling} does not divide "
+                f"the ensemble's {subsampling}; frame rates can only be merged by whole factors"
             )
-        mb.ratio = s // mb.card.subsampling
-    return members, level, s
+        member.ratio = subsampling // member.card.subsampling
+    return members, level, subsampling
 
 
 def load_members(
     members: list[Member], device: torch.device, trust_custom_code: bool = False
 ) -> None:
     """Load each member's weights (sha256 checked against its card) onto ``device``."""
-    from kdpipe.models.checkpoint import load_checkpoint
-
-    for mb in members:
+    for member in members:
         model, card = load_checkpoint(
-            mb.config.checkpoint, device, trust_custom_code=trust_custom_code
+            member.config.checkpoint, device, trust_custom_code=trust_custom_code
         )
-        if card.weights_sha256 != mb.card.weights_sha256:
-            raise ModelError(f"member {mb.name}: checkpoint changed while loading")
-        mb.model = model
+        if card.weights_sha256 != member.card.weights_sha256:
+            raise ModelError(f"member {member.name}: checkpoint changed while loading")
+        member.model = model
 
 
 def _to_rate(
@@ -134,8 +131,6 @@ def _to_rate(
     ``decimate`` keeps member frames j * ratio; ``average`` averages the probabilities of
     member frames [j * ratio, (j + 1) * ratio) that are inside the utterance.
     """
-    import torch
-
     if ratio == 1:
         return logp, lengths
     out_len = (lengths + ratio - 1) // ratio  # (B,)
@@ -152,11 +147,9 @@ def _to_rate(
 
 
 def member_logprobs(
-    mb: Member, x: torch.Tensor, lengths: torch.Tensor, num_classes: int, level: str
+    mb: Member, x: torch.Tensor, lengths: torch.Tensor, num_classes: int, level: Level
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One member on a batch: (B, T', C) (or (B, C)) log-probs in ensemble space."""
-    import torch
-
     logits, out_len = mb.model(x, lengths)  # (B, T_m, C_m) or (B, C_m)
     logp = torch.log_softmax(logits.float() / mb.config.temperature, dim=-1)
     if mb.columns is not None:
@@ -171,10 +164,8 @@ def member_logprobs(
     return logp, out_len
 
 
-def find_nan(logp: torch.Tensor, lengths: torch.Tensor, level: str) -> int | None:
+def find_nan(logp: torch.Tensor, lengths: torch.Tensor, level: Level) -> int | None:
     """Index of the first utterance with a NaN inside its valid frames, else None."""
-    import torch
-
     if not bool(torch.isnan(logp).any()):
         return None
     for b in range(logp.shape[0]):
@@ -188,8 +179,6 @@ def combine(
     parts: list[torch.Tensor], weights: list[float], how: str, coverage: list[np.ndarray | None]
 ) -> torch.Tensor:
     """Combine member log-probs (each (..., C)) into normalised ensemble log-probs."""
-    import torch
-
     if len(parts) == 1:
         return parts[0]
     w = torch.tensor(weights, dtype=torch.float32, device=parts[0].device)
@@ -217,43 +206,48 @@ def combine(
 class Ensemble:
     """Loaded members and the combination, run under ``torch.inference_mode``."""
 
-    def __init__(self, ens: EnsembleConfig, members: list[Member], level: str, sub: int, c: int):
+    def __init__(
+        self,
+        ens: EnsembleConfig,
+        members: list[Member],
+        level: Level,
+        subsampling: int,
+        num_classes: int,
+    ):
         self.config, self.members, self.level = ens, members, level
-        self.subsampling, self.num_classes = sub, c
-        self.weights = [m.config.weight for m in members]
-        self.coverage = [m.columns for m in members]
+        self.subsampling, self.num_classes = subsampling, num_classes
+        self.weights = [member.config.weight for member in members]
+        self.coverage = [member.columns for member in members]
 
     def __call__(
         self, x: torch.Tensor, lengths: torch.Tensor, ids: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """x (B, T, F), lengths (B,) -> ensemble log-probs (B, T', C) or (B, C), output
-        lengths (B,), and each member's log-probs (same shape)."""
-        parts, out_len = [], None
-        for mb in self.members:
-            logp, ln = member_logprobs(mb, x, lengths, self.num_classes, self.level)
-            bad = find_nan(logp, ln, self.level)
+        lengths (B,) (the first member's), and each member's log-probs (same shape)."""
+        parts: list[torch.Tensor] = []
+        out_lengths: list[torch.Tensor] = []
+        for member in self.members:
+            logp, member_lengths = member_logprobs(member, x, lengths, self.num_classes, self.level)
+            bad = find_nan(logp, member_lengths, self.level)
             if bad is not None:
                 raise ModelError(
-                    f"member {mb.name}: NaN posteriors for utterance {ids[bad]} (broken "
+                    f"member {member.name}: NaN posteriors for utterance {ids[bad]} (broken "
                     "weights or input?)"
                 )
-            if out_len is None:
-                out_len = ln
-            elif self.level == "frame" and (
-                logp.shape[1] != parts[0].shape[1] or bool((ln != out_len).any())
-            ):
-                logp, ln = _align(logp, ln, parts[0].shape[1], out_len, mb.name)
+            if parts and self.level == "frame":  # frames as the first member's
+                frames, want = parts[0].shape[1], out_lengths[0]
+                if logp.shape[1] != frames or bool((member_lengths != want).any()):
+                    logp, member_lengths = _align(logp, member_lengths, frames, want, member.name)
             parts.append(logp)
+            out_lengths.append(member_lengths)
         combined = combine(parts, self.weights, self.config.combine, self.coverage)
-        return combined, out_len, parts
+        return combined, out_lengths[0], parts
 
 
 def _align(
     logp: torch.Tensor, ln: torch.Tensor, t: int, want: torch.Tensor, name: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Trim/pad a member's frames to the first member's (off by at most one frame)."""
-    import torch
-
     if bool(((ln - want).abs() > 1).any()):
         raise ModelError(f"member {name}: output lengths differ from the first member's")
     if logp.shape[1] >= t:

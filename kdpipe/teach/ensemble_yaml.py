@@ -53,16 +53,16 @@ class MemberConfig:
             raise ConfigError(
                 f"member {self.checkpoint}: temperature must be > 0, got {self.temperature}"
             )
-        lm = self.label_map
-        if lm is not None and lm != "names":
-            if not isinstance(lm, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in lm.items()
+        label_map = self.label_map
+        if label_map is not None and label_map != "names":
+            if not isinstance(label_map, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in label_map.items()
             ):
                 raise ConfigError(
                     f"member {self.checkpoint}: label_map must be 'names' or a mapping "
                     "member label -> ensemble label"
                 )
-            object.__setattr__(self, "label_map", dict(lm))
+            object.__setattr__(self, "label_map", dict(label_map))
         if self.frame_rate not in FRAME_RATE:
             raise ConfigError(
                 f"member {self.checkpoint}: frame_rate must be one of {FRAME_RATE}, "
@@ -99,7 +99,7 @@ class EnsembleConfig:
             not isinstance(self.subsampling, int) or self.subsampling < 1
         ):
             raise ConfigError(f"ensemble: subsampling must be >= 1, got {self.subsampling}")
-        names = [m.display_name for m in self.members]
+        names = [member.display_name for member in self.members]
         if len(set(names)) != len(names):
             raise ConfigError(f"ensemble: member names must be distinct (set name:): {names}")
         for flag in ("keep_members", "hard_labels"):
@@ -112,9 +112,9 @@ class EnsembleConfig:
         return "single" if len(self.members) == 1 else self.combine
 
     def to_dict(self) -> dict[str, Any]:
-        d = to_dict(self)
-        d["rule"] = self.rule.to_dict()
-        return d
+        data = to_dict(self)
+        data["rule"] = self.rule.to_dict()
+        return data
 
 
 def _member(data: Any, where: str, base: Path) -> MemberConfig:
@@ -124,43 +124,43 @@ def _member(data: Any, where: str, base: Path) -> MemberConfig:
     if "checkpoint" not in data:
         raise ConfigError(f"{where}: missing key 'checkpoint'")
     try:
-        m = MemberConfig(**data)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    path = Path(m.checkpoint).expanduser()
+        member = MemberConfig(**data)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    path = Path(member.checkpoint).expanduser()
     path = path if path.is_absolute() else base / path
-    return replace(m, checkpoint=str(path))
+    return replace(member, checkpoint=str(path))
 
 
 def ensemble_from_dict(data: Any, where: str, base: Path | None = None) -> EnsembleConfig:
     """Validate plain data (a parsed ensemble.yaml) into an ``EnsembleConfig``."""
     base = base or Path.cwd()
     check_keys(data, EnsembleConfig, where)
-    d = dict(data)
-    members = d.pop("members", None)
+    settings = dict(data)
+    members = settings.pop("members", None)
     if not isinstance(members, list) or not members:
         raise ConfigError(f"{where}: 'members' must be a non-empty list of checkpoints")
     try:
-        rule = d.pop("rule", None)
+        rule = settings.pop("rule", None)
         if rule is not None:
             if not isinstance(rule, dict):
                 raise ConfigError("rule must be a mapping {name: ..., params: {...}}")
             check_keys(rule, Rule, "rule")
-            d["rule"] = Rule(rule.get("name", "topk"), dict(rule.get("params") or {}))
-        view = d.pop("view", None)
+            settings["rule"] = Rule(rule.get("name", "topk"), dict(rule.get("params") or {}))
+        view = settings.pop("view", None)
         if view is not None:
-            d["view"] = ViewConfig.from_dict(view)
-        ms = tuple(_member(m, f"member {i}", base) for i, m in enumerate(members))
-        return EnsembleConfig(members=ms, **d)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+            settings["view"] = ViewConfig.from_dict(view)
+        configs = tuple(_member(member, f"member {i}", base) for i, member in enumerate(members))
+        return EnsembleConfig(members=configs, **settings)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def load_ensemble(path: str | Path) -> EnsembleConfig:
     """Read and validate an ensemble.yaml (``yaml.safe_load``); see docs/ensemble-yaml.md."""
-    p = Path(path)
-    data = load_yaml(p)
-    return ensemble_from_dict(data, str(p), p.parent)
+    file = Path(path)
+    data = load_yaml(file)
+    return ensemble_from_dict(data, str(file), file.parent)
 
 
 def single_teacher(checkpoint: str | Path, rule: Rule, **settings: Any) -> EnsembleConfig:

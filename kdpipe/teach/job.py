@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from kdpipe.batching import bucket_batches
+from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import ConfigError, CorpusError
 from kdpipe.levels import Level
 from kdpipe.schema import fingerprint
-
-if TYPE_CHECKING:
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.store.spec import StoreMeta
-    from kdpipe.teach.ensemble import Member
-    from kdpipe.teach.ensemble_yaml import EnsembleConfig
+from kdpipe.store.spec import StoreMeta, Teacher
+from kdpipe.teach.ensemble import Member
+from kdpipe.teach.ensemble_yaml import EnsembleConfig
 
 WINDOW_FRAMES = 1 << 18  # input frames read in one slice: 40 MB of 40-dim float32
 
@@ -46,10 +44,11 @@ def select(store: FeatureStore, split: str | None, ids: list[str] | None) -> Sel
     if ids is not None:
         if not ids:
             raise CorpusError("no utterance ids given")
-        idx = np.unique(np.array([store.index_of(u) for u in ids], dtype=np.int64))
-        if len(idx) != len(ids):
+        index = np.unique(np.array([store.index_of(utt_id) for utt_id in ids], dtype=np.int64))
+        if len(index) != len(ids):
             raise CorpusError("the utterance id list has duplicates")
-        return Selection(idx, {"ids": len(idx), "ids_fingerprint": fingerprint(sorted(ids))})
+        what = {"ids": len(index), "ids_fingerprint": fingerprint(sorted(ids))}
+        return Selection(index, what)
     if split is None:
         return Selection(store.indices(None), {"split": None})
     return Selection(store.indices(split), {"split": split})
@@ -64,14 +63,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         return 0, 1
     if env_world > 1:
         raise ConfigError("--shard cannot be combined with torchrun (it shards by rank)")
-    a, sep, b = text.partition("/")
+    rank_text, sep, world_text = text.partition("/")
     try:
-        i, n = int(a), int(b)
+        rank, world = int(rank_text), int(world_text)
     except ValueError:
         raise ConfigError(f"--shard must be i/N (e.g. 0/4), got {text!r}") from None
-    if not sep or n < 1 or not 0 <= i < n:
+    if not sep or world < 1 or not 0 <= rank < world:
         raise ConfigError(f"--shard must be i/N with 0 <= i < N, got {text!r}")
-    return i, n
+    return rank, world
 
 
 def plan_batches(
@@ -81,16 +80,17 @@ def plan_batches(
     ``lengths`` are the input frames the teacher sees, aligned with ``index``."""
     if batch_frames < 1:
         raise ConfigError(f"batch_frames must be >= 1, got {batch_frames}")
-    out: list[tuple[int, np.ndarray]] = []
+    plan: list[tuple[int, np.ndarray]] = []
     start, window = 0, 0
-    csum = np.concatenate([[0], np.cumsum(lengths)])
+    frames_before = np.concatenate([[0], np.cumsum(lengths)])  # (N + 1,)
     while start < len(index):
-        stop = int(np.searchsorted(csum, csum[start] + window_frames, side="right")) - 1
+        limit = frames_before[start] + window_frames
+        stop = int(np.searchsorted(frames_before, limit, side="right")) - 1
         stop = max(stop, start + 1)
-        for b in bucket_batches(lengths[start:stop], batch_frames):
-            out.append((window, index[start:stop][b]))
+        for batch in bucket_batches(lengths[start:stop], batch_frames):
+            plan.append((window, index[start:stop][batch]))
         start, window = stop, window + 1
-    return out
+    return plan
 
 
 def store_meta(
@@ -98,25 +98,23 @@ def store_meta(
     members: list[Member],
     store: FeatureStore,
     level: Level,
-    sub: int,
+    subsampling: int,
     selection: Selection,
 ) -> StoreMeta:
     """The target store's metadata: everything ``learn`` must agree with (fingerprinted)."""
-    from kdpipe.store.spec import StoreMeta, Teacher
-
     has_hard = store.level == level
     teach = {
         "combine": ens.combine_name,
         "members": [
             {
-                "name": m.name,
-                "weight": m.config.weight,
-                "temperature": m.config.temperature,
-                "label_map": m.config.label_map,
-                "frame_rate": m.config.frame_rate,
-                "subsampling": m.card.subsampling,
+                "name": member.name,
+                "weight": member.config.weight,
+                "temperature": member.config.temperature,
+                "label_map": member.config.label_map,
+                "frame_rate": member.config.frame_rate,
+                "subsampling": member.card.subsampling,
             }
-            for m in members
+            for member in members
         ],
         "view": None if ens.view is None else ens.to_dict()["view"],
         "seed": ens.seed,
@@ -129,11 +127,14 @@ def store_meta(
         levels=(level,),
         values=ens.values,
         hard_labels=(level,) if has_hard and ens.hard_labels else (),
-        members=tuple(m.name for m in members) if ens.keep_members else (),
-        teachers=tuple(Teacher(m.name, m.card.weights_sha256, m.card.to_dict()) for m in members),
+        members=tuple(member.name for member in members) if ens.keep_members else (),
+        teachers=tuple(
+            Teacher(member.name, member.card.weights_sha256, member.card.to_dict())
+            for member in members
+        ),
         combine=ens.combine_name,
-        frame_shift_ms=store.config.frame_shift_ms * sub,
-        subsampling=sub,
+        frame_shift_ms=store.config.frame_shift_ms * subsampling,
+        subsampling=subsampling,
         features={"fingerprint": store.config.fingerprint, "config": store.config.to_dict()},
         corpus_fingerprint=store.fingerprint,
         extra={"teach": teach},

@@ -14,20 +14,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from fsspec.core import url_to_fs
 
+from kdpipe.batching import pad_features
 from kdpipe.console import progress_bar
+from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import crop_windows, utt_rng, view_lengths
 from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.levels import Level
+from kdpipe.models.device import pick_device
+from kdpipe.store.spec import StoreMeta
+from kdpipe.store.writer import PART_FRAMES, StoreWriter
 from kdpipe.teach import job
+from kdpipe.teach.ensemble import Ensemble, load_members, plan_members
 from kdpipe.teach.ensemble_yaml import EnsembleConfig
 
-if TYPE_CHECKING:
-    from kdpipe.corpus.featstore import FeatureStore
-
 QUEUE_BATCHES = 8  # batches in flight to the writer thread: enough to ride out a flush
+READ_GAP = 16384  # input frames between two utterances of a window that still share a read
+
+RawUtterances = dict[int, tuple[np.ndarray, np.ndarray | None]]  # index -> (feats, labels)
 
 
 @dataclass
@@ -90,41 +99,74 @@ class TeachSummary:
         }
 
 
+@dataclass
+class _Utterance:
+    """One utterance of a batch, as the writer thread needs it."""
+
+    id: str
+    index: int  # in the feature store
+    window: tuple[int, int]  # input frames [start, stop) of the view; stop -1: to the end
+    hard: np.ndarray | int | None = None  # hard labels at the output rate (``_hard_labels``)
+
+
+@dataclass
+class _Batch:
+    """What the teacher thread hands to the writer thread for one batch."""
+
+    utts: list[_Utterance]
+    logp: np.ndarray  # (B, T', C) or (B, C) ensemble log-probs
+    lengths: np.ndarray  # (B,) output frames
+    member_logp: list[np.ndarray]  # each member's (B, T', C) or (B, C); [] unless kept
+
+
 def _hard_labels(
-    fs: FeatureStore, raw: dict[int, tuple], u: dict, sub: int, rows: int, lv: str
+    store: FeatureStore, raw: RawUtterances, utt: _Utterance, sub: int, rows: int, level: Level
 ) -> np.ndarray | int | None:
     """Hard labels at the teacher's output rate: frame j*s of the view, -1 where none
     (as ``kdpipe.losses.align_frame_labels``); the clip label for utterance level."""
-    i = u["index"]
-    if lv == "utt":
-        return int(fs.clip_labels[i]) if fs.clip_labels is not None else None
-    y = raw[i][1]
-    if y is None:
+    if level == "utt":
+        return int(store.clip_labels[utt.index]) if store.clip_labels is not None else None
+    labels = raw[utt.index][1]
+    if labels is None:
         return None
-    start, stop = u["window"]
-    y = y[start : None if stop < 0 else stop][::sub][:rows].astype(np.int64)  # (<=T',)
+    start, stop = utt.window
+    y = labels[start : None if stop < 0 else stop][::sub][:rows].astype(np.int64)  # (<=T',)
     y = np.where(y < 0, -1, y)
     return np.concatenate([y, np.full(rows - len(y), -1, np.int64)]) if len(y) < rows else y
+
+
+def _rows_of(logp: np.ndarray, row: int, frames: int, level: Level) -> np.ndarray:
+    """Utterance ``row`` of batch log-probs (B, T', C) or (B, C): its first ``frames``
+    output frames (T', C), or its (1, C) row at utterance level."""
+    return logp[row, :frames] if level == "frame" else logp[row : row + 1]
 
 
 class _Writer(threading.Thread):
     """Selection, statistics and store writes, off the teacher's thread."""
 
-    def __init__(self, writer: Any, meta: Any, ens: EnsembleConfig, summary: TeachSummary):
+    def __init__(
+        self,
+        writer: StoreWriter,
+        meta: StoreMeta,
+        ens: EnsembleConfig,
+        level: Level,
+        summary: TeachSummary,
+    ):
         super().__init__(name="kdpipe-teach-writer", daemon=True)
         self.writer, self.meta, self.ens, self.summary = writer, meta, ens, summary
-        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.level = level  # the store's one level (meta.levels)
+        self.queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.error: BaseException | None = None
         self.abandoned = False
 
     def run(self) -> None:
         try:
-            while (item := self.queue.get()) is not None:
-                self._batch(*item)
+            while (batch := self.queue.get()) is not None:
+                self._batch(batch)
             if not self.abandoned:
                 self.writer.close()  # commits the last part
-        except BaseException as e:  # handed to the main thread by put()
-            self.error = e
+        except BaseException as error:  # handed to the main thread by put()
+            self.error = error
 
     def abandon(self) -> None:
         """Stop without committing the buffer (the main thread failed); committed parts
@@ -136,50 +178,49 @@ class _Writer(threading.Thread):
             return
         self.join(timeout=60)
 
-    def put(self, item: Any) -> None:
+    def put(self, batch: _Batch | None) -> None:
+        """Queue a batch (None: the end), re-raising the writer thread's error if it failed."""
         while True:
             if self.error is not None:
                 raise self.error
             try:
-                self.queue.put(item, timeout=0.2)
+                self.queue.put(batch, timeout=0.2)
                 return
             except queue.Full:
                 continue
 
-    def _batch(self, utts: list[dict], logp: np.ndarray, lens: np.ndarray, mem: list) -> None:
+    def _batch(self, batch: _Batch) -> None:
         """Select, encode and add one batch's utterances; accumulate the summary."""
-        rule, lv, s = self.meta.rule, self.meta.levels[0], self.summary
-        for b, u in enumerate(utts):
-            uid = u["id"]
-            n = int(lens[b]) if lv == "frame" else 1
-            lp = logp[b, :n] if lv == "frame" else logp[b : b + 1]  # (T', C) or (1, C)
-            rng = utt_rng(self.ens.seed, uid, "sample") if rule.name == "sample" else None
-            rows = rule.apply(lp, rng=rng)
+        rule, level, summary = self.meta.rule, self.level, self.summary
+        for row, utt in enumerate(batch.utts):
+            frames = int(batch.lengths[row]) if level == "frame" else 1
+            logp = _rows_of(batch.logp, row, frames, level)  # (T', C) or (1, C)
+            rng = utt_rng(self.ens.seed, utt.id, "sample") if rule.name == "sample" else None
+            kept = rule.apply(logp, rng=rng)  # the rule's sparse rows of this utterance
             members = []
             if self.meta.members:
-                for j, m in enumerate(mem):
-                    mlp = m[b, :n] if lv == "frame" else m[b : b + 1]
-                    r = utt_rng(self.ens.seed, uid, f"sample-{j}") if rng is not None else None
-                    members.append(rule.apply(mlp, rng=r))
-            hard = u["hard"]
-            added = self.writer.add(
-                uid,
-                **{lv: rows, f"members_{lv}": members},
-                **({f"hard_{lv}": hard} if lv in self.meta.hard_labels else {}),
-                input_window=u["window"],
-            )
+                for j, member_logp in enumerate(batch.member_logp):
+                    member_rng = (
+                        utt_rng(self.ens.seed, utt.id, f"sample-{j}") if rng is not None else None
+                    )
+                    member_rows = _rows_of(member_logp, row, frames, level)
+                    members.append(rule.apply(member_rows, rng=member_rng))
+            targets: dict[str, Any] = {level: kept, f"members_{level}": members}
+            if level in self.meta.hard_labels:
+                targets[f"hard_{level}"] = utt.hard
+            added = self.writer.add(utt.id, **targets, input_window=utt.window)
             if not added:
                 continue
-            p = np.exp(lp.astype(np.float64))
-            s.utterances += 1
-            s.frames += n
-            s.entropy_sum += float(-(p * np.where(p > 0, lp, 0.0)).sum())
-            s.tail_sum += float(rows.tail_mass().sum())
-            if hard is not None:
-                h = np.atleast_1d(np.asarray(hard))
-                ok = h >= 0
-                s.correct += int((lp.argmax(-1)[ok] == h[ok]).sum())
-                s.counted += int(ok.sum())
+            probs = np.exp(logp.astype(np.float64))
+            summary.utterances += 1
+            summary.frames += frames
+            summary.entropy_sum += float(-(probs * np.where(probs > 0, logp, 0.0)).sum())
+            summary.tail_sum += float(kept.tail_mass().sum())
+            if utt.hard is not None:
+                hard = np.atleast_1d(np.asarray(utt.hard))
+                labelled = hard >= 0
+                summary.correct += int((logp.argmax(-1)[labelled] == hard[labelled]).sum())
+                summary.counted += int(labelled.sum())
 
 
 def teach(
@@ -205,60 +246,62 @@ def teach(
     torchrun's RANK/WORLD_SIZE), and refuses a store made with other settings unless
     ``overwrite``. Every check that can fail on the inputs runs before inference.
     """
-    import torch
-
-    from kdpipe.corpus.featstore import FeatureStore
-    from kdpipe.models.device import pick_device
-    from kdpipe.store.writer import PART_FRAMES, StoreWriter
-    from kdpipe.teach.ensemble import Ensemble, load_members, plan_members
-
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     rank, world = shard if isinstance(shard, tuple) else job.parse_shard(shard)
     if overwrite and world > 1:
         raise ConfigError("--overwrite with several shards would race: clear the store first")
-    fs = FeatureStore.open(corpus)
-    sel = job.select(fs, split, ids)
-    members, level, sub = plan_members(ens, fs)
-    sel_ids = [fs.ids[i] for i in sel.index]
-    windows = crop_windows(ens.view, sel_ids, fs.num_frames[sel.index], fs.config.frame_shift_ms)
-    lengths = view_lengths(windows, fs.num_frames[sel.index])
-    meta = job.store_meta(ens, members, fs, level, sub, sel)
-    batches = job.plan_batches(sel.index, lengths, batch_frames)[rank::world]
-    views = {int(i): (int(w[0]), int(w[1])) for i, w in zip(sel.index, windows, strict=True)}
-    dev = pick_device(device)
-    if dev.type == "cuda" and dev.index is None and world > 1:  # torchrun: one GPU per rank
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    load_members(members, dev, trust_custom_code)
+    features = FeatureStore.open(corpus)
+    selection = job.select(features, split, ids)
+    members, level, sub = plan_members(ens, features)
+    selected_ids = [features.ids[i] for i in selection.index]
+    frame_counts = features.num_frames[selection.index]
+    frame_shift = features.config.frame_shift_ms
+    windows = crop_windows(ens.view, selected_ids, frame_counts, frame_shift)
+    lengths = view_lengths(windows, frame_counts)
+    meta = job.store_meta(ens, members, features, level, sub, selection)
+    batches = job.plan_batches(selection.index, lengths, batch_frames)[rank::world]
+    views = {
+        int(i): (int(start), int(stop))
+        for i, (start, stop) in zip(selection.index, windows, strict=True)
+    }
+    torch_device = pick_device(device)
+    if torch_device.type == "cuda" and torch_device.index is None and world > 1:
+        torch_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # torchrun
+    load_members(members, torch_device, trust_custom_code)
     writer = StoreWriter(
         out, meta, storage_options=storage_options, overwrite=overwrite,
         part_frames=part_frames or PART_FRAMES, shard=f"shard{rank}of{world}",
     )  # fmt: skip
     summary = TeachSummary(str(out), (rank, world))
     done = writer.committed
-    todo = [(w, b) for w, b in batches if any(fs.ids[i] not in done for i in b)]
-    summary.skipped = sum(fs.ids[i] in done for _, b in batches for i in b)
-    model = Ensemble(ens, members, level, sub, len(fs.labels))
-    worker = _Writer(writer, meta, ens, summary)
+    todo = [
+        (window, batch)
+        for window, batch in batches
+        if any(features.ids[i] not in done for i in batch)
+    ]
+    summary.skipped = sum(features.ids[i] in done for _, batch in batches for i in batch)
+    model = Ensemble(ens, members, level, sub, len(features.labels))
+    worker = _Writer(writer, meta, ens, level, summary)
     worker.start()
-    total = int(sum(lengths[np.searchsorted(sel.index, b)].sum() for _, b in todo))
+    total = int(sum(lengths[np.searchsorted(selection.index, batch)].sum() for _, batch in todo))
     try:
         with (
             torch.inference_mode(),
             progress_bar("teach", total, enabled=progress, unit="frames") as advance,
         ):
-            for group in _by_window(todo):
-                raw = _read_group(fs, np.unique(np.concatenate(group)))  # i -> (feats, labels)
-                for b in group:
-                    x, ln, utts = _batch(fs, b, raw, views, dev)
-                    tf = time.perf_counter()
-                    logp, out_len, parts = model(x, ln, [u["id"] for u in utts])
-                    logp_np, out_len = logp.cpu().numpy(), out_len.cpu().numpy()
-                    keep = [p.cpu().numpy() for p in parts] if meta.members else []
-                    summary.forward_seconds += time.perf_counter() - tf
-                    for u, n in zip(utts, out_len, strict=True):
-                        u["hard"] = _hard_labels(fs, raw, u, sub, int(n), meta.levels[0])
-                    worker.put((utts, logp_np, out_len, keep))
-                    advance(int(ln.sum()))
+            for window_batches in _by_window(todo):
+                raw = _read_window(features, window_batches)
+                for batch in window_batches:
+                    x, x_lengths, utts = _pad_batch(features, batch, raw, views, torch_device)
+                    forward_start = time.perf_counter()
+                    logp, out_lengths, parts = model(x, x_lengths, [utt.id for utt in utts])
+                    host_logp, host_lengths = logp.cpu().numpy(), out_lengths.cpu().numpy()
+                    member_logp = [p.cpu().numpy() for p in parts] if meta.members else []
+                    summary.forward_seconds += time.perf_counter() - forward_start
+                    for utt, rows in zip(utts, host_lengths, strict=True):
+                        utt.hard = _hard_labels(features, raw, utt, sub, int(rows), level)
+                    worker.put(_Batch(utts, host_logp, host_lengths, member_logp))
+                    advance(int(x_lengths.sum()))
     except BaseException:
         if worker.error is None:
             worker.abandon()
@@ -269,67 +312,52 @@ def teach(
         raise worker.error
     summary.parts = list(writer.parts_written)
     summary.bytes = _part_bytes(str(out), summary.parts, storage_options)
-    summary.seconds = time.perf_counter() - t0
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _by_window(batches: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
     """Consecutive batches of one planned window: they share one feature read."""
     groups: list[list[np.ndarray]] = []
-    prev = None
-    for w, b in batches:
-        if w != prev:
+    previous = None
+    for window, batch in batches:
+        if window != previous:
             groups.append([])
-            prev = w
-        groups[-1].append(b)
+            previous = window
+        groups[-1].append(batch)
     return groups
 
 
-def _read_group(fs: FeatureStore, index: np.ndarray, gap: int = 16384) -> dict[int, tuple]:
-    """Raw (T_i, F) features and (T_i,) frame labels (or None) of utterances ``index``
-    (sorted), read in few slices: utterances closer than ``gap`` frames share one read."""
-    spans: list[list[int]] = []
-    for i in index:
-        a, b = int(fs.offsets[i]), int(fs.offsets[i + 1])
-        if spans and a - spans[-1][1] <= gap:
-            spans[-1][1] = max(spans[-1][1], b)
-        else:
-            spans.append([a, b])
-    out: dict[int, tuple] = {}
-    k = 0
-    for lo, hi in spans:
-        feats = fs.group["feats"][lo:hi]  # (T_span, F)
-        labs = fs.group["frame_labels"][lo:hi] if fs.task == "frame" else None  # (T_span,)
-        while k < len(index) and int(fs.offsets[index[k]]) < hi:
-            i = int(index[k])
-            a, b = int(fs.offsets[i]) - lo, int(fs.offsets[i + 1]) - lo
-            out[i] = (feats[a:b], None if labs is None else labs[a:b])
-            k += 1
-    return out
+def _read_window(features: FeatureStore, batches: list[np.ndarray]) -> RawUtterances:
+    """Raw (T_i, F) features and (T_i,) frame labels (or None) of every utterance of one
+    window's batches, read in few slices (``FeatureStore.read_utterances``)."""
+    index = np.unique(np.concatenate(batches))  # sorted
+    read = features.read_utterances(index, gap=READ_GAP)
+    return dict(zip(index.tolist(), read, strict=True))
 
 
-def _batch(
-    fs: FeatureStore, b: np.ndarray, raw: dict[int, tuple], views: dict, dev: Any
-) -> tuple[Any, Any, list[dict]]:
+def _pad_batch(
+    features: FeatureStore,
+    batch: np.ndarray,
+    raw: RawUtterances,
+    views: dict[int, tuple[int, int]],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, list[_Utterance]]:
     """x (B, T, F) zero-padded views, lengths (B,), and per-utterance records."""
-    from kdpipe.batching import pad_features
-
-    xs, utts = [], []
-    for i in b:
-        i = int(i)
+    inputs, utts = [], []
+    for i in batch.tolist():
         start, stop = views[i]
-        xs.append(fs.normalize(raw[i][0])[start : None if stop < 0 else stop])  # (T_view, F)
-        utts.append({"id": fs.ids[i], "index": i, "window": (start, stop)})
-    x, ln = pad_features(xs)
-    return x.to(dev), ln.to(dev), utts
+        normalized = features.normalize(raw[i][0])  # CMVN over the whole utterance, then crop
+        inputs.append(normalized[start : None if stop < 0 else stop])  # (T_view, F)
+        utts.append(_Utterance(features.ids[i], i, (start, stop)))
+    x, lengths = pad_features(inputs)
+    return x.to(device), lengths.to(device), utts
 
 
 def _part_bytes(location: str, parts: list[str], options: dict[str, Any] | None) -> int:
     """Bytes on storage of the given parts (0 where the filesystem cannot tell)."""
     try:
-        from fsspec.core import url_to_fs
-
-        fs, root = url_to_fs(location, **(options or {}))
-        return int(sum(fs.du(f"{root.rstrip('/')}/parts/{p}") for p in parts))
+        filesystem, root = url_to_fs(location, **(options or {}))
+        return int(sum(filesystem.du(f"{root.rstrip('/')}/parts/{p}") for p in parts))
     except (KdpipeError, OSError, ValueError, NotImplementedError):
         return 0

@@ -12,7 +12,7 @@ Formats (``FORMATS``):
 Readers check what they can without decoding audio (files exist, ids agree, labels are in
 the label set). With ``skip_bad=True`` a bad utterance is left out and recorded in
 ``Corpus.skipped`` as ``(utt id, reason)``; otherwise the first one raises a one-line
-``CorpusError`` naming the utterance and the file.
+``CorpusError`` naming the utterance and the file (``readers/problems.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdpipe.corpus.manifest import SPLITS, Corpus
+from kdpipe.corpus.readers.hdf5 import read_hdf5
+from kdpipe.corpus.readers.kaldi import read_kaldi
+from kdpipe.corpus.readers.problems import Problems
+from kdpipe.corpus.readers.speech_commands import read_speech_commands
 from kdpipe.errors import CorpusError, KdpipeError
+
+__all__ = ["FORMATS", "Problems", "detect_format", "read_corpus"]
 
 FORMATS = ("speech_commands", "kaldi", "hdf5")
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -65,21 +71,15 @@ def read_corpus(
         raise CorpusError(f"corpus not found: {src}")
     try:
         if fmt == "speech_commands":
-            from kdpipe.corpus.readers.speech_commands import read_speech_commands
-
             corpus = read_speech_commands(src, skip_bad=skip_bad)
         elif fmt == "kaldi":
-            from kdpipe.corpus.readers.kaldi import read_kaldi
-
             corpus = read_kaldi(src, split=split, skip_bad=skip_bad)
         else:
-            from kdpipe.corpus.readers.hdf5 import read_hdf5
-
             corpus = read_hdf5(src, skip_bad=skip_bad)
     except KdpipeError:
         raise
-    except (OSError, UnicodeDecodeError) as e:  # unreadable index files and the like
-        raise CorpusError(f"{src}: cannot read as {fmt}: {e}") from None
+    except (OSError, UnicodeDecodeError) as error:  # unreadable index files and the like
+        raise CorpusError(f"{src}: cannot read as {fmt}: {error}") from None
     if fmt != "hdf5":
         corpus.sample_rate = sample_rate
     if not corpus.utterances:
@@ -94,21 +94,3 @@ def _known() -> str:
         "kaldi (a data dir with wav.scp, or train/dev/test data dirs), "
         "hdf5 (a .h5/.hdf5 feature archive); pass --format to choose"
     )
-
-
-class Problems:
-    """Collects per-utterance problems: raise the first, or record all with ``skip_bad``."""
-
-    def __init__(self, skip_bad: bool, error: type[CorpusError] = CorpusError) -> None:
-        self.skip_bad = skip_bad
-        self.error = error
-        self.skipped: list[tuple[str, str]] = []
-        self.bad: set[str] = set()
-
-    def add(self, utt_id: str, reason: str, error: type[CorpusError] | None = None) -> None:
-        """One problem with ``utt_id``; ``reason`` is a one-line message that names it."""
-        if not self.skip_bad:
-            raise (error or self.error)(reason)
-        if utt_id not in self.bad:
-            self.bad.add(utt_id)
-            self.skipped.append((utt_id, reason))

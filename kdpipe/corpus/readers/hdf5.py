@@ -29,9 +29,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.manifest import Corpus, Utterance
-from kdpipe.corpus.readers import Problems
+from kdpipe.corpus.readers.problems import Problems
 from kdpipe.errors import AlignmentError, CorpusError, KdpipeError
 from kdpipe.labels import LabelSet
 
@@ -40,8 +42,6 @@ ALI_SUFFIX = ".alignment"
 
 def read_hdf5(path: str | Path, skip_bad: bool = False) -> Corpus:
     """Read an HDF5 feature archive; see the module docstring for the layout."""
-    import numpy as np
-
     path = Path(path)
     problems = Problems(skip_bad)
     with _open(path) as f:
@@ -88,8 +88,8 @@ def read_hdf5(path: str | Path, skip_bad: bool = False) -> Corpus:
                         features=key,
                     )
                 )
-            except CorpusError as e:
-                problems.add(key, str(e), type(e))
+            except CorpusError as error:
+                problems.add(key, str(error), type(error))
     return Corpus(
         utterances=utts,
         labels=labels,
@@ -107,40 +107,38 @@ def read_feature_config(path: str | Path, cmvn: str = "utterance", f: Any = None
     if f is None:
         with _open(Path(path)) as h:
             return read_feature_config(path, cmvn, h)
-    known = {fl.name for fl in fields(FbankConfig)} - {"cmvn"}
-    d: dict[str, Any] = {k: _plain(f.attrs[k]) for k in known if k in f.attrs}
-    if "num_mel_bins" not in d:
+    known = {field.name for field in fields(FbankConfig)} - {"cmvn"}
+    settings: dict[str, Any] = {k: _plain(f.attrs[k]) for k in known if k in f.attrs}
+    if "num_mel_bins" not in settings:
         first = next(iter(_datasets(f)), None)
         if first is None:
             raise CorpusError(f"{path}: no (T, F) feature datasets")
-        d["num_mel_bins"] = int(f[first].shape[1])
+        settings["num_mel_bins"] = int(f[first].shape[1])
     try:
-        return FbankConfig.from_dict({**d, "cmvn": cmvn})
-    except KdpipeError as e:
-        raise CorpusError(f"{path}: bad feature config in file attributes: {e}") from None
+        return FbankConfig.from_dict({**settings, "cmvn": cmvn})
+    except KdpipeError as error:
+        raise CorpusError(f"{path}: bad feature config in file attributes: {error}") from None
 
 
 def load_features(path: str | Path, keys: list[str]) -> Any:
     """Yield (T, F) float32 features of ``keys`` in order, from one open file."""
-    import numpy as np
-
     with _open(Path(path)) as f:
         for k in keys:
             yield np.asarray(f[k][()], dtype=np.float32)
 
 
 def _open(path: Path) -> Any:
-    import h5py
+    import h5py  # h5py stays out of light importers (prepare, pipeline)
 
     try:
         return h5py.File(path, "r")
-    except OSError as e:
-        raise CorpusError(f"{path}: not a readable HDF5 file: {e}") from None
+    except OSError as error:
+        raise CorpusError(f"{path}: not a readable HDF5 file: {error}") from None
 
 
 def _datasets(f: Any) -> list[str]:
     """Paths (no leading '/') of every 2-D dataset, sorted."""
-    import h5py
+    import h5py  # see _open
 
     out: list[str] = []
 
@@ -159,8 +157,6 @@ def _labels(f: Any, path: Path) -> LabelSet:
 
 
 def _alignment(f: Any, key: str) -> Any:
-    import numpy as np
-
     if key + ALI_SUFFIX in f:
         return np.asarray(f[key + ALI_SUFFIX][()]).astype(np.int64).reshape(-1)
     if "alignment" in f[key].attrs:

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO
 
-from kdpipe.corpus.manifest import SPLITS, Corpus, Utterance
-from kdpipe.corpus.readers import Problems
+import numpy as np
+
+from kdpipe.corpus.manifest import SPLITS, Corpus, Task, Utterance
+from kdpipe.corpus.readers.problems import Problems
 from kdpipe.errors import AlignmentError, AudioError, CorpusError
 from kdpipe.labels import LabelSet
 
-if TYPE_CHECKING:
-    import numpy as np
-
 Table = dict[str, tuple[int, str]]  # key -> (line number, rest of line)
+RawLabels = dict[str, str | list[str] | np.ndarray]  # clip label, or alignment tokens / ints
 
 
 def read_kaldi(src: str | Path, split: str = "train", skip_bad: bool = False) -> Corpus:
@@ -50,13 +50,13 @@ def read_kaldi(src: str | Path, split: str = "train", skip_bad: bool = False) ->
     labels = _find_labels(src, [d for _, d in dirs])
     problems = Problems(skip_bad)
     utts: list[Utterance] = []
-    raw: dict[str, list[str] | np.ndarray] = {}  # alignment tokens or clip label, per utterance
-    tasks = set()
-    for split_name, d in dirs:
-        found = _read_dir(d, split_name, problems)
-        utts += found[0]
-        tasks.add(found[2])
-        raw.update(found[1])
+    raw: RawLabels = {}  # alignment tokens or clip label, per utterance
+    tasks: set[Task] = set()
+    for split_name, data_dir in dirs:
+        found_utts, found_raw, found_task = _read_dir(data_dir, split_name, problems)
+        utts += found_utts
+        tasks.add(found_task)
+        raw.update(found_raw)
     if len(tasks) > 1:
         raise CorpusError(f"{src}: some splits have alignments and some utt2label; pick one")
     task = tasks.pop()
@@ -64,54 +64,58 @@ def read_kaldi(src: str | Path, split: str = "train", skip_bad: bool = False) ->
         labels = _labels_from_use(src, raw, task)
     alignments: dict[str, np.ndarray] = {}
     kept = []
-    for u in utts:
-        value = raw[u.id]
+    for utt in utts:
+        value = raw[utt.id]
         if task == "clip":
+            assert isinstance(value, str)  # utt2label gives one label name per utterance
             if value not in labels:
                 problems.add(
-                    u.id,
-                    f"utterance {u.id}: label {value!r} is not in the label set "
+                    utt.id,
+                    f"utterance {utt.id}: label {value!r} is not in the label set "
                     f"({len(labels)} labels)",
                     AlignmentError,
                 )
                 continue
-            kept.append(replace(u, label=value))
+            kept.append(replace(utt, label=value))
             continue
+        assert not isinstance(value, str)  # alignments are token lists or int vectors
         try:
-            alignments[u.id] = _encode_alignment(value, labels, u.id)
-        except AlignmentError as e:
-            problems.add(u.id, str(e), AlignmentError)
+            alignments[utt.id] = _encode_alignment(value, labels, utt.id)
+        except AlignmentError as error:
+            problems.add(utt.id, str(error), AlignmentError)
             continue
-        kept.append(u)
+        kept.append(utt)
     return Corpus(
         utterances=kept,
         labels=labels,
         task=task,
         source=str(src),
         format="kaldi",
-        alignments={u.id: alignments[u.id] for u in kept} if task == "frame" else None,
+        alignments={utt.id: alignments[utt.id] for utt in kept} if task == "frame" else None,
         skipped=problems.skipped,
     )
 
 
-def _read_dir(d: Path, split: str, problems: Problems) -> tuple[list[Utterance], dict, str]:
+def _read_dir(
+    folder: Path, split: str, problems: Problems
+) -> tuple[list[Utterance], RawLabels, Task]:
     """Utterances of one data dir, their raw labels, and the task (frame or clip)."""
-    wav_scp = d / "wav.scp"
+    wav_scp = folder / "wav.scp"
     recs = _read_table(wav_scp)
-    segments = _read_table(d / "segments") if (d / "segments").is_file() else None
-    spk = _read_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
-    text = _read_table(d / "text") if (d / "text").is_file() else {}
-    raw, source, task = _read_labels(d)
+    segments = _read_table(folder / "segments") if (folder / "segments").is_file() else None
+    spk = _read_table(folder / "utt2spk") if (folder / "utt2spk").is_file() else {}
+    text = _read_table(folder / "text") if (folder / "text").is_file() else {}
+    raw, source, task = _read_labels(folder)
     index = segments if segments is not None else recs
-    index_file = d / "segments" if segments is not None else wav_scp
+    index_file = folder / "segments" if segments is not None else wav_scp
     utts = []
     for utt_id, (n, rest) in index.items():
         try:
             if segments is not None:
-                rec, start, end = _parse_segment(d / "segments", n, utt_id, rest)
+                rec, start, end = _parse_segment(folder / "segments", n, utt_id, rest)
                 if rec not in recs:
                     raise CorpusError(
-                        f"{d / 'segments'}:{n}: utterance {utt_id}: recording "
+                        f"{folder / 'segments'}:{n}: utterance {utt_id}: recording "
                         f"{rec!r} is not in {wav_scp}"
                     )
             else:
@@ -130,28 +134,26 @@ def _read_dir(d: Path, split: str, problems: Problems) -> tuple[list[Utterance],
                     text=text[utt_id][1] if utt_id in text else None,
                 )
             )
-        except CorpusError as e:
-            problems.add(utt_id, str(e), type(e))
+        except CorpusError as error:
+            problems.add(utt_id, str(error), type(error))
     for utt_id in raw:
         if utt_id not in index:
             problems.add(utt_id, f"{source}: utterance {utt_id} is not in {index_file}")
     return utts, raw, task
 
 
-def _read_labels(d: Path) -> tuple[dict, Path, str]:
+def _read_labels(folder: Path) -> tuple[RawLabels, Path, Task]:
     """Raw per-utterance labels: alignment tokens (frame) or a clip label, the file, task."""
-    import numpy as np
-
-    if (d / "ali.txt").is_file():
-        table = _read_table(d / "ali.txt")
-        return {k: rest.split() for k, (_, rest) in table.items()}, d / "ali.txt", "frame"
+    if (folder / "ali.txt").is_file():
+        table = _read_table(folder / "ali.txt")
+        return {k: rest.split() for k, (_, rest) in table.items()}, folder / "ali.txt", "frame"
     for name in ("ali.scp", "ali.ark"):
-        path = d / name
+        path = folder / name
         if path.is_file():
-            import kaldiio
+            import kaldiio  # kaldiio stays out of light importers (prepare, pipeline)
 
-            out: dict[str, np.ndarray] = {}
-            fds: dict[str, object] = {}
+            out: RawLabels = {}  # int vectors, checked below
+            fds: dict[str, IO[bytes]] = {}  # ark files kaldiio opened for the scp
             try:
                 if name == "ali.scp":
                     for k, (n, rest) in _read_table(path).items():
@@ -164,30 +166,32 @@ def _read_labels(d: Path) -> tuple[dict, Path, str]:
                             )
                         out[k] = kaldiio.load_mat(f"{ark}:{offset}", fd_dict=fds)
                 else:
-                    with open(path, "rb") as fd:
-                        out = dict(kaldiio.load_ark(fd))
-            except (OSError, ValueError, RuntimeError, EOFError, AssertionError) as e:
-                raise CorpusError(f"{path}: not a readable Kaldi archive: {e}") from None
+                    with open(path, "rb") as archive:
+                        out = dict(kaldiio.load_ark(archive))
+            except (OSError, ValueError, RuntimeError, EOFError, AssertionError) as error:
+                raise CorpusError(f"{path}: not a readable Kaldi archive: {error}") from None
             finally:
-                for fd in fds.values():
-                    fd.close()  # type: ignore[attr-defined]
-            for k, v in out.items():
-                if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "iu"):
-                    raise CorpusError(f"{path}: utterance {k}: expected an int vector alignment")
+                for ark_file in fds.values():
+                    ark_file.close()
+            for utt_id, value in out.items():
+                if not (
+                    isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu"
+                ):
+                    raise CorpusError(
+                        f"{path}: utterance {utt_id}: expected an int vector alignment"
+                    )
             return out, path, "frame"
-    if (d / "utt2label").is_file():
-        table = _read_table(d / "utt2label")
-        return {k: rest.strip() for k, (_, rest) in table.items()}, d / "utt2label", "clip"
+    if (folder / "utt2label").is_file():
+        table = _read_table(folder / "utt2label")
+        return {k: rest.strip() for k, (_, rest) in table.items()}, folder / "utt2label", "clip"
     raise CorpusError(
-        f"{d}: no frame alignment (ali.txt, ali.scp or ali.ark) and no utt2label; "
+        f"{folder}: no frame alignment (ali.txt, ali.scp or ali.ark) and no utt2label; "
         "a Kaldi data dir needs one of them"
     )
 
 
 def _encode_alignment(value: list[str] | np.ndarray, labels: LabelSet, utt_id: str) -> np.ndarray:
     """Label indices (T,) int32 of one alignment, checked against the label set."""
-    import numpy as np
-
     if isinstance(value, list):
         if not value:
             raise AlignmentError(f"utterance {utt_id}: empty alignment")
@@ -220,7 +224,9 @@ def _find_labels(src: Path, dirs: list[Path]) -> LabelSet | None:
         return None
     if (src / "labels.txt").is_file():
         return LabelSet.read(src / "labels.txt")
-    found = [LabelSet.read(d / "labels.txt") for d in dirs if (d / "labels.txt").is_file()]
+    found = [
+        LabelSet.read(folder / "labels.txt") for folder in dirs if (folder / "labels.txt").is_file()
+    ]
     if not found:
         return None
     if len(found) != len(dirs) or any(f != found[0] for f in found):
@@ -228,13 +234,13 @@ def _find_labels(src: Path, dirs: list[Path]) -> LabelSet | None:
     return found[0]
 
 
-def _labels_from_use(src: Path, raw: dict, task: str) -> LabelSet:
+def _labels_from_use(src: Path, raw: RawLabels, task: Task) -> LabelSet:
     """Sorted set of the label names used, when there is no labels.txt."""
     names: set[str] = set()
-    for v in raw.values():
-        if not isinstance(v, (list, str)):
+    for value in raw.values():
+        if not isinstance(value, (list, str)):
             raise CorpusError(f"{src}: integer alignments (ali.ark/ali.scp) need a labels.txt")
-        names.update([v] if isinstance(v, str) else v)
+        names.update([value] if isinstance(value, str) else value)
     if task == "frame" and names and all(n.lstrip("-").isdigit() for n in names):
         raise CorpusError(f"{src}: alignments hold integer indices; add a labels.txt")
     if not names:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdpipe.corpus.manifest import Corpus, Utterance
-from kdpipe.corpus.readers import Problems
+from kdpipe.corpus.readers.problems import Problems
 from kdpipe.errors import CorpusError
 from kdpipe.labels import LabelSet
 

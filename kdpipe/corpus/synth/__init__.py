@@ -8,6 +8,14 @@
 
 Everything follows from the seed: the same seed and size give byte-identical files,
 whatever the number of worker processes (see ``espeak`` for how).
+
+Modules: ``settings`` (the two tasks' configs), ``draws`` (every random choice, up front),
+``voices`` (accents x variants, split by variant), ``espeak`` and ``private`` (the eSpeak NG
+binding and its private copies), ``phonemes`` and ``align`` (eSpeak's events to clean phone
+spans), ``audio`` (``speak``, resampling), ``noise``, ``worker`` (one utterance: speak, place,
+add noise, write), ``runner`` (output folder, babble bank, worker processes, summary),
+``keywords`` and ``phones`` (the two tasks), ``units`` (phone, state and tied-triphone
+frame labels).
 """
 
 from kdpipe.corpus.synth.audio import Speech, speak

@@ -16,14 +16,13 @@ samples, contiguous from 0 to S.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from kdpipe.corpus.synth.phonemes import PHONES, SIL, STOPS, normalize_phone
 from kdpipe.errors import SynthError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 FOLD_SHARE = 0.2  # share of the previous span a zero-length (folded) phone gets
 QUIET_WINDOW = 64  # samples (2.9 ms at 22050 Hz) per RMS window when finding closures
@@ -43,6 +42,15 @@ class AlignmentIssue(SynthError):
 Span = tuple[str, int, int]
 
 
+@dataclass
+class _Piece:
+    """A span being repaired in place: ``phone`` over samples [start, end)."""
+
+    phone: str
+    start: int
+    end: int
+
+
 def clean_spans(
     raw: list[Span], samples: np.ndarray, sample_rate: int, end_sample: int | None = None
 ) -> list[Span]:
@@ -58,63 +66,64 @@ def clean_spans(
         raise AlignmentIssue(f"phone events do not cover the audio (0..{n})")
     if end_sample is not None and not n - MAX_ECHO_S * sample_rate <= end_sample <= n:
         raise AlignmentIssue(f"eSpeak's end event ({end_sample}) disagrees with the audio ({n})")
-    spans = [[normalize_phone(name), s, e] for name, s, e in raw]
-    if any(e < s for _, s, e in spans) or any(b[1] != a[2] for a, b in pairwise(spans)):
+    pieces = [_Piece(normalize_phone(name), start, end) for name, start, end in raw]
+    backwards = any(piece.end < piece.start for piece in pieces)
+    if backwards or any(cur.start != prev.end for prev, cur in pairwise(pieces)):
         raise AlignmentIssue("phone events are not contiguous and increasing")
-    unknown = sorted({p for p, _, _ in spans} - _KNOWN)
+    unknown = sorted({piece.phone for piece in pieces} - _KNOWN)
     if unknown:
         raise AlignmentIssue(f"phone(s) outside the inventory: {' '.join(unknown)}")
-    _fold_zero_length(spans)
-    spans = [s for s in spans if s[2] > s[1]]
-    if end_sample is not None and any(p != SIL and e > end_sample for p, _, e in spans):
+    _fold_zero_length(pieces)
+    pieces = [piece for piece in pieces if piece.end > piece.start]
+    if end_sample is not None and any(
+        piece.phone != SIL and piece.end > end_sample for piece in pieces
+    ):
         raise AlignmentIssue(f"a phone runs past eSpeak's end event ({end_sample})")
-    _move_closures(spans, samples, sample_rate)
-    merged: list[list] = []
-    for span in spans:
-        if merged and span[0] == SIL and merged[-1][0] == SIL:
-            merged[-1][2] = span[2]
+    _move_closures(pieces, samples, sample_rate)
+    merged: list[_Piece] = []
+    for piece in pieces:
+        if merged and piece.phone == SIL and merged[-1].phone == SIL:
+            merged[-1].end = piece.end
         else:
-            merged.append(span)
-    return [(p, s, e) for p, s, e in merged]
+            merged.append(piece)
+    return [(piece.phone, piece.start, piece.end) for piece in merged]
 
 
-def _fold_zero_length(spans: list[list]) -> None:
+def _fold_zero_length(pieces: list[_Piece]) -> None:
     """Give each zero-length phone the last ``FOLD_SHARE`` of the phone before it."""
-    for i, (phone, s, e) in enumerate(spans):
-        if phone == SIL or e > s:
+    for i, piece in enumerate(pieces):
+        if piece.phone == SIL or piece.end > piece.start:
             continue
-        prev = spans[i - 1] if i > 0 else None
-        if prev is None or prev[0] == SIL or prev[2] - prev[1] < 2:
-            raise AlignmentIssue(f"phone {phone!r} has no duration")
-        cut = prev[2] - max(1, round(FOLD_SHARE * (prev[2] - prev[1])))
-        spans[i][1] = cut
-        prev[2] = cut
+        prev = pieces[i - 1] if i > 0 else None
+        if prev is None or prev.phone == SIL or prev.end - prev.start < 2:
+            raise AlignmentIssue(f"phone {piece.phone!r} has no duration")
+        cut = prev.end - max(1, round(FOLD_SHARE * (prev.end - prev.start)))
+        piece.start = cut
+        prev.end = cut
 
 
-def _move_closures(spans: list[list], samples: np.ndarray, sample_rate: int) -> None:
+def _move_closures(pieces: list[_Piece], samples: np.ndarray, sample_rate: int) -> None:
     """Move the near-silent tail of a phone into the stop that follows it."""
-    import numpy as np
-
     x = samples.astype(np.float32)
     frames = x[: len(x) // QUIET_WINDOW * QUIET_WINDOW].reshape(-1, QUIET_WINDOW)
     rms = np.sqrt(np.mean(frames * frames, axis=1))  # (S // QUIET_WINDOW,)
     loud = float(np.quantile(rms, 0.95)) if len(rms) else 0.0
     threshold = max(QUIET_FLOOR, QUIET_REL * loud)
     max_len = int(MAX_CLOSURE_S * sample_rate)
-    for prev, cur in pairwise(spans):
-        if cur[0] not in STOPS or prev[0] == SIL:
+    for prev, cur in pairwise(pieces):
+        if cur.phone not in STOPS or prev.phone == SIL:
             continue
-        start, end = prev[1], prev[2]
+        start, end = prev.start, prev.end
         limit = start + max(int(KEEP_SHARE * (end - start)), QUIET_WINDOW)  # keeps >= this
         cut = end
         while cut - QUIET_WINDOW >= limit and end - cut < max_len:
-            w = x[cut - QUIET_WINDOW : cut]
-            if float(np.sqrt(np.mean(w * w))) >= threshold:
+            window = x[cut - QUIET_WINDOW : cut]
+            if float(np.sqrt(np.mean(window * window))) >= threshold:
                 break
             cut -= QUIET_WINDOW
         if cut < end:
-            prev[2] = cut
-            cur[1] = cut
+            prev.end = cut
+            cur.start = cut
 
 
 def rescale(spans: list[Span], num_samples: int, ratio: float) -> list[Span]:
@@ -123,16 +132,16 @@ def rescale(spans: list[Span], num_samples: int, ratio: float) -> list[Span]:
     A pause that shrinks to nothing at the new rate is dropped; a phone that does raises
     ``AlignmentIssue``.
     """
-    out: list[list] = []
-    for phone, _, e in spans:
-        ns = out[-1][2] if out else 0
-        ne = num_samples if e == spans[-1][2] else min(round(e * ratio), num_samples)
-        if ne > ns:
-            out.append([phone, ns, ne])
+    out: list[_Piece] = []
+    for phone, _, end in spans:
+        new_start = out[-1].end if out else 0
+        new_end = num_samples if end == spans[-1][2] else min(round(end * ratio), num_samples)
+        if new_end > new_start:
+            out.append(_Piece(phone, new_start, new_end))
         elif phone != SIL:
             raise AlignmentIssue(f"phone {phone!r} vanishes at the output sample rate")
     if not out:
         raise AlignmentIssue("utterance has no audio")
-    out[0][1] = 0
-    out[-1][2] = num_samples
-    return [(p, s, e) for p, s, e in out]
+    out[0].start = 0
+    out[-1].end = num_samples
+    return [(piece.phone, piece.start, piece.end) for piece in out]

@@ -7,14 +7,13 @@ contiguous from 0 to S.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
+
+import numpy as np
 
 from kdpipe.corpus.synth import espeak
 from kdpipe.corpus.synth.align import clean_spans, rescale
 from kdpipe.corpus.synth.voices import check_voice
-
-if TYPE_CHECKING:
-    import numpy as np
 
 SAMPLE_RATE = 16000  # Speech Commands and most ASR corpora
 
@@ -28,8 +27,7 @@ class Speech(NamedTuple):
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """(S,) float32 at ``rate_in`` to (S',) float32 at ``rate_out`` (soxr, high quality)."""
-    import numpy as np
-    import soxr
+    import soxr  # soxr stays out of light importers (the synth package, pipeline)
 
     if rate_in == rate_out:
         return x.astype(np.float32)
@@ -49,8 +47,6 @@ def synthesize_spans(
 
     Raises ``SynthError`` (``AlignmentIssue`` for untrustworthy timings).
     """
-    import numpy as np
-
     raw = espeak.synthesize(text, voice_name, rate, pitch, pitch_range, seed)
     spans = clean_spans(raw.phones, raw.samples, raw.sample_rate, raw.end_sample)
     audio = resample(raw.samples.astype(np.float32) / 32768.0, raw.sample_rate, sample_rate)
@@ -76,4 +72,6 @@ def speak(
     """
     name = check_voice(voice, variant)
     audio, spans = synthesize_spans(text, name, rate, pitch, pitch_range, seed, sample_rate)
-    return Speech(audio, [(p, s / sample_rate, e / sample_rate) for p, s, e in spans])
+    return Speech(
+        audio, [(phone, start / sample_rate, end / sample_rate) for phone, start, end in spans]
+    )

@@ -8,9 +8,13 @@ seed gives the same corpus whatever the number of workers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.resources import files
 
 import numpy as np
 
+from kdpipe.corpus.synth.audio import resample
+from kdpipe.corpus.synth.espeak import synthesize
+from kdpipe.corpus.synth.noise import mix_babble_bank
 from kdpipe.corpus.synth.settings import BaseSynthConfig
 from kdpipe.corpus.synth.voices import Voice, default_variants, sample_voices, split_voices
 from kdpipe.corpus.synth.worker import Background, Prosody
@@ -23,10 +27,8 @@ _STREAMS = {"voices": 1, "utterances": 2, "babble": 3}
 
 def builtin_words() -> list[str]:
     """The built-in word list (``words.txt``): a few hundred common English words."""
-    from importlib.resources import files
-
     text = files("kdpipe.corpus.synth").joinpath("words.txt").read_text(encoding="utf-8")
-    return [w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def rng_for(config: BaseSynthConfig, stream: str) -> np.random.Generator:
@@ -56,8 +58,8 @@ def plan_voices(config: BaseSynthConfig) -> tuple[list[Voice], dict[str, str]]:
 
 def prosody(config: BaseSynthConfig, voice: Voice, rng: np.random.Generator) -> Prosody:
     """The voice's base rate/pitch/range, jittered for one utterance."""
-    j = config.wpm_jitter
-    rate = round(voice.wpm * (1 + rng.uniform(-j, j)))
+    jitter = config.wpm_jitter
+    rate = round(voice.wpm * (1 + rng.uniform(-jitter, jitter)))
     pitch = voice.pitch + int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1))
     rng_range = config.pitch_range_jitter
     prange = voice.pitch_range + int(rng.integers(-rng_range, rng_range + 1))
@@ -87,20 +89,16 @@ def babble_bank(
     config: BaseSynthConfig, voices: Sequence[Voice], words: Sequence[str]
 ) -> np.ndarray:
     """(S,) float32: ``BABBLE_TALKERS`` talkers (train voices) saying random ``words``."""
-    from kdpipe.corpus.synth.audio import resample
-    from kdpipe.corpus.synth.espeak import synthesize
-    from kdpipe.corpus.synth.noise import mix_babble_bank
-
     rng = rng_for(config, "babble")
     length = int(BABBLE_SECONDS * config.sample_rate)
     talkers = []
     for _ in range(BABBLE_TALKERS):
         voice = voices[int(rng.integers(len(voices)))]
         parts: list[np.ndarray] = []
-        while sum(len(p) for p in parts) < length:
+        while sum(len(part) for part in parts) < length:
             text = " ".join(words[int(i)] for i in rng.integers(len(words), size=8))
-            p = prosody(config, voice, rng)
-            raw = synthesize(text, p.voice, p.rate, p.pitch, p.pitch_range, p.seed)
+            said = prosody(config, voice, rng)
+            raw = synthesize(text, said.voice, said.rate, said.pitch, said.pitch_range, said.seed)
             x = raw.samples.astype(np.float32) / 32768.0  # (S,) at eSpeak's rate
             parts.append(resample(x, raw.sample_rate, config.sample_rate))
         talkers.append(np.concatenate(parts)[:length])

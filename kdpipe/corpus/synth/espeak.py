@@ -15,18 +15,18 @@ Shapes: ``RawSpeech.samples`` is (S,) int16 at ``NATIVE_RATE`` (22050 Hz); phone
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
 
 from kdpipe.corpus.synth.private import private_data, private_library
 from kdpipe.errors import SynthError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 NATIVE_RATE = 22050  # eSpeak NG's fixed output rate
 
@@ -81,7 +81,7 @@ class _Engine:
 
     def __init__(self) -> None:
         self.path = private_library()
-        self.data = private_data().encode()
+        self.data = private_data().encode()  # kept alive for espeak_Initialize
         self.chunks: list[bytes] = []
         self.events: list[tuple[int, int, bytes]] = []  # (type, sample, phoneme name)
         self.callback = _Callback(self._on_audio)  # kept alive as long as the engine
@@ -90,16 +90,17 @@ class _Engine:
         if self.libc is not None:
             self.libc.srand.argtypes = [ctypes.c_uint]
 
-    def _on_audio(self, wav, n, events) -> int:  # type: ignore[no-untyped-def]
+    def _on_audio(self, wav: Any, n: int, events: Any) -> int:
+        """eSpeak's callback: ``n`` int16 samples at ``wav``, then the events of this chunk."""
         if n > 0:
             self.chunks.append(ctypes.string_at(wav, 2 * n))
         i = 0
         while events[i].type != _EV_LIST_TERMINATED:
-            e = events[i]
-            if e.type == _EV_PHONEME:
-                self.events.append((e.type, e.sample, e.id.string))
-            elif e.type in (_EV_END, _EV_MSG_TERMINATED):
-                self.events.append((e.type, e.sample, b""))
+            event = events[i]
+            if event.type == _EV_PHONEME:
+                self.events.append((event.type, event.sample, event.id.string))
+            elif event.type in (_EV_END, _EV_MSG_TERMINATED):
+                self.events.append((event.type, event.sample, b""))
             i += 1
         return 0
 
@@ -124,13 +125,12 @@ class _Engine:
         )
         if rate != NATIVE_RATE:
             self._unload(lib)
-            raise SynthError(f"eSpeak NG failed to initialise (returned {rate}) from {self.data}")
+            where = self.data.decode(errors="replace")
+            raise SynthError(f"eSpeak NG failed to initialise (returned {rate}) from {where}")
         lib.espeak_SetSynthCallback(self.callback)
         return lib
 
     def _unload(self, lib: ctypes.CDLL) -> None:
-        import _ctypes
-
         lib.espeak_Terminate()
         _ctypes.dlclose(lib._handle)
         if not self.checked_unload and sys.platform.startswith("linux"):
@@ -144,8 +144,6 @@ class _Engine:
     def synthesize(
         self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, seed: int
     ) -> RawSpeech:
-        import numpy as np
-
         lib = self._load()
         try:
             if lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -172,7 +170,7 @@ class _Engine:
         finally:
             self._unload(lib)
         samples = np.frombuffer(b"".join(self.chunks), dtype=np.int16).copy()
-        ends = [s for t, s, _ in self.events if t == _EV_END]
+        ends = [sample for kind, sample, _ in self.events if kind == _EV_END]
         spans = _phone_spans(self.events, len(samples))
         return RawSpeech(samples, spans, ends[-1] if ends else None)
 
@@ -185,12 +183,16 @@ def _phone_spans(
     Samples before the first phone event are leading silence, reported as ``"_"``. Nothing
     is checked here: spans may be empty or go backwards; ``align.clean_spans`` judges them.
     """
-    marks = [(s, name.decode("ascii", "replace")) for t, s, name in events if t == _EV_PHONEME]
+    marks = [
+        (sample, name.decode("ascii", "replace"))
+        for kind, sample, name in events
+        if kind == _EV_PHONEME
+    ]
     if not marks:
         return []
     spans = [("_", 0, marks[0][0])] if marks[0][0] > 0 else []
-    ends = [s for s, _ in marks[1:]] + [num_samples]
-    spans += [(name, s, e) for (s, name), e in zip(marks, ends, strict=True)]
+    ends = [sample for sample, _ in marks[1:]] + [num_samples]
+    spans += [(name, start, end) for (start, name), end in zip(marks, ends, strict=True)]
     return spans
 
 
@@ -218,9 +220,9 @@ def synthesize(
     lo, hi = RATE_RANGE
     if not lo <= rate <= hi:
         raise SynthError(f"speaking rate {rate} outside {lo}..{hi} words per minute")
-    for what, v in (("pitch", pitch), ("pitch range", pitch_range)):
-        if not PITCH_RANGE[0] <= v <= PITCH_RANGE[1]:
-            raise SynthError(f"{what} {v} outside {PITCH_RANGE[0]}..{PITCH_RANGE[1]}")
+    for what, value in (("pitch", pitch), ("pitch range", pitch_range)):
+        if not PITCH_RANGE[0] <= value <= PITCH_RANGE[1]:
+            raise SynthError(f"{what} {value} outside {PITCH_RANGE[0]}..{PITCH_RANGE[1]}")
     if _ENGINE is None or os.getpid() != _ENGINE_PID:
         _ENGINE, _ENGINE_PID = _Engine(), os.getpid()
     return _ENGINE.synthesize(text, voice, rate, pitch, pitch_range, seed)

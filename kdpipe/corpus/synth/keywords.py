@@ -14,13 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from kdpipe.corpus.synth.runner import (
-    SynthSummary,
-    prepare_out,
-    resolve_jobs,
-    run_jobs,
-    write_marker,
-)
+from kdpipe import __version__
+from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
+from kdpipe.corpus.synth.runner import SynthSummary, resolve_jobs, synthesize_plan, write_marker
 from kdpipe.corpus.synth.settings import KeywordSynthConfig
 from kdpipe.corpus.synth.voices import Voice
 from kdpipe.corpus.synth.worker import KeywordJob
@@ -32,8 +28,6 @@ def plan_keywords(
     config: KeywordSynthConfig,
 ) -> tuple[list[Voice], dict[str, str], list[KeywordJob], list[str]]:
     """Voices, speaker -> split, one job per clip, and each job's speaker id."""
-    from kdpipe.corpus.synth.draws import background, plan_voices, prosody, rng_for
-
     voices, split = plan_voices(config)
     rng = rng_for(config, "utterances")
     words = list(config.words)
@@ -47,8 +41,9 @@ def plan_keywords(
         spk = voice.speaker_id
         path = f"{word}/{spk}_nohash_{seen[spk, word]}.wav"
         seen[spk, word] += 1
-        p, bg = prosody(config, voice, rng), background(config, rng)
-        jobs.append(KeywordJob(i, path, word, p, bg, float(rng.random()), clip, config.sample_rate))
+        said, bg = prosody(config, voice, rng), background(config, rng)
+        offset = float(rng.random())
+        jobs.append(KeywordJob(i, path, word, said, bg, offset, clip, config.sample_rate))
         speakers.append(spk)
     return voices, split, jobs, speakers
 
@@ -65,39 +60,32 @@ def synth_keywords(
     ``jobs`` worker processes (default: one per CPU); the files do not depend on it.
     ``out`` must be empty unless ``overwrite`` and it holds an earlier synth output.
     """
-    from kdpipe import __version__
-    from kdpipe.corpus.synth.draws import babble_bank, builtin_words, needs_babble
-
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     out, workers = Path(out), resolve_jobs(jobs)
     voices, split, plan, speakers = plan_keywords(config)  # bad settings fail before any writing
-    prepare_out(out, overwrite)
-    write_marker(out, {"task": "keywords", "complete": False})
-    bank = None
-    if needs_babble(config):
-        train = [v for v in voices if split[v.speaker_id] == "train"]
-        talk = [w for w in builtin_words() if w not in set(config.words)]  # no keywords
-        bank = babble_bank(config, train, talk)
-    results = run_jobs(out, plan, workers, bank, progress, "synth keywords")
+    keywords = set(config.words)
+    talk = [word for word in builtin_words() if word not in keywords]  # babble: no keywords
+    results = synthesize_plan(out, config, plan, voices, split, talk,
+                              workers=workers, progress=progress, overwrite=overwrite)  # fmt: skip
 
     lists: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
     spk_by_split: dict[str, set[str]] = {"train": set(), "dev": set(), "test": set()}
     dropped: Counter[str] = Counter()
     samples = 0
-    for job, spk, r in zip(plan, speakers, results, strict=True):
-        if r.error is not None:
-            dropped[r.error] += 1
+    for job, spk, result in zip(plan, speakers, results, strict=True):
+        if result.error is not None:
+            dropped[result.error] += 1
             continue
         lists[split[spk]].append(job.path)
         spk_by_split[split[spk]].add(spk)
-        samples += r.num_samples
+        samples += result.num_samples
     (out / DEV_LIST).write_text("".join(p + "\n" for p in sorted(lists["dev"])))
     (out / TEST_LIST).write_text("".join(p + "\n" for p in sorted(lists["test"])))
     summary = SynthSummary(
         task="keywords",
         out=out,
-        utterances={k: len(v) for k, v in lists.items()},
-        speakers={k: len(v) for k, v in spk_by_split.items()},
+        utterances={name: len(paths) for name, paths in lists.items()},
+        speakers={name: len(spks) for name, spks in spk_by_split.items()},
         dropped=dict(sorted(dropped.items())),
         num_labels=len(config.words),
         audio_seconds=samples / config.sample_rate,
@@ -116,8 +104,8 @@ def synth_keywords(
             "words": list(config.words),
             "layout": "Google Speech Commands: <word>/<speaker>_nohash_<n>.wav, "
             f"{DEV_LIST} (dev), {TEST_LIST} (test), everything else train",
-            "voices": [{**v.to_dict(), "split": split[v.speaker_id]} for v in voices],
+            "voices": [{**voice.to_dict(), "split": split[voice.speaker_id]} for voice in voices],
         },
     )
-    summary.seconds = time.perf_counter() - t0
+    summary.seconds = time.perf_counter() - started
     return summary

@@ -5,37 +5,28 @@ Shapes: every signal is (S,) float32 at the corpus rate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
 NOISE_TYPES = ("white", "pink", "babble")
 
 
 def white(rng: np.random.Generator, n: int) -> np.ndarray:
     """Gaussian white noise, unit RMS, shape (n,)."""
-    import numpy as np
-
     return rng.standard_normal(n).astype(np.float32)
 
 
 def pink(rng: np.random.Generator, n: int) -> np.ndarray:
     """1/f (pink) noise by shaping white noise's spectrum, unit RMS, shape (n,)."""
-    import numpy as np
-
     size = 1 << max(n - 1, 1).bit_length()  # a power of two: FFTs of odd sizes are slow
     spectrum = np.fft.rfft(rng.standard_normal(size))
-    f = np.arange(len(spectrum), dtype=np.float64)
-    f[0] = 1.0  # no DC blow-up
-    x = np.fft.irfft(spectrum / np.sqrt(f), size)[:n]
+    freq = np.arange(len(spectrum), dtype=np.float64)
+    freq[0] = 1.0  # no DC blow-up
+    x = np.fft.irfft(spectrum / np.sqrt(freq), size)[:n]
     return (x / (np.sqrt(np.mean(x * x)) + 1e-12)).astype(np.float32)
 
 
 def babble(rng: np.random.Generator, n: int, bank: np.ndarray) -> np.ndarray:
     """A random (n,) stretch of the babble ``bank`` (wrapping round), unit RMS."""
-    import numpy as np
-
     start = int(rng.integers(len(bank)))
     x = np.take(bank, np.arange(start, start + n), mode="wrap").astype(np.float32)
     return x / (float(np.sqrt(np.mean(x * x))) + 1e-12)
@@ -43,12 +34,10 @@ def babble(rng: np.random.Generator, n: int, bank: np.ndarray) -> np.ndarray:
 
 def mix_babble_bank(talkers: list[np.ndarray], length: int) -> np.ndarray:
     """Sum talker tracks (each tiled or cut to ``length``, scaled to unit RMS), shape (length,)."""
-    import numpy as np
-
     out = np.zeros(length, dtype=np.float64)
-    for t in talkers:
-        t = np.resize(t.astype(np.float64), length)
-        out += t / (np.sqrt(np.mean(t * t)) + 1e-12)
+    for talker in talkers:
+        track = np.resize(talker.astype(np.float64), length)
+        out += track / (np.sqrt(np.mean(track * track)) + 1e-12)
     return (out / (np.sqrt(np.mean(out * out)) + 1e-12)).astype(np.float32)
 
 
@@ -60,10 +49,8 @@ def add_noise(
     Speech power is measured over ``active`` (the spoken part, not the padding); noise
     power over the whole of ``noise`` (same length as ``speech``).
     """
-    import numpy as np
-
-    s = speech[active] if active is not None else speech
-    p_speech = float(np.mean(np.square(s, dtype=np.float64))) if len(s) else 0.0
+    spoken = speech[active] if active is not None else speech
+    p_speech = float(np.mean(np.square(spoken, dtype=np.float64))) if len(spoken) else 0.0
     p_noise = float(np.mean(np.square(noise, dtype=np.float64))) + 1e-20
     gain = np.sqrt(p_speech / (p_noise * 10.0 ** (snr_db / 10.0)))
     return (speech + gain * noise).astype(np.float32)

@@ -23,18 +23,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from kdpipe import __version__
 from kdpipe.corpus.features import FbankConfig
-from kdpipe.corpus.synth.runner import (
-    SynthSummary,
-    prepare_out,
-    resolve_jobs,
-    run_jobs,
-    write_marker,
-)
+from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
+from kdpipe.corpus.synth.runner import SynthSummary, resolve_jobs, synthesize_plan, write_marker
 from kdpipe.corpus.synth.settings import PhoneSynthConfig
+from kdpipe.corpus.synth.units import (
+    Unit,
+    frame_units,
+    label_frames,
+    monophone_labels,
+    tie_triphones,
+)
 from kdpipe.corpus.synth.voices import Voice
 from kdpipe.corpus.synth.worker import PhoneJob
 from kdpipe.errors import SynthError
+from kdpipe.labels import LabelSet
 
 SPLITS = ("train", "dev", "test")
 _NOT_SPOKEN = re.compile(r"[^\w']+|_")  # punctuation makes eSpeak pause without an event
@@ -60,8 +64,6 @@ def plan_phones(
     config: PhoneSynthConfig,
 ) -> tuple[list[Voice], dict[str, str], list[PhoneJob], list[str]]:
     """Voices, speaker -> split, one job per sentence, and each job's speaker id."""
-    from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
-
     voices, split = plan_voices(config)
     rng = rng_for(config, "utterances")
     words = builtin_words()
@@ -76,10 +78,12 @@ def plan_phones(
         else:
             n = int(rng.integers(config.min_words, config.max_words + 1))
             text = " ".join(words[int(j)] for j in rng.integers(len(words), size=n))
-        p, bg = prosody(config, voice, rng), background(config, rng)
-        pad = tuple(round(float(rng.uniform(lo, hi)) * config.sample_rate) for _ in range(2))
+        said, bg = prosody(config, voice, rng), background(config, rng)
+        pad_before = round(float(rng.uniform(lo, hi)) * config.sample_rate)
+        pad_after = round(float(rng.uniform(lo, hi)) * config.sample_rate)
         utt = f"{voice.speaker_id}-{i:06d}"
-        jobs.append(PhoneJob(i, f"wav/{utt}.wav", text, p, bg, pad, config.sample_rate))
+        pad = (pad_before, pad_after)
+        jobs.append(PhoneJob(i, f"wav/{utt}.wav", text, said, bg, pad, config.sample_rate))
         speakers.append(voice.speaker_id)
     return voices, split, jobs, speakers
 
@@ -96,38 +100,25 @@ def synth_phones(
     ``jobs`` worker processes (default: one per CPU); the files do not depend on it.
     Utterances whose phone timings fail the checks are dropped and counted in the summary.
     """
-    from kdpipe import __version__
-    from kdpipe.corpus.synth.draws import babble_bank, builtin_words, needs_babble
-    from kdpipe.corpus.synth.units import (
-        frame_units,
-        label_frames,
-        monophone_labels,
-        tie_triphones,
-    )
-    from kdpipe.labels import LabelSet
-
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     out, workers = Path(out), resolve_jobs(jobs)
     voices, split, plan, speakers = plan_phones(config)  # bad settings fail before any writing
-    prepare_out(out, overwrite)
-    write_marker(out, {"task": "phones", "complete": False})
-    bank = None
-    if needs_babble(config):
-        train = [v for v in voices if split[v.speaker_id] == "train"]
-        bank = babble_bank(config, train, builtin_words())
-    results = run_jobs(out, plan, workers, bank, progress, "synth phones")
+    results = synthesize_plan(out, config, plan, voices, split, builtin_words(),
+                              workers=workers, progress=progress, overwrite=overwrite)  # fmt: skip
 
     fbank = FbankConfig(sample_rate=config.sample_rate)
-    kept, dropped, samples = [], Counter(), 0
-    for job, spk, r in zip(plan, speakers, results, strict=True):
-        if r.error is not None:
-            dropped[r.error] += 1
+    kept: list[tuple[str, str, PhoneJob, list[Unit]]] = []  # (utt id, speaker, job, units)
+    dropped: Counter[str] = Counter()
+    samples = 0
+    for job, spk, result in zip(plan, speakers, results, strict=True):
+        if result.error is not None:
+            dropped[result.error] += 1
             continue
-        units = frame_units(r.spans, fbank.num_frames(r.num_samples), fbank)
+        units = frame_units(result.spans, fbank.num_frames(result.num_samples), fbank)
         kept.append((Path(job.path).stem, spk, job, units))
-        samples += r.num_samples
+        samples += result.num_samples
     if config.units == "cd":
-        counts: Counter = Counter()
+        counts: Counter[Unit] = Counter()
         for _, spk, _, units in kept:
             if split[spk] == "train":
                 counts.update(units)
@@ -138,7 +129,7 @@ def synth_phones(
     labels.write(out / "labels.txt")
     cd = frozenset(names)
 
-    per_split: dict[str, list] = {s: [] for s in SPLITS}
+    per_split: dict[str, list] = {name: [] for name in SPLITS}
     for utt, spk, job, units in kept:
         per_split[split[spk]].append((utt, spk, job, label_frames(units, config.units, cd)))
     for name, rows in per_split.items():
@@ -147,8 +138,8 @@ def synth_phones(
     summary = SynthSummary(
         task="phones",
         out=out,
-        utterances={s: len(rows) for s, rows in per_split.items()},
-        speakers={s: len({row[1] for row in rows}) for s, rows in per_split.items()},
+        utterances={name: len(rows) for name, rows in per_split.items()},
+        speakers={name: len({row[1] for row in rows}) for name, rows in per_split.items()},
         dropped=dict(sorted(dropped.items())),
         num_labels=len(labels),
         audio_seconds=samples / config.sample_rate,
@@ -170,10 +161,10 @@ def synth_phones(
             "speakers": summary.speakers,
             "dropped": summary.dropped,
             "wav_paths": "relative to this folder",
-            "voices": [{**v.to_dict(), "split": split[v.speaker_id]} for v in voices],
+            "voices": [{**voice.to_dict(), "split": split[voice.speaker_id]} for voice in voices],
         },
     )
-    summary.seconds = time.perf_counter() - t0
+    summary.seconds = time.perf_counter() - started
     return summary
 
 

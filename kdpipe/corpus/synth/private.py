@@ -26,7 +26,7 @@ from kdpipe.errors import SynthError
 
 def data_path() -> Path:
     """The ``espeak-ng-data`` folder shipped by ``espeakng-loader``."""
-    try:
+    try:  # imported here so that a missing eSpeak NG is a SynthError, not an ImportError
         import espeakng_loader
     except ImportError:
         raise SynthError(
@@ -34,12 +34,12 @@ def data_path() -> Path:
         ) from None
     try:
         return Path(espeakng_loader.get_data_path())
-    except RuntimeError as e:
-        raise SynthError(f"eSpeak NG data missing: {e}") from None
+    except RuntimeError as error:
+        raise SynthError(f"eSpeak NG data missing: {error}") from None
 
 
 def _cache_dir() -> tuple[Path, Path]:
-    import espeakng_loader
+    import espeakng_loader  # see data_path
 
     lib = Path(espeakng_loader.get_library_path())
     if not lib.is_file():

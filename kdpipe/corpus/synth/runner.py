@@ -1,27 +1,35 @@
-"""Running synthesis jobs: the output folder, worker processes, progress, the summary.
+"""Running synthesis jobs: the output folder, the babble bank, worker processes, progress,
+the summary.
 
-Workers are started with ``spawn`` (each loads its own eSpeak); ``jobs=1`` runs in this
-process. Jobs are cut into fixed batches and results put back in job order, so the output
-does not depend on the number of workers.
+Workers are forked (or spawned where threads run; each loads its own eSpeak); ``jobs=1``
+runs in this process. Jobs are cut into fixed batches and results put back in job order,
+so the output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import threading
 from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+from rich.table import Table
 
 from kdpipe.console import progress_bar
+from kdpipe.corpus.synth import worker
+from kdpipe.corpus.synth.draws import babble_bank, needs_babble
+from kdpipe.corpus.synth.settings import BaseSynthConfig
+from kdpipe.corpus.synth.voices import Voice
+from kdpipe.corpus.synth.worker import KeywordJob, PhoneJob, Result
 from kdpipe.errors import SynthError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from kdpipe.corpus.synth.worker import KeywordJob, PhoneJob, Result
 
 MARKER = "synth.json"  # written first (incomplete) and last (complete) into every output
 BATCH = 16  # utterances per task sent to a worker (~0.1 s of work)
@@ -44,10 +52,8 @@ class SynthSummary:
     def total(self) -> int:
         return sum(self.utterances.values())
 
-    def table(self) -> Any:
+    def table(self) -> Table:
         """A rich table: utterances and speakers per split."""
-        from rich.table import Table
-
         table = Table(title=f"{self.out} ({self.task})", title_justify="left")
         for col in ("split", "utterances", "speakers"):
             table.add_column(col, justify="left" if col == "split" else "right")
@@ -103,6 +109,30 @@ def resolve_jobs(jobs: int | None) -> int:
     return jobs
 
 
+def synthesize_plan(
+    out: Path,
+    config: BaseSynthConfig,
+    plan: Sequence[KeywordJob | PhoneJob],
+    voices: Sequence[Voice],
+    split: dict[str, str],
+    babble_words: Sequence[str],
+    *,
+    workers: int,
+    progress: bool,
+    overwrite: bool,
+) -> list[Result]:
+    """Both tasks' run: clear ``out`` (``prepare_out``) and mark it incomplete, make the
+    babble bank when the noise needs one (train voices saying ``babble_words``), then run
+    every job of ``plan``."""
+    prepare_out(out, overwrite)
+    write_marker(out, {"task": config.TASK, "complete": False})
+    bank = None
+    if needs_babble(config):
+        train = [voice for voice in voices if split[voice.speaker_id] == "train"]
+        bank = babble_bank(config, train, babble_words)
+    return run_jobs(out, plan, workers, bank, progress, f"synth {config.TASK}")
+
+
 def run_jobs(
     out: Path,
     jobs: Sequence[KeywordJob | PhoneJob],
@@ -112,8 +142,6 @@ def run_jobs(
     description: str,
 ) -> list[Result]:
     """Run every job (writing its wav under ``out``) in ``workers`` processes, in job order."""
-    from kdpipe.corpus.synth import worker
-
     batches = [list(jobs[i : i + BATCH]) for i in range(0, len(jobs), BATCH)]
     bar = progress_bar(description, len(jobs), enabled=progress, transient=False)
     results: list[Result] = []
@@ -123,9 +151,9 @@ def run_jobs(
         worker.init_worker(babble)
         try:
             with bar as advance:
-                for b in batches:
-                    results += worker.run_batch(str(out), b)
-                    advance(len(b))
+                for batch in batches:
+                    results += worker.run_batch(str(out), batch)
+                    advance(len(batch))
         finally:
             worker.init_worker(None)
     results.sort(key=lambda r: r.index)
@@ -133,13 +161,6 @@ def run_jobs(
 
 
 def _run_pool(out: Path, batches: list, workers: int, babble: Any, bar: Any) -> list[Result]:
-    import multiprocessing
-    import threading
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    from kdpipe.corpus.synth import worker
-
     # fork (fast, and fine in scripts without a __main__ guard) unless threads run here,
     # where forking is unsafe; the output is the same either way.
     fork = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
@@ -147,14 +168,14 @@ def _run_pool(out: Path, batches: list, workers: int, babble: Any, bar: Any) -> 
     results: list[Result] = []
     with ProcessPoolExecutor(workers, ctx, worker.init_worker, (babble,)) as pool:
         # all workers start at the first submit, before the progress bar's thread exists
-        pending = {pool.submit(worker.run_batch, str(out), b): len(b) for b in batches}
+        pending = {pool.submit(worker.run_batch, str(out), batch): len(batch) for batch in batches}
         try:
             with bar as advance:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                    for f in done:
-                        results += f.result()  # re-raises a worker's error here
-                        advance(pending.pop(f))
+                    for future in done:
+                        results += future.result()  # re-raises a worker's error here
+                        advance(pending.pop(future))
         except BrokenProcessPool:
             pool.shutdown(wait=True, cancel_futures=True)
             how = "forked" if fork else "spawned (threads run here, so no fork)"

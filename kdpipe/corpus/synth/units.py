@@ -50,7 +50,7 @@ def frame_units(
     spans: Sequence[tuple[str, int, int]], num_frames: int, fbank: FbankConfig
 ) -> list[Unit]:
     """The (left, phone, right, state) active at the centre of each of ``num_frames`` frames."""
-    starts = [s for _, s, _ in spans]
+    starts = [start for _, start, _ in spans]
     out: list[Unit] = []
     for i in range(num_frames):
         centre = fbank.frame_center(i) * fbank.sample_rate
@@ -72,7 +72,11 @@ def tie_triphones(counts: Counter[Unit], num_states: int, min_frames: int) -> li
     base = monophone_labels("states")
     budget = max(0, num_states - len(base))
     ranked = sorted(
-        ((n, triphone_name(u)) for u, n in counts.items() if u[1] != SIL and n >= min_frames),
+        (
+            (frames, triphone_name(unit))
+            for unit, frames in counts.items()
+            if unit[1] != SIL and frames >= min_frames
+        ),
         key=lambda item: (-item[0], item[1]),
     )
     return base + [name for _, name in ranked[:budget]]
@@ -81,11 +85,12 @@ def tie_triphones(counts: Counter[Unit], num_states: int, min_frames: int) -> li
 def label_frames(units: Iterable[Unit], kind: Units, cd_labels: frozenset[str]) -> list[str]:
     """Label names for per-frame units (``cd_labels``: the cd label set, else unused)."""
     if kind == "phones":
-        return [u[1] for u in units]
+        return [phone for _, phone, _, _ in units]
     if kind == "states":
-        return [state_name(u[1], u[3]) for u in units]
+        return [state_name(phone, state) for _, phone, _, state in units]
     out = []
-    for u in units:
-        name = triphone_name(u) if u[1] != SIL else ""
-        out.append(name if name in cd_labels else state_name(u[1], u[3]))
+    for unit in units:
+        _, phone, _, state = unit
+        name = triphone_name(unit) if phone != SIL else ""
+        out.append(name if name in cd_labels else state_name(phone, state))
     return out

@@ -13,13 +13,11 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from kdpipe.corpus.synth.private import data_path
 from kdpipe.errors import SynthError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # The English accents of espeak-ng-data/lang/gmw (en-Shaw is a script, not an accent).
 # British English is plain "en"; espeak rejects "en-gb".
@@ -39,7 +37,7 @@ def available_accents() -> tuple[str, ...]:
     """English accents present in the installed eSpeak data (lower-case voice names)."""
     folder = data_path() / "lang" / "gmw"
     found = {p.name.lower() for p in folder.glob("en*")} if folder.is_dir() else set()
-    return tuple(a for a in ACCENTS if a in found)
+    return tuple(accent for accent in ACCENTS if accent in found)
 
 
 @functools.cache
@@ -53,7 +51,7 @@ def available_variants() -> tuple[str, ...]:
 
 def default_variants() -> tuple[str | None, ...]:
     """The base voice plus every installed variant except exact duplicates of it."""
-    return (None, *(v for v in available_variants() if v not in DUPLICATE_VARIANTS))
+    return (None, *(name for name in available_variants() if name not in DUPLICATE_VARIANTS))
 
 
 def check_voice(accent: str, variant: str | None) -> str:
@@ -122,17 +120,17 @@ def sample_voices(
             f"{num} voices asked for, but only {len(accents)} accents x {len(variants)} "
             f"variants = {combos} exist"
         )
-    for a in accents:
-        check_voice(a, None)
-    for v in variants:
-        if v is not None:
-            check_voice(accents[0], v)
+    for accent in accents:
+        check_voice(accent, None)
+    for variant in variants:
+        if variant is not None:
+            check_voice(accents[0], variant)
     order = [variants[i] for i in rng.permutation(len(variants))]
-    used: dict[str | None, set[str]] = {v: set() for v in variants}
+    used: dict[str | None, set[str]] = {variant: set() for variant in variants}
     voices: list[Voice] = []
     for i in range(num):
         variant = order[i % len(order)]
-        free = [a for a in accents if a not in used[variant]]
+        free = [accent for accent in accents if accent not in used[variant]]
         accent = free[int(rng.integers(len(free)))]
         used[variant].add(accent)
         voices.append(
@@ -156,19 +154,19 @@ def split_voices(
     when the fraction is positive and there are enough variants); train gets the rest.
     """
     groups: dict[str | None, list[Voice]] = {}
-    for v in voices:
-        groups.setdefault(v.variant, []).append(v)
-    keys = sorted(groups, key=lambda k: "" if k is None else k)
+    for voice in voices:
+        groups.setdefault(voice.variant, []).append(voice)
+    keys = sorted(groups, key=lambda key: "" if key is None else key)
     keys = [keys[i] for i in rng.permutation(len(keys))]
     n = len(voices)
     split: dict[str, str] = {}
     for name, fraction in (("test", test_fraction), ("dev", dev_fraction)):
         want, got = math.ceil(fraction * n) if fraction > 0 else 0, 0
         while got < want and len(keys) > 1:
-            for v in groups[keys.pop(0)]:
-                split[v.speaker_id] = name
+            for voice in groups[keys.pop(0)]:
+                split[voice.speaker_id] = name
                 got += 1
-    for k in keys:
-        for v in groups[k]:
-            split[v.speaker_id] = "train"
+    for key in keys:
+        for voice in groups[key]:
+            split[voice.speaker_id] = "train"
     return split

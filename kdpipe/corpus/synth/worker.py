@@ -88,20 +88,22 @@ def run_batch(out: str, jobs: list[KeywordJob | PhoneJob]) -> list[Result]:
                 results.append(_keyword(Path(out), job))
             else:
                 results.append(_phones(Path(out), job))
-        except AlignmentIssue as e:
-            results.append(Result(job.index, str(e)))
-        except SynthError as e:
-            raise SynthError(f"utterance {job.path}: {e}") from None
+        except AlignmentIssue as error:
+            results.append(Result(job.index, str(error)))
+        except SynthError as error:
+            raise SynthError(f"utterance {job.path}: {error}") from None
     return results
 
 
 def _keyword(out: Path, job: KeywordJob) -> Result:
-    p, sr = job.prosody, job.sample_rate
+    prosody, sr = job.prosody, job.sample_rate
     margin = round(MARGIN_S * sr)
-    rate = p.rate
+    rate = prosody.rate
     for _ in range(RETRIES + 1):
-        audio, spans = synthesize_spans(job.word, p.voice, rate, p.pitch, p.pitch_range, p.seed, sr)
-        voiced = [(s, e) for ph, s, e in spans if ph != SIL]
+        audio, spans = synthesize_spans(
+            job.word, prosody.voice, rate, prosody.pitch, prosody.pitch_range, prosody.seed, sr
+        )
+        voiced = [(start, end) for phone, start, end in spans if phone != SIL]
         if not voiced:
             return Result(job.index, "no phones in keyword")
         start, end = max(0, voiced[0][0] - margin), min(len(audio), voiced[-1][1] + margin)
@@ -120,21 +122,23 @@ def _keyword(out: Path, job: KeywordJob) -> Result:
 
 
 def _phones(out: Path, job: PhoneJob) -> Result:
-    p, sr = job.prosody, job.sample_rate
-    audio, spans = synthesize_spans(job.text, p.voice, p.rate, p.pitch, p.pitch_range, p.seed, sr)
+    prosody, sr = job.prosody, job.sample_rate
+    audio, spans = synthesize_spans(
+        job.text, prosody.voice, prosody.rate, prosody.pitch, prosody.pitch_range, prosody.seed, sr
+    )
     before, after = job.pad
     audio = np.concatenate([np.zeros(before, np.float32), audio, np.zeros(after, np.float32)])
     n = len(audio)
     edges = [(SIL, 0, before)] if before else []
-    edges += [(ph, s + before, e + before) for ph, s, e in spans]
+    edges += [(phone, start + before, end + before) for phone, start, end in spans]
     edges += [(SIL, n - after, n)] if after else []
     shifted: list[tuple[str, int, int]] = []
-    for ph, s, e in edges:  # padding joins eSpeak's own leading/trailing pause
-        if shifted and ph == SIL and shifted[-1][0] == SIL:
-            shifted[-1] = (SIL, shifted[-1][1], e)
+    for phone, start, end in edges:  # padding joins eSpeak's own leading/trailing pause
+        if shifted and phone == SIL and shifted[-1][0] == SIL:
+            shifted[-1] = (SIL, shifted[-1][1], end)
         else:
-            shifted.append((ph, s, e))
-    voiced = [(s, e) for ph, s, e in shifted if ph != SIL]
+            shifted.append((phone, start, end))
+    voiced = [(start, end) for phone, start, end in shifted if phone != SIL]
     if not voiced:
         return Result(job.index, "no phones in sentence")
     spoken = slice(voiced[0][0], voiced[-1][1])
@@ -146,7 +150,7 @@ def _finish_and_write(
     path: Path, audio: np.ndarray, spoken: slice, bg: Background, sample_rate: int
 ) -> None:
     """Add background noise at the job's SNR, scale to its peak level, write 16-bit PCM."""
-    import soundfile as sf
+    import soundfile as sf  # soundfile stays out of light importers (the synth package)
 
     rng = np.random.default_rng(bg.seed)
     if bg.kind == "white":
@@ -156,8 +160,8 @@ def _finish_and_write(
     elif bg.kind == "babble":
         if _BABBLE is None:
             raise RuntimeError("babble noise asked for but no babble bank was made")
-        n = noise_mod.babble(rng, len(audio), _BABBLE)
-        audio = noise_mod.add_noise(audio, n, bg.snr_db, spoken)
+        noise = noise_mod.babble(rng, len(audio), _BABBLE)
+        audio = noise_mod.add_noise(audio, noise, bg.snr_db, spoken)
     peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
     if peak > 0:
         audio = audio * (10.0 ** (bg.level_db / 20.0) / peak)
