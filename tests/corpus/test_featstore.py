@@ -64,6 +64,20 @@ def test_round_trip_frame_task(tmp_path, rng):
     }
 
 
+@pytest.mark.parametrize("gap", [0, 10, 10**6])
+def test_read_utterances_in_runs_equals_one_by_one(tmp_path, rng, gap):
+    """``read_utterances`` reads runs of nearby utterances in one slice each: whatever the
+    gap, every utterance gets exactly its own raw features and labels."""
+    _, _, data = write_frame_store(tmp_path / "s.zarr", rng)
+    fs = FeatureStore.open(tmp_path / "s.zarr", cmvn="utterance")  # raw: no CMVN applied
+    got = fs.read_utterances([0, 2, 3, 4], gap=gap)
+    assert len(got) == 4
+    for (feats, labels), i in zip(got, [0, 2, 3, 4], strict=True):
+        np.testing.assert_array_equal(feats, data[i][0])
+        np.testing.assert_array_equal(labels, data[i][1])
+    assert fs.read_utterances([], gap=gap) == []
+
+
 def test_cmvn_variants_on_read(tmp_path, rng):
     _, _, data = write_frame_store(tmp_path / "s.zarr", rng, cmvn="global")
     train = np.concatenate([data[i][0] for i in (0, 2, 4)]).astype(np.float64)
