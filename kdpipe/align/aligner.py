@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import kaldi_hmm_gmm as khg
 import numpy as np
@@ -134,11 +133,13 @@ def align_corpus(
         if config.num_leaves > 0:
             stages.append(("tri", config.tri))
         model: GmmHmm | None = None
+        compiled = False  # whether the jobs hold graphs for ``model``
         for name, stage in stages:
             if state.done(name, stage.iterations):
                 model = GmmHmm.load(work / f"{name}.safetensors")
                 pool.call("set_alignments", _load_alignments(work / f"{name}.ali.npz"))
                 log(f"{name}: done before, {stage.iterations} passes")
+                compiled = False
                 continue
             resumed = state.stage == name and state.iteration >= 0
             if resumed:
@@ -173,7 +174,10 @@ def align_corpus(
                 reference,
                 log,
             )
+            compiled = True
         assert model is not None
+        if not compiled:  # the last stage was finished before: graphs for the final model
+            _compile(pool, model, failed)
         results = pool.call(
             "step",
             model.meta(),
@@ -373,16 +377,3 @@ def _load_alignments(path: Path) -> dict[str, list[int]]:
         ids, lengths, flat = data["ids"].tolist(), data["lengths"], data["flat"]
     cuts = np.concatenate([[0], np.cumsum(lengths)])
     return {u: flat[a:b].tolist() for u, a, b in zip(ids, cuts[:-1], cuts[1:], strict=True)}
-
-
-def report_dict(result: AlignResult, lexicon_report: Any = None) -> dict[str, Any]:
-    """The ``report.json`` of an alignment."""
-    return {
-        "aligned": len(result.alignments),
-        "failed": [{"utterance": u, "reason": r} for u, r in result.failed],
-        "passes": [asdict(p) for p in result.passes],
-        "model": result.model.info(),
-        "seconds": round(result.seconds, 1),
-        "agreement": result.final_agreement,
-        "lexicon": lexicon_report,
-    }

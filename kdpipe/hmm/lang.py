@@ -124,12 +124,16 @@ class GraphCompiler:
     ) -> None:
         self.lang = lang
         self._word_ids = lang.word_ids
+        opts = khg.TrainingGraphCompilerOptions()
+        # as compile-train-graphs: no transition probabilities in the graph (they change
+        # every pass; the aligner adds the current ones, gmm.align)
+        opts.transition_scale, opts.self_loop_scale = 0.0, 0.0
         self._compiler = khg.TrainingGraphCompiler(
             trans_model=transition_model,
             ctx_dep=tree,
             lex_fst=lang.lexicon_fst(),
             disambig_syms=lang.disambig_ids,
-            opts=khg.TrainingGraphCompilerOptions(),
+            opts=opts,
         )
 
     def compile(self, words: list[str]) -> kaldifst.StdVectorFst:
