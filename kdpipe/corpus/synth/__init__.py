@@ -3,7 +3,8 @@
 - ``synth_keywords``: a Speech-Commands-like keyword set (1 s clips, many voices, noise),
   split by speaker, in the Google Speech Commands layout;
 - ``synth_phones``: sentences with frame-level phone / state / tied-triphone labels from
-  eSpeak's phoneme events, as Kaldi data folders;
+  eSpeak's phoneme events, as Kaldi data folders; or (``labels="aligned"``) transcripts
+  and a lexicon as spoken only, for an aligner, with the true labels kept apart;
 - ``speak``: one text, one voice -> (16 kHz float32 audio, [(phone, start_s, end_s)]).
 
 Everything follows from the seed: the same seed and size give byte-identical files,
@@ -12,8 +13,9 @@ whatever the number of worker processes (see ``espeak`` for how).
 Modules: ``settings`` (the two tasks' configs), ``draws`` (every random choice, up front),
 ``voices`` (accents x variants, split by variant), ``espeak`` and ``private`` (the eSpeak NG
 binding and its private copies), ``phonemes`` and ``align`` (eSpeak's events to clean phone
-spans), ``audio`` (``speak``, resampling), ``noise``, ``worker`` (one utterance: speak, place,
-add noise, write), ``runner`` (output folder, babble bank, worker processes, summary),
+spans), ``spoken`` (eSpeak's word events to each word's phones, the lexicon as spoken),
+``audio`` (``speak``, resampling), ``noise``, ``worker`` (one utterance: speak, place, add
+noise, write), ``runner`` (output folder, babble bank, worker processes, summary),
 ``keywords`` and ``phones`` (the two tasks), ``units`` (phone, state and tied-triphone
 frame labels).
 """

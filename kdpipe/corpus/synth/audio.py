@@ -13,6 +13,8 @@ import numpy as np
 
 from kdpipe.corpus.synth import espeak
 from kdpipe.corpus.synth.align import clean_spans, rescale
+from kdpipe.corpus.synth.phonemes import SIL, normalize_phone
+from kdpipe.corpus.synth.spoken import Pronunciation, word_pronunciations
 from kdpipe.corpus.synth.voices import check_voice
 
 SAMPLE_RATE = 16000  # Speech Commands and most ASR corpora
@@ -47,10 +49,33 @@ def synthesize_spans(
 
     Raises ``SynthError`` (``AlignmentIssue`` for untrustworthy timings).
     """
+    audio, spans, _ = synthesize_words(
+        text, voice_name, rate, pitch, pitch_range, seed, sample_rate
+    )
+    return audio, spans
+
+
+def synthesize_words(
+    text: str,
+    voice_name: str,
+    rate: int,
+    pitch: int,
+    pitch_range: int,
+    seed: int,
+    sample_rate: int = SAMPLE_RATE,
+) -> tuple[np.ndarray, list[tuple[str, int, int]], tuple[Pronunciation | None, ...]]:
+    """``synthesize_spans``, plus each word's phones as spoken (``spoken``): None where the
+    word events do not split it, and for every word should eSpeak's phones (pauses left
+    out) not be those of the clean spans."""
     raw = espeak.synthesize(text, voice_name, rate, pitch, pitch_range, seed)
     spans = clean_spans(raw.phones, raw.samples, raw.sample_rate, raw.end_sample)
     audio = resample(raw.samples.astype(np.float32) / 32768.0, raw.sample_rate, sample_rate)
-    return audio, rescale(spans, len(audio), sample_rate / raw.sample_rate)
+    spans = rescale(spans, len(audio), sample_rate / raw.sample_rate)
+    words = word_pronunciations(text, raw)
+    said = [normalize_phone(name) for name, _, _ in raw.phones]
+    if [p for p in said if p != SIL] != [phone for phone, _, _ in spans if phone != SIL]:
+        words = (None,) * len(words)
+    return audio, spans, words
 
 
 def speak(

@@ -10,7 +10,9 @@ the whole process), and unloads the copy afterwards. Work can then be split acro
 processes in any way and the output stays byte-identical.
 
 Shapes: ``RawSpeech.samples`` is (S,) int16 at ``NATIVE_RATE`` (22050 Hz); phone events are
-``(name, start, end)`` in samples of that signal, contiguous, ending at S.
+``(name, start, end)`` in samples of that signal, contiguous, ending at S. Each word event
+is kept as where a word starts, in the text (its character position) and among the phone
+events (the index of its first phone): ``spoken`` splits a sentence's phones into words.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ _INIT_DONT_EXIT = 0x8000  # report errors instead of calling exit()
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
-_EV_LIST_TERMINATED, _EV_END, _EV_MSG_TERMINATED, _EV_PHONEME = 0, 5, 6, 7
+_EV_LIST_TERMINATED, _EV_WORD, _EV_END, _EV_MSG_TERMINATED, _EV_PHONEME = 0, 1, 5, 6, 7
 
 RATE_RANGE = (80, 450)  # words per minute eSpeak accepts
 PITCH_RANGE = (0, 99)  # espeakPITCH and espeakRANGE are 0..99 (50 = the voice's own)
@@ -74,6 +76,9 @@ class RawSpeech:
     phones: list[tuple[str, int, int]]  # (raw eSpeak phoneme name, start, end) in samples
     end_sample: int | None = None  # where eSpeak's END event says the audio ends
     sample_rate: int = NATIVE_RATE
+    # (character position in the text, 1-based; index into ``phones`` of its first phone),
+    # one per word event in order. A word event comes before its word's phone events.
+    words: tuple[tuple[int, int], ...] = ()
 
 
 class _Engine:
@@ -84,6 +89,8 @@ class _Engine:
         self.data = private_data().encode()  # kept alive for espeak_Initialize
         self.chunks: list[bytes] = []
         self.events: list[tuple[int, int, bytes]] = []  # (type, sample, phoneme name)
+        self.words: list[tuple[int, int]] = []  # (text position, phone events before it)
+        self.phone_count = 0  # phone events so far in this utterance
         self.callback = _Callback(self._on_audio)  # kept alive as long as the engine
         self.checked_unload = False
         self.libc = ctypes.CDLL(None) if os.name == "posix" else None
@@ -99,8 +106,11 @@ class _Engine:
             event = events[i]
             if event.type == _EV_PHONEME:
                 self.events.append((event.type, event.sample, event.id.string))
+                self.phone_count += 1
             elif event.type in (_EV_END, _EV_MSG_TERMINATED):
                 self.events.append((event.type, event.sample, b""))
+            elif event.type == _EV_WORD:
+                self.words.append((event.text_position, self.phone_count))
             i += 1
         return 0
 
@@ -158,7 +168,7 @@ class _Engine:
             lib.espeak_ng_SetRandSeed(int(seed) & 0x7FFFFFFF)  # breathy voices
             if self.libc is not None:
                 self.libc.srand(int(seed) & 0x7FFFFFFF)  # Klatt voices use the C library's
-            self.chunks, self.events = [], []
+            self.chunks, self.events, self.words, self.phone_count = [], [], [], 0
             blob = text.encode("utf-8")
             err = lib.espeak_Synth(
                 blob, len(blob) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
@@ -172,7 +182,9 @@ class _Engine:
         samples = np.frombuffer(b"".join(self.chunks), dtype=np.int16).copy()
         ends = [sample for kind, sample, _ in self.events if kind == _EV_END]
         spans = _phone_spans(self.events, len(samples))
-        return RawSpeech(samples, spans, ends[-1] if ends else None)
+        leading = len(spans) - self.phone_count  # 1 where a leading pause was added
+        words = tuple((position, before + leading) for position, before in self.words)
+        return RawSpeech(samples, spans, ends[-1] if ends else None, words=words)
 
 
 def _phone_spans(

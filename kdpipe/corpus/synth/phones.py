@@ -13,6 +13,16 @@ Layout::
 Utterance ids are ``<speaker>-<index>`` so Kaldi's sort orders agree. Frame ``i`` is
 labelled with the unit active at ``FbankConfig.frame_center(i)``; each ali line has exactly
 ``FbankConfig.num_frames(samples)`` labels.
+
+With ``labels="aligned"`` the corpus is a transcribed one, for an aligner to label (the same
+audio, sentences and voices as with ``labels="true"``): the split folders have no ali.txt,
+there is no OUT/labels.txt, and the truth is kept apart::
+
+    OUT/lexicon.txt                       <word> <phone> ...  as spoken (``spoken``)
+    OUT/reference/labels.txt              the --units label set (OUT/labels.txt otherwise)
+    OUT/reference/{split}/phones.txt      <utt> <phone> <phone> ...  (one per 10 ms frame)
+    OUT/reference/{split}/<units>.txt     --units states / cd: <utt> <label> ... (ali.txt)
+    OUT/reference/{split}/phones.ctm      <utt> 1 <start s> <duration s> <phone>: true spans
 """
 
 from __future__ import annotations
@@ -21,13 +31,16 @@ import hashlib
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kdpipe import __version__
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
 from kdpipe.corpus.synth.runner import SynthSummary, resolve_jobs, synthesize_plan, write_marker
 from kdpipe.corpus.synth.settings import PhoneSynthConfig
+from kdpipe.corpus.synth.spoken import SpokenLexicon, SpokenSentence, spoken_lexicon
 from kdpipe.corpus.synth.units import (
     Unit,
     frame_units,
@@ -36,11 +49,13 @@ from kdpipe.corpus.synth.units import (
     tie_triphones,
 )
 from kdpipe.corpus.synth.voices import Voice
-from kdpipe.corpus.synth.worker import PhoneJob
+from kdpipe.corpus.synth.worker import PhoneJob, Result
 from kdpipe.errors import SynthError
 from kdpipe.labels import LabelSet
 
 SPLITS = ("train", "dev", "test")
+REFERENCE = "reference"  # the true labels of an aligned corpus, apart from its split folders
+LEXICON = "lexicon.txt"  # an aligned corpus's pronunciations, as spoken
 _NOT_SPOKEN = re.compile(r"[^\w']+|_")  # punctuation makes eSpeak pause without an event
 
 
@@ -95,7 +110,8 @@ def synth_phones(
     progress: bool = True,
     overwrite: bool = False,
 ) -> SynthSummary:
-    """Synthesize the sentence corpus of ``config`` with frame labels into folder ``out``.
+    """Synthesize the sentence corpus of ``config`` into folder ``out``: with frame labels,
+    or (``config.labels == "aligned"``) transcribed, its truth under ``reference/``.
 
     ``jobs`` worker processes (default: one per CPU); the files do not depend on it.
     Utterances whose phone timings fail the checks are dropped and counted in the summary.
@@ -107,7 +123,7 @@ def synth_phones(
                               workers=workers, progress=progress, overwrite=overwrite)  # fmt: skip
 
     fbank = FbankConfig(sample_rate=config.sample_rate)
-    kept: list[tuple[str, str, PhoneJob, list[Unit]]] = []  # (utt id, speaker, job, units)
+    kept: list[KeptUtterance] = []
     dropped: Counter[str] = Counter()
     samples = 0
     for job, spk, result in zip(plan, speakers, results, strict=True):
@@ -115,31 +131,46 @@ def synth_phones(
             dropped[result.error] += 1
             continue
         units = frame_units(result.spans, fbank.num_frames(result.num_samples), fbank)
-        kept.append((Path(job.path).stem, spk, job, units))
+        kept.append(KeptUtterance(Path(job.path).stem, spk, job, result, units))
         samples += result.num_samples
     if config.units == "cd":
         counts: Counter[Unit] = Counter()
-        for _, spk, _, units in kept:
-            if split[spk] == "train":
-                counts.update(units)
+        for utterance in kept:
+            if split[utterance.speaker] == "train":
+                counts.update(utterance.units)
         names = tie_triphones(counts, config.num_states, config.min_state_frames)
     else:
         names = monophone_labels(config.units)
     labels = LabelSet.from_names(names)
-    labels.write(out / "labels.txt")
     cd = frozenset(names)
 
-    per_split: dict[str, list] = {name: [] for name in SPLITS}
-    for utt, spk, job, units in kept:
-        per_split[split[spk]].append((utt, spk, job, label_frames(units, config.units, cd)))
-    for name, rows in per_split.items():
-        _write_kaldi_dir(out / name, sorted(rows, key=lambda row: row[0]))
+    per_split: dict[str, list[KeptUtterance]] = {name: [] for name in SPLITS}
+    for utterance in sorted(kept, key=lambda utterance: utterance.utt_id):
+        per_split[split[utterance.speaker]].append(utterance)
+    lexicon = None
+    if config.labels == "true":
+        labels.write(out / "labels.txt")
+        for name, rows in per_split.items():
+            ali = [label_frames(utterance.units, config.units, cd) for utterance in rows]
+            _write_kaldi_dir(out / name, rows, {"ali.txt": _table(rows, ali)})
+    else:
+        for name, rows in per_split.items():
+            _write_kaldi_dir(out / name, rows, {})
+        _write_reference(out / REFERENCE, per_split, config, labels, cd)
+        accents = {voice.speaker_id: voice.accent for voice in voices}
+        lexicon = spoken_lexicon(
+            SpokenSentence(utterance.job.text, accents[utterance.speaker], utterance.result.words)
+            for utterance in kept
+        )
+        lexicon.write(out / LEXICON)
     text_sha = _sha256(config.text_file) if config.text_file else None
     summary = SynthSummary(
         task="phones",
         out=out,
         utterances={name: len(rows) for name, rows in per_split.items()},
-        speakers={name: len({row[1] for row in rows}) for name, rows in per_split.items()},
+        speakers={
+            name: len({utterance.speaker for utterance in rows}) for name, rows in per_split.items()
+        },
         dropped=dict(sorted(dropped.items())),
         num_labels=len(labels),
         audio_seconds=samples / config.sample_rate,
@@ -162,27 +193,93 @@ def synth_phones(
             "dropped": summary.dropped,
             "wav_paths": "relative to this folder",
             "voices": [{**voice.to_dict(), "split": split[voice.speaker_id]} for voice in voices],
+            **(_aligned_marker(config, lexicon) if lexicon is not None else {}),
         },
     )
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _write_kaldi_dir(folder: Path, rows: list) -> None:
-    """wav.scp, text, utt2spk, spk2utt and ali.txt for rows sorted by utterance id."""
+@dataclass(frozen=True)
+class KeptUtterance:
+    """An utterance that was written: its id, speaker, job, result and frame units."""
+
+    utt_id: str
+    speaker: str
+    job: PhoneJob
+    result: Result
+    units: list[Unit]
+
+
+def _table(rows: list[KeptUtterance], values: list[list[str]]) -> list[str]:
+    """Kaldi table lines ``<utt> <value> <value> ...``, one per row."""
+    return [
+        f"{utterance.utt_id} {' '.join(row)}" for utterance, row in zip(rows, values, strict=True)
+    ]
+
+
+def _write_kaldi_dir(folder: Path, rows: list[KeptUtterance], more: dict[str, list[str]]) -> None:
+    """wav.scp, text, utt2spk, spk2utt and the tables of ``more`` for rows sorted by
+    utterance id."""
     folder.mkdir(parents=True, exist_ok=True)
     by_spk: dict[str, list[str]] = {}
-    for utt, spk, _, _ in rows:
-        by_spk.setdefault(spk, []).append(utt)
+    for utterance in rows:
+        by_spk.setdefault(utterance.speaker, []).append(utterance.utt_id)
     files = {
-        "wav.scp": [f"{utt} {job.path}" for utt, _, job, _ in rows],
-        "text": [f"{utt} {job.text}" for utt, _, job, _ in rows],
-        "utt2spk": [f"{utt} {spk}" for utt, spk, _, _ in rows],
+        "wav.scp": [f"{utterance.utt_id} {utterance.job.path}" for utterance in rows],
+        "text": [f"{utterance.utt_id} {utterance.job.text}" for utterance in rows],
+        "utt2spk": [f"{utterance.utt_id} {utterance.speaker}" for utterance in rows],
         "spk2utt": [f"{spk} {' '.join(utts)}" for spk, utts in sorted(by_spk.items())],
-        "ali.txt": [f"{utt} {' '.join(labels)}" for utt, _, _, labels in rows],
+        **more,
     }
     for name, lines in files.items():
-        (folder / name).write_text("".join(line + "\n" for line in lines))
+        _write_lines(folder / name, lines)
+
+
+def _write_reference(
+    folder: Path,
+    per_split: dict[str, list[KeptUtterance]],
+    config: PhoneSynthConfig,
+    labels: LabelSet,
+    cd: frozenset[str],
+) -> None:
+    """The truth of an aligned corpus: the --units label set, then per split the true
+    phone (and --units label) of every frame and the true phone spans."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels.write(folder / "labels.txt")
+    rate = config.sample_rate
+    for name, rows in per_split.items():
+        (folder / name).mkdir(exist_ok=True)
+        phones = [label_frames(utterance.units, "phones", cd) for utterance in rows]
+        _write_lines(folder / name / "phones.txt", _table(rows, phones))
+        if config.units != "phones":
+            ali = [label_frames(utterance.units, config.units, cd) for utterance in rows]
+            _write_lines(folder / name / f"{config.units}.txt", _table(rows, ali))
+        ctm = [
+            f"{utterance.utt_id} 1 {start / rate:.6f} {(end - start) / rate:.6f} {phone}"
+            for utterance in rows
+            for phone, start, end in utterance.result.spans
+        ]
+        _write_lines(folder / name / "phones.ctm", ctm)
+
+
+def _aligned_marker(config: PhoneSynthConfig, lexicon: SpokenLexicon) -> dict[str, Any]:
+    """What synth.json adds for an aligned corpus: where the truth and lexicon are."""
+    alignments = ["phones"] + ([config.units] if config.units != "phones" else [])
+    return {
+        "labels": config.labels,
+        "reference": {
+            "folder": REFERENCE,
+            "labels": f"{REFERENCE}/labels.txt",
+            "alignments": {kind: f"{REFERENCE}/{{split}}/{kind}.txt" for kind in alignments},
+            "spans": f"{REFERENCE}/{{split}}/phones.ctm",
+        },
+        "lexicon": {"file": LEXICON, **lexicon.counts.to_dict()},
+    }
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
 
 
 def _sha256(path: str | Path) -> str:

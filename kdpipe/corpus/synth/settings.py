@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from kdpipe.corpus.synth.noise import NOISE_TYPES
 from kdpipe.corpus.synth.phonemes import PHONES
@@ -24,6 +24,10 @@ SPEECH_COMMANDS_WORDS: tuple[str, ...] = (
 # fmt: on
 
 SIZES = ("small", "medium", "large")
+Labels = Literal["true", "aligned"]
+# true: frame labels from eSpeak's phone events; aligned: transcripts and a lexicon only (for
+# an aligner to label), the true labels kept apart under reference/
+LABELS = ("true", "aligned")
 _WORD = re.compile(r"[a-z][a-z']*")
 
 C = TypeVar("C", bound="BaseSynthConfig")
@@ -158,6 +162,7 @@ class PhoneSynthConfig(BaseSynthConfig):
     num_states: int = 2000  # cd: target label count, like the senones of a hybrid system
     min_state_frames: int = 5  # cd: fewer train frames than this cannot be a class
     pad_seconds: tuple[float, float] = (0.05, 0.3)  # silence before and after, uniform
+    labels: Labels = "true"  # the corpus is labelled as ever unless asked to be transcribed
 
     SIZE_PRESETS: ClassVar[dict[str, tuple[int, int]]] = {
         "small": (800, 80),
@@ -168,6 +173,11 @@ class PhoneSynthConfig(BaseSynthConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        given: object = self.labels
+        if given is True:  # YAML reads `labels: true` as a bool
+            object.__setattr__(self, "labels", "true")
+        if self.labels not in LABELS:
+            raise ConfigError(f"synth phones: labels must be one of {', '.join(LABELS)}")
         if not 1 <= self.min_words <= self.max_words <= 50:
             raise ConfigError("synth phones: need 1 <= min_words <= max_words <= 50")
         if self.units not in UNITS:
@@ -178,3 +188,11 @@ class PhoneSynthConfig(BaseSynthConfig):
         if self.min_state_frames < 1:
             raise ConfigError("synth phones: min_state_frames must be >= 1")
         _check_pair("synth phones", "pad_seconds", self.pad_seconds, 0, 5)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings; ``labels`` only when not the default, so that the settings (and the
+        fingerprints of corpora and recipes) made before it existed stay the same."""
+        values = super().to_dict()
+        if self.labels == "true":
+            del values["labels"]
+        return values

@@ -14,8 +14,9 @@ import numpy as np
 
 from kdpipe.corpus.synth import noise as noise_mod
 from kdpipe.corpus.synth.align import AlignmentIssue
-from kdpipe.corpus.synth.audio import synthesize_spans
+from kdpipe.corpus.synth.audio import synthesize_spans, synthesize_words
 from kdpipe.corpus.synth.phonemes import SIL
+from kdpipe.corpus.synth.spoken import Pronunciation
 from kdpipe.errors import SynthError
 
 MARGIN_S = 0.03  # keep this much around a keyword's first and last phone when trimming
@@ -77,6 +78,7 @@ class Result:
     error: str | None  # why the utterance was dropped (None: written)
     num_samples: int = 0
     spans: tuple[tuple[str, int, int], ...] = ()  # phone spans (phone task only)
+    words: tuple[Pronunciation | None, ...] = ()  # each word's phones as spoken (phone task)
 
 
 def run_batch(out: str, jobs: list[KeywordJob | PhoneJob]) -> list[Result]:
@@ -123,7 +125,7 @@ def _keyword(out: Path, job: KeywordJob) -> Result:
 
 def _phones(out: Path, job: PhoneJob) -> Result:
     prosody, sr = job.prosody, job.sample_rate
-    audio, spans = synthesize_spans(
+    audio, spans, words = synthesize_words(
         job.text, prosody.voice, prosody.rate, prosody.pitch, prosody.pitch_range, prosody.seed, sr
     )
     before, after = job.pad
@@ -143,7 +145,7 @@ def _phones(out: Path, job: PhoneJob) -> Result:
         return Result(job.index, "no phones in sentence")
     spoken = slice(voiced[0][0], voiced[-1][1])
     _finish_and_write(out / job.path, audio, spoken, job.background, sr)
-    return Result(job.index, None, n, tuple(shifted))
+    return Result(job.index, None, n, tuple(shifted), words)
 
 
 def _finish_and_write(
