@@ -19,7 +19,9 @@ as a frame-labelled corpus:
 A tied state is named ``<phone>_<pdf class>_<k>``: the k-th leaf of the tree under that
 phone's HMM state (``<phone>_<pdf class>`` for monophones). Utterances that no beam could
 align are left out of ``DIR`` with ``skip_bad`` (and listed in the report), else an
-``AlignmentError`` names the first.
+``AlignmentError`` names the first. Where ``SRC/reference/`` holds the true phones (a
+corpus made by ``synth phones --labels aligned``), the report also gives the agreement with
+them (``truth``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from kdpipe import __version__
 from kdpipe.align.align_config import AlignConfig
 from kdpipe.align.aligner import AlignResult, align_corpus, pdf_alignments, phone_alignments
+from kdpipe.align.truth import read_reference
 from kdpipe.corpus.lexicon import Lexicon, LexiconReport, lexicon_for, read_lexicon, write_lexicon
 from kdpipe.corpus.manifest import Corpus, Utterance
 from kdpipe.corpus.readers import read_corpus
@@ -95,6 +98,8 @@ def align_data(
     utts = [u for u in corpus.utterances if u.id not in dropped]
     words = {u.id: texts[u.id].split() for u in utts}
     log(f"lexicon: {lex_report.summary()}")
+    if reference is None:
+        reference = read_reference(src)  # the truth of a synthetic corpus, where there is one
     result = align_corpus(
         utts, words, lex, config, out / "align" / ".work", jobs=jobs, reference=reference, log=log
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,21 @@ class Agreement:
             "within_10ms": round(self.within_10ms, 4),
             "within_20ms": round(self.within_20ms, 4),
         }
+
+
+def read_reference(src: str | Path) -> dict[str, np.ndarray] | None:
+    """The true phones of a corpus made by ``synth phones --labels aligned``: utterance ->
+    (T,) phone names from ``SRC/reference/{split}/phones.txt``; None when SRC has none."""
+    folder = Path(src) / "reference"
+    tables = sorted(folder.glob("*/phones.txt")) if folder.is_dir() else []
+    if not tables:
+        return None
+    out: dict[str, np.ndarray] = {}
+    for table in tables:
+        for line in table.read_text().splitlines():
+            utt, *phones = line.split()
+            out[utt] = np.array(phones)
+    return out
 
 
 def _boundaries(labels: np.ndarray) -> np.ndarray:
