@@ -87,15 +87,12 @@ class AlignConfig:
     num_silence_states: int = 5  # of silence (gen_topo.pl)
 
     def __post_init__(self) -> None:
-        for name, cls in (
-            ("mfcc", MfccConfig),
-            ("mono", StageConfig),
-            ("tri", StageConfig),
-            ("scales", Scales),
-        ):
+        defaults = {"mfcc": MfccConfig(), "mono": _mono(), "tri": _tri(), "scales": Scales()}
+        for name, default in defaults.items():
             value = getattr(self, name)
-            if isinstance(value, Mapping):
-                object.__setattr__(self, name, from_dict(cls, value, f"align.{name}"))
+            if isinstance(value, Mapping):  # from YAML: keys not given keep their default
+                merged = {**to_dict(default), **value}
+                object.__setattr__(self, name, from_dict(type(default), merged, f"align.{name}"))
         if self.num_leaves < 0 or self.tree_min_count <= 0:
             raise ConfigError("align: num_leaves >= 0 (0: monophones only), tree_min_count > 0")
         if not 0 < self.silence_prob < 1:
