@@ -111,7 +111,8 @@ def run(size: str, work: Path, jobs: int, realign: bool, epochs: int) -> dict:
 def _train_audio_seconds(src: Path) -> float:
     total = 0.0
     for line in (src / "train" / "wav.scp").read_text().splitlines():
-        total += sf.info(line.split(maxsplit=1)[1]).duration
+        path = Path(line.split(maxsplit=1)[1])  # relative paths are against the corpus root
+        total += sf.info(str(path if path.is_absolute() else src / path)).duration
     return total
 
 

@@ -44,7 +44,8 @@ from kdpipe.corpus.lexicon import Lexicon, LexiconReport, lexicon_for, read_lexi
 from kdpipe.corpus.manifest import Corpus, Utterance
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.errors import AlignmentError, CorpusError
-from kdpipe.hmm.model import GmmHmm, tree_bytes
+from kdpipe.hmm.model import GmmHmm
+from kdpipe.hmm.tree import kaldi_binary
 
 KALDI_BINARY = b"\x00B"  # the header of a Kaldi binary file
 
@@ -196,7 +197,7 @@ def _write(
             speakers.setdefault(utt.speaker, []).append(utt.id)
         _table(folder / "spk2utt", [f"{s} {' '.join(us)}" for s, us in sorted(speakers.items())])
     result.model.save(out / "align" / "final.safetensors")
-    (out / "align" / "tree").write_bytes(KALDI_BINARY + tree_bytes(result.model.tree))
+    (out / "align" / "tree").write_bytes(KALDI_BINARY + kaldi_binary(result.model.tree))
     write_lexicon(lexicon, out / "align" / "lexicon.txt")
 
 

@@ -22,22 +22,12 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from kdpipe.errors import ModelError
+from kdpipe.hmm.tree import KaldiTree, kaldi_binary
 
 FORMAT = "kdpipe.gmm-hmm"
 VERSION = 1
 _LOG_PROBS = 6  # positions of the trained log-probabilities in TransitionModel's state
 _NON_SELF_LOOP = 7
-
-
-def tree_bytes(tree: khg.ContextDependency) -> bytes:
-    """Kaldi's binary serialisation of a ContextDependency."""
-    return bytes(np.asarray(tree.__getstate__()[0], dtype=np.int8).view(np.uint8))
-
-
-def tree_from_bytes(data: bytes) -> khg.ContextDependency:
-    tree = khg.ContextDependency.__new__(khg.ContextDependency)
-    tree.__setstate__((np.frombuffer(data, dtype=np.int8).tolist(),))
-    return tree
 
 
 @dataclass
@@ -79,14 +69,14 @@ class GmmHmm:
             "format": FORMAT,
             "version": str(VERSION),
             "topology": self.topology,
-            "tree": base64.b64encode(tree_bytes(self.tree)).decode(),
+            "tree": base64.b64encode(kaldi_binary(self.tree)).decode(),
         }
 
     @classmethod
     def from_parts(cls, meta: dict[str, str], arrays: dict[str, np.ndarray]) -> GmmHmm:
         """The model of ``meta()`` and ``arrays()`` (pybind11 restores state only into
         fresh objects, hence ``__new__``)."""
-        tree = tree_from_bytes(base64.b64decode(meta["tree"]))
+        tree = KaldiTree.from_kaldi_binary(base64.b64decode(meta["tree"])).to_khg()
         fresh = khg.TransitionModel(ctx_dep=tree, hmm_topo=_topo(meta["topology"]))
         state = list(fresh.__getstate__())
         state[_LOG_PROBS] = arrays["transitions/log_probs"].tolist()
