@@ -8,7 +8,8 @@ word is covered by fingerprints that must stay stable (a corpus or a teacher mad
 must still be recognised):
 
 - a corpus's ``task`` (feature store attribute, ``Corpus.task``): ``"clip"`` (hashed into
-  the feature store's fingerprint);
+  the feature store's fingerprint); a third task, ``"transcribed"`` (transcripts, no
+  labels), has no level at all;
 - a model card's ``level``: ``"utterance"`` (cards are recorded in target stores, whose
   fingerprint covers them).
 
@@ -44,5 +45,10 @@ def parse_level(word: object, where: str = "level") -> Level:
 
 
 def task_level(task: str) -> Level:
-    """The level of a corpus ``task`` as recorded (``frame`` or ``clip``)."""
-    return FRAME if task == TASK_WORDS[FRAME] else UTT
+    """The level of a corpus ``task`` as recorded (``frame`` or ``clip``); ``ConfigError``
+    for any other task (a ``transcribed`` corpus has no labels, hence no level: callers that
+    know the corpus name it in their own message first)."""
+    for level, word in TASK_WORDS.items():
+        if task == word:
+            return level
+    raise ConfigError(f"a corpus of task {task!r} has no label level (only frame and clip do)")

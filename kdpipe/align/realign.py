@@ -80,7 +80,7 @@ def realign_data(
     net, card = load_checkpoint(model, "cpu", trust_custom_code=trust_custom_code)
     card.check_compatible(
         store.labels,
-        store.config.fingerprint,
+        store.feature_fingerprint,
         f"corpus {store.location}",
         features=store.config,
         level="frame",

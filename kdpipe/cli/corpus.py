@@ -92,6 +92,14 @@ def synth_phones_cmd(
     text: Annotated[
         Path | None, typer.Option("--text", help="Sentences, one per line (default: random).")
     ] = None,
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            help="true: frame labels (ali.txt) from eSpeak; aligned: transcripts and "
+            "lexicon.txt only, for `kdpipe corpus align`, the truth under OUT/reference.",
+        ),
+    ] = "true",
 ) -> None:
     """Sentences with frame-level labels from eSpeak's phoneme events, as Kaldi data dirs."""
     from kdpipe.corpus.synth import PhoneSynthConfig, synth_phones
@@ -104,11 +112,15 @@ def synth_phones_cmd(
         units=units,
         num_states=num_states,
         text_file=str(text) if text else None,
+        labels=labels,
     )
     _print_synth(synth_phones(out, cfg, jobs=jobs, overwrite=overwrite))
 
 
 # --- prepare / info (kdpipe.corpus.prepare, kdpipe.corpus.featstore) ------------------
+
+# how prepare and info name a store's kind (its task)
+_KIND_WORDS = {"frame": "frame task", "clip": "clip task", "transcribed": "transcribed corpus"}
 
 
 @app.command("prepare")
@@ -117,14 +129,17 @@ def prepare(
     src: Annotated[
         Path,
         typer.Argument(
-            help="Corpus: a Speech Commands folder, Kaldi data dir(s) or an .h5 feature archive.",
+            help="Corpus: a Speech Commands folder, Kaldi data dir(s), an .h5 feature archive, "
+            "or lhotse manifests (a cuts.jsonl.gz, or a folder of them per split).",
             show_default=False,
         ),
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Feature store to create (path or URL).")],
     format: Annotated[
         str | None,
-        typer.Option("--format", help="speech_commands, kaldi or hdf5 (default: detected)."),
+        typer.Option(
+            "--format", help="speech_commands, kaldi, hdf5 or lhotse (default: detected)."
+        ),
     ] = None,
     num_mel_bins: Annotated[int, typer.Option("--num-mel-bins", help="Mel bins F.")] = 40,
     cmvn: Annotated[
@@ -141,21 +156,48 @@ def prepare(
         bool, typer.Option("--overwrite", help="Replace an existing store at --out.")
     ] = False,
     split: Annotated[
-        str, typer.Option("--split", help="Split name for a single Kaldi data dir.")
+        str,
+        typer.Option("--split", help="Split name for a single Kaldi data dir or lhotse manifest."),
     ] = "train",
+    feature_source: Annotated[
+        str,
+        typer.Option(
+            "--feature-source",
+            help="audio (fbank from the audio), stored (Kaldi feats.scp, lhotse-stored "
+            "features, taken as they are) or auto: Kaldi audio where there is a wav.scp, "
+            "lhotse stored where every cut has features.",
+        ),
+    ] = "auto",
+    norm_vars: Annotated[
+        bool,
+        typer.Option(
+            "--norm-vars", help="Kaldi cmvn.scp: normalise variances too (apply-cmvn --norm-vars)."
+        ),
+    ] = False,
 ) -> None:
-    """Compute log-mel filterbanks of a corpus once into a feature store."""
+    """Compute log-mel filterbanks of a corpus once into a feature store (or take the
+    features a Kaldi or lhotse corpus brings)."""
     from kdpipe.corpus.features import FbankConfig
     from kdpipe.corpus.prepare import prepare_corpus
 
     cfg = FbankConfig.from_dict({"num_mel_bins": num_mel_bins, "cmvn": cmvn})
     summary = prepare_corpus(
-        src, out, format, cfg, jobs=jobs, skip_bad=skip_bad, overwrite=overwrite, split=split
+        src,
+        out,
+        format,
+        cfg,
+        jobs=jobs,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        split=split,
+        feature_source=feature_source,
+        norm_vars=norm_vars,
     )
     splits = ", ".join(f"{name} {count}" for name, count in summary.splits.items())
     console.print(
         f"wrote [bold]{summary.location}[/]: {summary.num_utterances} utterances ({splits}), "
-        f"{summary.num_frames} frames, {summary.hours * 60:.1f} min of audio, task {summary.task}",
+        f"{summary.num_frames} frames, {summary.hours * 60:.1f} min of audio, "
+        f"{_KIND_WORDS.get(summary.task, summary.task)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -178,14 +220,16 @@ def prepare(
 def info(
     store: Annotated[str, typer.Argument(help="Feature store path or URL.", show_default=False)],
 ) -> None:
-    """Summarise a feature store: splits, speakers, frames, hours, labels, features."""
+    """Summarise a feature store: its kind, splits, speakers, frames, hours, labels or
+    transcripts, features."""
     from rich.table import Table
 
     from kdpipe.corpus.featstore import FeatureStore
 
     features = FeatureStore.open(store)
     rows = features.split_summary()
-    table = Table(title=f"{features.location} ({features.task} task)", title_justify="left")
+    kind = _KIND_WORDS.get(features.task, features.task)
+    table = Table(title=f"{features.location} ({kind})", title_justify="left")
     for col in ("split", "utterances", "frames", "speakers", "hours"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for name, row in rows.items():
@@ -206,13 +250,129 @@ def info(
         style="bold",
     )
     console.print(table)
-    shown = ", ".join(features.labels.names[:12]) + (", ..." if len(features.labels) > 12 else "")
-    console.print(f"labels: {len(features.labels)} ({shown})", highlight=False, soft_wrap=True)
+    if features.task != "transcribed":
+        names = features.labels.names
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        console.print(f"labels: {len(names)} ({shown})", highlight=False, soft_wrap=True)
+    texts = features.texts or []
+    if any(texts):
+        first = next(text for text in texts if text)
+        console.print(
+            f"transcripts: {sum(1 for text in texts if text)} of {len(features)} utterances "
+            f"(first: {first[:60]!r})",
+            highlight=False,
+            soft_wrap=True,
+        )
     settings = ", ".join(f"{k}={v}" for k, v in features.config.to_dict().items())
-    console.print(f"features: {settings}", highlight=False, soft_wrap=True)
+    if features.external is not None:
+        ext = features.external
+        said = ", ".join(f"{k}={v}" for k, v in ext["config"].items())
+        settings = (
+            f"external ({ext['kind']}: dim={ext['dim']}, {said}; fingerprint "
+            f"{ext['fingerprint']}); recorded as {settings}"
+        )
+    console.print(f"features: {settings}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"fingerprint: {features.fingerprint}; source: {features.attrs.get('source')} "
         f"({features.attrs.get('source_format')}); skipped: {len(features.skipped)}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+# --- align (kdpipe.align) --------------------------------------------------------------
+
+
+@app.command("align")
+@report_errors
+def align(
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="A transcribed corpus (e.g. a Kaldi dir with wav.scp, text, utt2spk); with "
+            "--model, a data dir an earlier align wrote.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The aligned data dir to write.")],
+    lexicon: Annotated[
+        Path | None,
+        typer.Option(help="Pronunciations: Kaldi lexicon.txt / lexiconp.txt or CMUdict."),
+    ] = None,
+    g2p: Annotated[
+        str | None,
+        typer.Option(help="eSpeak NG voice (e.g. en-us) for words the lexicon lacks."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Alignment settings YAML (keys: docs/align.md).")
+    ] = None,
+    num_leaves: Annotated[
+        int | None, typer.Option(help="Tied triphone states (default 2000; 0: monophones).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (Kaldi's nj).")] = 1,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Realign SRC with this kdpipe frame model (needs --corpus)."),
+    ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="With --model: the feature store prepared from SRC.")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Leave out utterances that cannot be aligned (reported).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier output in --out.")] = False,
+    split: Annotated[str, typer.Option(help="The split of a single data dir.")] = "train",
+    trust_custom_code: Annotated[
+        bool, typer.Option(help="Allow a --model whose architecture is user code.")
+    ] = False,
+) -> None:
+    """Frame labels for a transcribed corpus: Kaldi GMM-HMM training (monophones, a tree
+    of tied triphone states, triphones) and forced alignment (docs/align.md)."""
+    from kdpipe.errors import ConfigError
+    from kdpipe.schema import load_yaml
+
+    def log(line: str) -> None:
+        err_console.print(line, highlight=False, soft_wrap=True)
+
+    if model is not None:
+        from kdpipe.align.realign import realign_data
+
+        if corpus is None:
+            raise ConfigError("--model needs --corpus: the feature store prepared from SRC")
+        summary = realign_data(
+            src, corpus, model, out, skip_bad=skip_bad, trust_custom_code=trust_custom_code, log=log
+        )
+    else:
+        from kdpipe.align.align_config import AlignConfig
+        from kdpipe.align.data_dir import align_data
+
+        settings = dict(load_yaml(config) or {}) if config is not None else {}
+        if num_leaves is not None:
+            settings["num_leaves"] = num_leaves
+        summary = align_data(
+            src,
+            out,
+            config=AlignConfig.from_dict(settings),
+            lexicon=lexicon,
+            g2p=g2p,
+            jobs=jobs,
+            skip_bad=skip_bad,
+            overwrite=overwrite,
+            split=split,
+            log=log,
+        )
+    console.print(
+        f"wrote {summary.out}: {summary.aligned} utterances aligned to {summary.num_states} "
+        f"tied states in {summary.seconds:.0f} s; {len(summary.skipped)} left out",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for utt, reason in summary.skipped[:5]:
+        err_console.print(f"[yellow]left out {utt}:[/] {reason}", highlight=False, soft_wrap=True)
+    if summary.agreement:
+        a = summary.agreement
+        console.print(
+            f"against the true phones: frame agreement {a['frame_agreement']:.3f}, "
+            f"boundaries within 10 ms {a['within_10ms']:.3f}, within 20 ms {a['within_20ms']:.3f}",
+            highlight=False,
+        )

@@ -4,11 +4,15 @@ Written once by ``prepare`` (``FeatureStoreWriter``), read by ``teach`` and ``le
 (``FeatureStore``). Legend: N utterances, T_i frames of utterance i, F mel bins,
 T_total = sum T_i. Layout (format ``kdpipe.features``, version 1)::
 
-    attrs   format, version, task ("clip" | "frame"), labels (list of names),
-            features (FbankConfig.to_dict(); its cmvn is the default applied on read),
-            fingerprint, source, source_format, num_utterances, num_frames,
-            splits {name: count}, split_names, cmvn_computed_on ("train" | "all"),
-            created (UTC ISO time), kdpipe_version, skipped [[utt id, reason], ...]
+    attrs   format, version, task ("clip" | "frame" | "transcribed"), labels (list of
+            names; [] for a transcribed store), features (FbankConfig.to_dict(); its
+            cmvn is the default applied on read), fingerprint, source, source_format,
+            num_utterances, num_frames, splits {name: count}, split_names,
+            cmvn_computed_on ("train" | "all"), created (UTC ISO time), kdpipe_version,
+            skipped [[utt id, reason], ...]; and only where the corpus brought its
+            features (Kaldi feats.scp, lhotse): external_features {kind, dim, config,
+            source, fingerprint} (``ExternalFeatures.record()`` plus the sha256, 16 hex
+            digits, of that record and every utterance's (T, F) shape)
     feats           float32 (T_total, F), utterances concatenated in store order,
                     chunks (16384, F), zstd level 3. RAW features: no CMVN applied.
     offsets         int64 (N + 1): utterance i is feats[offsets[i]:offsets[i + 1]]
@@ -17,6 +21,8 @@ T_total = sum T_i. Layout (format ``kdpipe.features``, version 1)::
     durations       float32 (N): seconds of audio
     clip_labels     int32 (N): label index (clip task only)
     frame_labels    int32 (T_total): label index per frame, same offsets (frame task only)
+    texts           string column (N): transcripts, "" where an utterance has none; written
+                    whenever the corpus has any (always for a transcribed store)
     cmvn/mean, cmvn/std   float32 (F): global stats over the train split (all utterances
                     when there is no train split), used when CMVN is "global"
 
@@ -29,6 +35,10 @@ utterance in order, its id, speaker, split, frame count, labels, the float64 sum
 features and the bytes of its first, middle and last frames: cheap (one pass ``prepare``
 makes anyway) yet changed by any edit to audio, features, labels or order. Opening with
 another ``cmvn`` than the stored one gives another fingerprint (the model input differs).
+A transcribed store's fingerprint covers every transcript too, and a store of external
+features the ``external_features`` record; neither is hashed for the fbank stores of the
+frame and clip tasks, whose fingerprints stay what they always were (their transcripts
+are kept, not hashed).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import numpy as np
 
 from kdpipe import __version__
 from kdpipe.corpus.features import Cmvn, CmvnStats, FbankConfig, apply_cmvn
+from kdpipe.corpus.manifest import TASKS, TRANSCRIBED, transcripts_only
 from kdpipe.corpus.subsets import parse_split, subset, unknown_split
 from kdpipe.errors import CorpusError, StoreError, StoreFormatError
 from kdpipe.labels import LabelSet
@@ -65,19 +76,26 @@ class FeatureStoreWriter:
         location: str | Path,
         *,
         task: str,
-        labels: LabelSet,
+        labels: LabelSet | None,
         config: FbankConfig,
         source: str = "",
         source_format: str = "",
         overwrite: bool = False,
         chunk_frames: int = CHUNK_FRAMES,
+        external: dict[str, Any] | None = None,
     ) -> None:
+        """``labels`` is None exactly for task ``transcribed``; ``external`` is the
+        ``ExternalFeatures.record()`` of features that came with the corpus."""
         from zarr.codecs import ZstdCodec  # zarr stays out of light importers (prepare, pipeline)
 
-        if task not in ("clip", "frame"):
-            raise CorpusError(f"unknown task {task!r}; expected 'clip' or 'frame'")
+        if task not in TASKS:
+            raise CorpusError(f"unknown task {task!r}; expected 'clip', 'frame' or 'transcribed'")
+        if (labels is None) != (task == TRANSCRIBED):
+            raise CorpusError(
+                f"a {task}-task store {'needs' if labels is None else 'takes no'} labels"
+            )
         self.location, self.task, self.labels, self.config = str(location), task, labels, config
-        self.source, self.source_format = source, source_format
+        self.source, self.source_format, self.external = source, source_format, external
         self.group = _create(location, overwrite)
         dim, zstd = config.num_mel_bins, ZstdCodec(level=3)
         self._feats = self.group.create_array(
@@ -97,10 +115,13 @@ class FeatureStoreWriter:
         self.lengths: list[int] = []
         self.durations: list[float] = []
         self.clip_labels: list[int] = []
+        self.texts: list[str] = []  # "" where an utterance has no transcript
+        self._any_text = False
         self._stats: dict[str, CmvnStats] = {}
-        self._hash = hashlib.sha256(
-            json.dumps([config.to_dict(), task, labels.to_list()], sort_keys=True).encode()
-        )
+        head: list[Any] = [config.to_dict(), task, [] if labels is None else labels.to_list()]
+        if external is not None:  # fbank stores hash exactly what they always did
+            head.append(external)
+        self._hash = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
 
     def add(
         self,
@@ -112,8 +133,10 @@ class FeatureStoreWriter:
         duration: float | None = None,
         clip_label: int | None = None,
         frame_labels: np.ndarray | None = None,
+        text: str | None = None,
     ) -> None:
-        """Append one utterance's raw (T, F) features and its label(s)."""
+        """Append one utterance's raw (T, F) features, its label(s) and its transcript (a
+        transcribed store needs a non-empty one; the other tasks keep it where given)."""
         feats = np.ascontiguousarray(feats, dtype=np.float32)  # (T, F)
         n = len(feats)
         if feats.ndim != 2 or feats.shape[1] != self.config.num_mel_bins or n == 0:
@@ -126,6 +149,9 @@ class FeatureStoreWriter:
             if frame_labels is None or np.shape(frame_labels) != (n,):
                 raise StoreError(f"utterance {utt_id}: need {n} frame labels")
             labels = np.asarray(frame_labels, dtype=np.int32)  # (T,)
+        elif self.task == TRANSCRIBED:
+            if not text:
+                raise StoreError(f"utterance {utt_id}: a transcribed store needs a transcript")
         elif clip_label is None:
             raise StoreError(f"utterance {utt_id}: clip task needs a clip label")
         self.ids.append(utt_id)
@@ -135,9 +161,13 @@ class FeatureStoreWriter:
         shift = self.config.frame_shift_ms / 1000
         self.durations.append(duration if duration is not None else n * shift)
         self.clip_labels.append(-1 if clip_label is None else int(clip_label))
+        self.texts.append(text or "")
+        self._any_text = self._any_text or text is not None
         self._stats.setdefault(split, CmvnStats(feats.shape[1])).add(feats)
         digest = self._hash
         digest.update(json.dumps([utt_id, speaker, split, n, self.clip_labels[-1]]).encode())
+        if self.task == TRANSCRIBED:
+            digest.update(json.dumps(text).encode())
         digest.update(feats.sum(axis=0, dtype=np.float64).tobytes())
         digest.update(feats[[0, n // 2, n - 1]].tobytes())
         if labels is not None:
@@ -190,6 +220,8 @@ class FeatureStoreWriter:
             )
         write_strings(group, "ids", self.ids)
         write_strings(group, "speakers", self.speakers)
+        if self._any_text:
+            write_strings(group, "texts", self.texts)
         stats_on = "train" if "train" in self._stats else "all"
         stats = self._stats.get("train") or CmvnStats.merged(list(self._stats.values()))
         cmvn = group.require_group("cmvn")
@@ -199,7 +231,7 @@ class FeatureStoreWriter:
         attrs = {
             "version": VERSION,
             "task": self.task,
-            "labels": self.labels.to_list(),
+            "labels": [] if self.labels is None else self.labels.to_list(),
             "features": self.config.to_dict(),
             "fingerprint": fingerprint,
             "source": self.source,
@@ -213,6 +245,10 @@ class FeatureStoreWriter:
             "kdpipe_version": __version__,
             "skipped": [[utt_id, reason] for utt_id, reason in (skipped or [])],
         }
+        if self.external is not None:
+            shapes = [[n, self.config.num_mel_bins] for n in self.lengths]
+            record = {**self.external, "fingerprint": short_hash([self.external, shapes])}
+            attrs["external_features"] = record
         group.attrs.update(attrs)
         group.attrs["format"] = FORMAT  # last: marks the store complete
         return fingerprint
@@ -233,9 +269,10 @@ class FeatureStore:
                 f"reads version {VERSION} (a newer kdpipe wrote it?)"
             )
         self.location, self.group, self.attrs = location, group, attrs
-        self.task = attrs["task"]  # as recorded: "frame" or "clip" (see kdpipe.levels)
-        self.level: Level = task_level(self.task)  # the labels' level
-        self.labels = LabelSet(tuple(attrs["labels"]))
+        self.task = attrs["task"]  # as recorded: "frame", "clip" (see kdpipe.levels), "transcribed"
+        self._labels = None if self.task == TRANSCRIBED else LabelSet(tuple(attrs["labels"]))
+        # features that came with the corpus (Kaldi feats.scp, lhotse); None: fbank
+        self.external: dict[str, Any] | None = attrs.get("external_features")
         stored = FbankConfig.from_dict(attrs["features"])
         self.config = stored if cmvn is None else replace(stored, cmvn=cmvn)
         self.fingerprint: str = attrs["fingerprint"]
@@ -245,6 +282,8 @@ class FeatureStore:
         self.num_frames = np.diff(self.offsets)  # (N,)
         self.ids = read_strings(group, "ids")
         self.speakers = read_strings(group, "speakers")
+        # transcripts ("" where an utterance has none); None: the store keeps none
+        self.texts: list[str] | None = read_strings(group, "texts") if "texts" in group else None
         self._split_names = list(attrs["split_names"])
         self._split_codes = group["split"][:]  # (N,) uint8
         self.splits = [self._split_names[c] for c in self._split_codes]
@@ -283,9 +322,34 @@ class FeatureStore:
         )
 
     @property
+    def level(self) -> Level:
+        """The labels' level (``frame`` or ``utt``); ``CorpusError`` for a transcribed store,
+        which has none (every use of its labels fails with that one line)."""
+        if self.task == TRANSCRIBED:
+            raise transcripts_only(self.location)
+        return task_level(self.task)
+
+    @property
+    def labels(self) -> LabelSet:
+        """The label set; ``CorpusError`` for a transcribed store (see ``level``)."""
+        if self._labels is None:
+            raise transcripts_only(self.location)
+        return self._labels
+
+    @property
     def dim(self) -> int:
         """F, the feature dimension."""
         return self.config.num_mel_bins
+
+    @property
+    def feature_fingerprint(self) -> str:
+        """What the features are, for a model card: the config's fingerprint for fbank
+        stores; for external features also their kind, dimension and config (not their
+        files, so one model fits the train and test features of one Kaldi setup)."""
+        if self.external is None:
+            return self.config.fingerprint
+        what = {key: self.external[key] for key in ("kind", "dim", "config")}
+        return short_hash([self.config.fingerprint, what])
 
     def index_of(self, utt_id: str) -> int:
         try:
@@ -338,6 +402,8 @@ class FeatureStore:
 
     def frame_labels(self, i: int) -> np.ndarray:
         """(T,) int64 frame labels of utterance ``i`` (frame task)."""
+        if self.task == TRANSCRIBED:
+            raise transcripts_only(self.location)
         if self._frame_labels is None:
             raise CorpusError(f"{self.location}: a clip-task store has no frame labels")
         return self._rows(self._frame_labels, "frame_labels", *self._span(i)).astype("int64")
@@ -373,7 +439,11 @@ class FeatureStore:
 
         Returns N_split (T_i, F) arrays and either N_split (T_i,) int64 frame-label arrays
         (frame task) or (N_split,) int64 clip labels. Reads each contiguous run in one slice.
+        ``CorpusError`` for a transcribed store (no labels; ``read_utterances`` reads its
+        features).
         """
+        if self.task == TRANSCRIBED:
+            raise transcripts_only(self.location)
         idx = self.indices(split)
         raw = self.read_utterances(idx)
         feats = [self.normalize(utt_feats) for utt_feats, _ in raw]

@@ -4,7 +4,14 @@ Flow: ``read_corpus`` -> order utterances by split (train, dev, test, others) ->
 downmix and resample audio and compute raw fbank features in a process pool (batches of
 utterances, results consumed in order, so the store is byte-identical for any ``jobs``) ->
 check each alignment against its frame count -> ``FeatureStoreWriter``. HDF5 archives skip
-the audio and copy their features.
+the audio and copy their features; so do corpora that bring their own (``Corpus.external``:
+Kaldi ``feats.scp``, lhotse-stored features), loaded in this process by their reader's
+loader and recorded as external features (the store's ``external_features``), with an
+``FbankConfig`` whose ``num_mel_bins`` is their dimension D and whose frame shift and sample
+rate are theirs where the source says (lhotse), ``features``' otherwise (Kaldi).
+
+Transcripts (``Utterance.text``) go into the store for every task; a transcribed corpus
+(no labels) gives a transcribed store.
 
 Bad utterances (missing/corrupt/empty audio, alignment too far off, labels outside the
 label set, ids that do not match across files) raise a one-line ``CorpusError`` naming the
@@ -22,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -35,7 +42,7 @@ from kdpipe.console import progress_bar
 from kdpipe.corpus.audio import load_audio
 from kdpipe.corpus.featstore import FeatureStoreWriter
 from kdpipe.corpus.features import FbankConfig, compute_fbank
-from kdpipe.corpus.manifest import SPLITS, Corpus, Utterance
+from kdpipe.corpus.manifest import SPLITS, TRANSCRIBED, Corpus, ExternalFeatures, Utterance
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.corpus.readers.hdf5 import load_features, read_feature_config
 from kdpipe.errors import AlignmentError, AudioError, CorpusError, KdpipeError
@@ -99,20 +106,32 @@ def prepare_corpus(
     *,
     overwrite: bool = False,
     split: str = "train",
+    feature_source: str = "auto",
+    norm_vars: bool = False,
 ) -> PrepareSummary:
     """Compute features of the corpus at ``src`` into a new feature store at ``out``.
 
     ``features`` sets the filterbank (for HDF5 archives only its ``cmvn`` is used; the rest
-    comes from the file). ``jobs`` worker processes (default: CPUs, at most 8; 1 = none).
-    ``split`` names the split of a single Kaldi data dir.
+    comes from the file; for external features see the module doc). ``jobs`` worker
+    processes (default: CPUs, at most 8; 1 = none). ``split`` names the split of a single
+    Kaldi data dir or lhotse manifest. ``feature_source`` (``auto``, ``audio``, ``stored``)
+    and ``norm_vars`` are ``read_corpus``'s.
     """
     started = time.perf_counter()
     corpus = read_corpus(
-        src, format, split=split, skip_bad=skip_bad, sample_rate=features.sample_rate
+        src,
+        format,
+        split=split,
+        skip_bad=skip_bad,
+        sample_rate=features.sample_rate,
+        feature_source=feature_source,
+        norm_vars=norm_vars,
     )
     cfg = features
     if corpus.format == "hdf5":
         cfg = read_feature_config(src, cmvn=features.cmvn)
+    elif corpus.external is not None:
+        cfg = external_config(corpus.external, features)
     utts = _store_order(corpus.utterances)
     skipped = list(corpus.skipped)
     n_jobs = _num_jobs(jobs, len(utts))
@@ -124,13 +143,16 @@ def prepare_corpus(
         source=str(src),
         source_format=corpus.format,
         overwrite=overwrite,
+        external=None if corpus.external is None else corpus.external.record(),
     )
     try:
         if corpus.format == "hdf5":
-            feats_iter: Iterable[tuple[Any, float, Any]] = (
+            feats_iter: Iterable[tuple[Any, float | None, Any]] = (
                 (feats, len(feats) * cfg.frame_shift_ms / 1000, None)
                 for feats in load_features(src, [utt.features or utt.id for utt in utts])
             )
+        elif corpus.external is not None:
+            feats_iter = corpus.external.load(utts)
         else:
             size = min(BATCH, max(1, math.ceil(len(utts) / (4 * n_jobs))))  # >= 4 per worker
             batches = [utts[i : i + size] for i in range(0, len(utts), size)]
@@ -143,6 +165,8 @@ def prepare_corpus(
             try:
                 if err is not None:
                     raise getattr(errors, err[0], CorpusError)(err[1])
+                if duration is None:  # a loader that knows frames, not seconds
+                    duration = len(feats) * cfg.frame_shift_ms / 1000
                 hours += _add(writer, corpus, utt, feats, duration)
             except CorpusError as error:
                 if not skip_bad:
@@ -170,6 +194,20 @@ def prepare_corpus(
     )
 
 
+def external_config(external: ExternalFeatures, features: FbankConfig) -> FbankConfig:
+    """The ``FbankConfig`` a store of external features records: ``num_mel_bins`` = D, the
+    frame shift and sample rate of the source where it says, ``features``' otherwise (and
+    ``features``' cmvn, applied on read, and window)."""
+    shift = external.frame_shift_ms or features.frame_shift_ms
+    return replace(
+        features,
+        num_mel_bins=external.dim,
+        frame_shift_ms=shift,
+        frame_length_ms=max(features.frame_length_ms, shift),
+        sample_rate=external.sample_rate or features.sample_rate,
+    )
+
+
 def _add(
     writer: FeatureStoreWriter, corpus: Corpus, utt: Utterance, feats: np.ndarray, duration: float
 ) -> float:
@@ -183,9 +221,9 @@ def _add(
     if corpus.task == "frame":
         assert corpus.alignments is not None  # a frame-task corpus has them
         frame = fix_alignment(corpus.alignments[utt.id], len(feats), utt.id, where)
-    else:
+    elif corpus.task != TRANSCRIBED:
         assert utt.label is not None  # a clip-task corpus labels every utterance
-        clip = corpus.labels.index(utt.label)
+        clip = corpus.label_set.index(utt.label)
     writer.add(
         utt.id,
         feats,
@@ -194,6 +232,7 @@ def _add(
         duration=duration,
         clip_label=clip,
         frame_labels=frame,
+        text=utt.text,
     )
     return duration
 

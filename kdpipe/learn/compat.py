@@ -30,7 +30,7 @@ def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_
     meta = reader.meta
     reader.check_labels(corpus.labels, f"corpus {corpus.location}")
     feat_fp = meta.features.get("fingerprint") if meta.features else None
-    if feat_fp and feat_fp != corpus.config.fingerprint:
+    if feat_fp and feat_fp != corpus.feature_fingerprint:
         theirs = corpus.config.to_dict()
         ours = meta.features.get("config") or {}
         diffs = [f"{key} {ours.get(key)!r} vs {theirs.get(key)!r}" for key in sorted(theirs)
@@ -38,7 +38,7 @@ def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_
         detail = f"; differing settings: {', '.join(diffs)}" if diffs else ""
         raise FingerprintMismatch(
             f"{where}: targets were computed on features with fingerprint {feat_fp}, "
-            f"corpus {corpus.location} has {corpus.config.fingerprint}{detail}"
+            f"corpus {corpus.location} has {corpus.feature_fingerprint}{detail}"
         )
     if meta.corpus_fingerprint and meta.corpus_fingerprint not in (
         corpus.fingerprint,

@@ -135,7 +135,7 @@ def evaluate_checkpoint(
     level = store.level
     card.check_compatible(
         store.labels,
-        store.config.fingerprint,
+        store.feature_fingerprint,
         f"corpus {corpus}",
         features=store.config,
         level=level,

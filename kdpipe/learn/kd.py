@@ -206,7 +206,7 @@ def train_kd(
             model,
             labels=corpus.labels,
             features=corpus.config,
-            feature_fingerprint=corpus.config.fingerprint,
+            feature_fingerprint=corpus.feature_fingerprint,
             data_fingerprint=readers[0].record["fingerprint"],
             training={
                 **run.to_dict(),

@@ -171,7 +171,7 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
     try:
         what = f"corpus {corpus.location}"
         card.check_compatible(
-            corpus.labels, corpus.config.fingerprint, what, features=corpus.config, name=where
+            corpus.labels, corpus.feature_fingerprint, what, features=corpus.config, name=where
         )
     except (LabelSetError, FingerprintMismatch) as error:
         raise ModelError(str(error)) from None

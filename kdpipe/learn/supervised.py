@@ -46,7 +46,7 @@ def train_supervised(
             model,
             labels=store.labels,
             features=store.config,
-            feature_fingerprint=store.config.fingerprint,
+            feature_fingerprint=store.feature_fingerprint,
             data_fingerprint=store.fingerprint,
             training={
                 **run.to_dict(),

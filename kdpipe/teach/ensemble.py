@@ -87,7 +87,7 @@ def plan_members(ens: EnsembleConfig, store: FeatureStore) -> tuple[list[Member]
             raise ModelError(f"{where}: {error}") from None
         columns = _columns(config, card, store.labels, where)
         card.check_compatible(
-            card.label_set, store.config.fingerprint, f"corpus {store.location}",
+            card.label_set, store.feature_fingerprint, f"corpus {store.location}",
             features=store.config, name=where,
         )  # fmt: skip
         if card.num_features != store.dim:

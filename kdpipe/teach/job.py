@@ -135,7 +135,7 @@ def store_meta(
         combine=ens.combine_name,
         frame_shift_ms=store.config.frame_shift_ms * subsampling,
         subsampling=subsampling,
-        features={"fingerprint": store.config.fingerprint, "config": store.config.to_dict()},
+        features={"fingerprint": store.feature_fingerprint, "config": store.config.to_dict()},
         corpus_fingerprint=store.fingerprint,
         extra={"teach": teach},
     )

@@ -3,7 +3,11 @@
 - ``tone``, ``write_wav``: a noisy sine, and writing it as 16-bit PCM.
 - ``make_speech_commands``: a Speech Commands folder of tone clips (one pitch per label).
 - ``make_kaldi_dir``: Kaldi data dirs with frame alignments (text or ark) whose audio has a
-  different tone per label, so the alignment is learnable.
+  different tone per label, so the alignment is learnable; or with transcripts only.
+- ``make_kaldi_feats_dir``: Kaldi data dirs of precomputed features (``feats.scp``, optional
+  ``cmvn.scp`` per speaker), written with kaldiio, transcripts only.
+- ``make_lhotse_corpus``: lhotse manifests (CutSets or recordings + supervisions) of tone
+  audio, optionally with features lhotse computed and stored, written with lhotse.
 - ``make_hdf5_archive``: an HDF5 feature archive in the layout of ``readers/hdf5.py``.
 - ``make_feature_store``: a feature store of random class-dependent features, written
   straight through ``FeatureStoreWriter`` (in memory by default).
@@ -17,8 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import kaldiio
@@ -129,7 +136,7 @@ def make_kaldi_dir(
     utts_per_split: int = 2,
     labels: Sequence[str] = ("sil", "a", "b"),
     frames: tuple[int, int] = (40, 80),
-    alignment: str = "txt",
+    alignment: str | None = "txt",
     segments: bool = False,
     labels_file: bool = True,
     seed: int = 0,
@@ -138,7 +145,8 @@ def make_kaldi_dir(
     when ``splits`` is None. Audio in ``root/wav/`` (relative paths in ``wav.scp``).
 
     ``alignment``: ``txt`` (label names), ``txt-int`` (indices), ``ark`` or ``scp`` (kaldiio
-    int vectors). ``segments=True`` puts each split's utterances in one recording.
+    int vectors), or None: no alignment, a transcribed corpus (``text``: the label names of
+    every 10th frame). ``segments=True`` puts each split's utterances in one recording.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -181,8 +189,10 @@ def make_kaldi_dir(
 
 
 def _write_alignment(
-    d: Path, alis: dict[str, np.ndarray], labels: Sequence[str], kind: str
+    d: Path, alis: dict[str, np.ndarray], labels: Sequence[str], kind: str | None
 ) -> None:
+    if kind is None:
+        return
     if kind == "txt":
         (d / "ali.txt").write_text(
             "".join(f"{u} {' '.join(labels[j] for j in a)}\n" for u, a in alis.items())
@@ -197,6 +207,174 @@ def _write_alignment(
         )
     else:
         raise ValueError(f"alignment must be txt, txt-int, ark or scp: {kind!r}")
+
+
+WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+def _sentence(rng: np.random.Generator, words: int = 4) -> str:
+    return " ".join(WORDS[int(i)] for i in rng.integers(0, len(WORDS), size=words))
+
+
+def cmvn_stats(feats: Sequence[np.ndarray]) -> np.ndarray:
+    """Kaldi's CMVN stats (``compute-cmvn-stats``) of (T, D) matrices: (2, D + 1) float64,
+    row 0 the sums with the frame count last, row 1 the sums of squares (last column 0)."""
+    x = np.concatenate([np.asarray(f, dtype=np.float64) for f in feats])  # (T_all, D)
+    stats = np.zeros((2, x.shape[1] + 1), dtype=np.float64)
+    stats[0, :-1], stats[0, -1], stats[1, :-1] = x.sum(axis=0), len(x), np.square(x).sum(axis=0)
+    return stats
+
+
+def make_kaldi_feats_dir(
+    root: str | Path,
+    splits: Sequence[str] | None = ("train", "dev", "test"),
+    utts_per_split: int = 4,
+    num_speakers: int = 2,
+    dim: int = 13,
+    frames: tuple[int, int] = (20, 50),
+    cmvn: bool = True,
+    compress: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Kaldi data dirs of precomputed features under ``root`` (``root/<split>/``, or ``root``
+    when ``splits`` is None), transcribed: ``feats.scp`` + ``feats.ark`` of (T, ``dim``)
+    float32 matrices with a per-speaker offset (kaldiio; ``compress`` writes Kaldi's
+    compressed matrices), ``text``, ``utt2spk``, ``spk2utt`` and, with ``cmvn``, the
+    speakers' stats in ``cmvn.scp`` + ``cmvn.ark`` (double matrices, as Kaldi writes them).
+    No ``wav.scp``: there is no audio. Scp paths are relative to the data dir's parent."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    dirs: Sequence[str | None] = splits or [None]
+    for split in dirs:
+        d = root / split if split else root
+        d.mkdir(parents=True, exist_ok=True)
+        name = split or "all"
+        mats: dict[str, np.ndarray] = {}
+        spk_of: dict[str, str] = {}
+        for i in range(utts_per_split):
+            spk = f"{name}-spk{i % num_speakers}"
+            utt = f"{spk}-u{i}"  # Kaldi sorts utterances by speaker: ids start with it
+            offset = 3.0 * (i % num_speakers + 1)
+            t = int(rng.integers(*frames))
+            mats[utt] = (offset + rng.normal(size=(t, dim))).astype(np.float32)
+            spk_of[utt] = spk
+        ark = d / "feats.ark"
+        kaldiio.save_ark(
+            str(ark), mats, scp=str(d / "feats.scp"), compression_method=2 if compress else None
+        )
+        _relative_scp(d / "feats.scp", d)
+        (d / "text").write_text("".join(f"{u} {_sentence(rng)}\n" for u in mats))
+        (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in spk_of.items()))
+        speakers = sorted(set(spk_of.values()))
+        (d / "spk2utt").write_text(
+            "".join(f"{s} {' '.join(u for u in mats if spk_of[u] == s)}\n" for s in speakers)
+        )
+        if cmvn:  # what compute-cmvn-stats computes from the matrices as stored
+            with open(ark, "rb") as f:
+                stored = {key: np.asarray(mat) for key, mat in kaldiio.load_ark(f)}
+            stats = {s: cmvn_stats([stored[u] for u in mats if spk_of[u] == s]) for s in speakers}
+            kaldiio.save_ark(str(d / "cmvn.ark"), stats, scp=str(d / "cmvn.scp"))
+            _relative_scp(d / "cmvn.scp", d)
+    return root
+
+
+def _relative_scp(scp: Path, data_dir: Path) -> None:
+    """Rewrite an scp that kaldiio wrote with the ark path relative to the data dir's
+    parent (``<split>/feats.ark``), as a moved Kaldi setup would have them."""
+    lines = []
+    for line in scp.read_text().splitlines():
+        key, rx = line.split(maxsplit=1)
+        ark, _, offset = rx.rpartition(":")
+        rel = Path(ark).resolve().relative_to(data_dir.parent.resolve())
+        lines.append(f"{key} {rel}:{offset}\n")
+    scp.write_text("".join(lines))
+
+
+def make_lhotse_corpus(
+    root: str | Path,
+    splits: Sequence[str] | None = ("train", "dev", "test"),
+    per_split: int = 3,
+    form: str = "cuts",
+    features: bool = False,
+    seconds: tuple[float, float] = (0.5, 1.0),
+    seed: int = 0,
+) -> Path:
+    """lhotse manifests under ``root``, written by lhotse: per split (``cuts_<split>``, or
+    ``cuts`` alone when ``splits`` is None) a ``CutSet`` (``form="cuts"``) or a
+    ``recordings_<split>`` + ``supervisions_<split>`` pair (``form="pair"``), all
+    ``.jsonl.gz``. Each recording (``root/wav/*.wav``, a tone) has one supervision with a
+    speaker and a transcript, which its cut spans (ids: the supervision ids). With
+    ``features`` (cuts only), lhotse's own ``Fbank`` (40 bins) stored in ``root/feats.h5``.
+    Paths in the manifests are relative to ``root`` (lhotse would read them from there).
+    """
+    import lhotse  # type: ignore[import-untyped]  # optional and heavy (torch)
+
+    root = Path(root).resolve()
+    rng = np.random.default_rng(seed)
+    if form not in ("cuts", "pair"):
+        raise ValueError(f"form must be cuts or pair: {form!r}")
+    names: Sequence[str | None] = splits or [None]
+    for split in names:
+        name = split or "all"
+        recordings, supervisions = [], []
+        for i in range(per_split):
+            rec_id = f"{name}-rec{i}"
+            seconds_i = float(rng.uniform(*seconds))
+            wav = write_wav(
+                root / "wav" / f"{rec_id}.wav",
+                tone(300 + 150 * i, seconds_i, seed=int(rng.integers(1 << 30))),
+            )
+            recordings.append(lhotse.Recording.from_file(str(wav), recording_id=rec_id))
+            start = 0.05
+            supervisions.append(
+                lhotse.SupervisionSegment(
+                    id=f"{name}-spk{i % 2}-u{i}",
+                    recording_id=rec_id,
+                    start=start,
+                    duration=round(seconds_i - 2 * start, 3),
+                    text=_sentence(rng),
+                    speaker=f"{name}-spk{i % 2}",
+                )
+            )
+        recs = lhotse.RecordingSet.from_recordings(recordings)
+        sups = lhotse.SupervisionSet.from_segments(supervisions)
+        tail = f"_{split}" if split else ""
+        if form == "pair":
+            recs = lhotse.RecordingSet.from_recordings(
+                [_relative_recording(rec, root) for rec in recs]
+            )
+            recs.to_file(root / f"recordings{tail}.jsonl.gz")
+            sups.to_file(root / f"supervisions{tail}.jsonl.gz")
+            continue
+        cuts = lhotse.CutSet.from_manifests(recordings=recs, supervisions=sups)
+        cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
+        if features:
+            with warnings.catch_warnings():  # lhotse's torch fbank warns on newer numpy
+                warnings.simplefilter("ignore")
+                cuts = cuts.compute_and_store_features(
+                    extractor=lhotse.Fbank(lhotse.FbankConfig(num_mel_bins=40)),
+                    storage_path=str(root / f"feats{tail}"),
+                    storage_type=lhotse.NumpyHdf5Writer,
+                    progress_bar=False,
+                ).to_eager()
+        cuts = lhotse.CutSet.from_cuts([_relative_cut(cut, root) for cut in cuts])
+        cuts.to_file(root / f"cuts{tail}.jsonl.gz")
+    return root
+
+
+def _relative_recording(rec: Any, root: Path) -> Any:
+    """A lhotse Recording with its file paths relative to ``root``."""
+    sources = [replace(src, source=str(Path(src.source).relative_to(root))) for src in rec.sources]
+    return replace(rec, sources=sources)
+
+
+def _relative_cut(cut: Any, root: Path) -> Any:
+    """A lhotse cut with its recording's and features' paths relative to ``root``."""
+    out = replace(cut, recording=_relative_recording(cut.recording, root))
+    if out.features is not None:
+        rel = str(Path(out.features.storage_path).relative_to(root))
+        out = replace(out, features=replace(out.features, storage_path=rel))
+    return out
 
 
 def _class_features(

@@ -126,7 +126,7 @@ def corpus_store(
         hard_labels=(lvl,) if hard else (),
         subsampling=subsampling,
         frame_shift_ms=frame_shift_ms or corpus.config.frame_shift_ms * subsampling,
-        features={"fingerprint": corpus.config.fingerprint, "config": corpus.config.to_dict()},
+        features={"fingerprint": corpus.feature_fingerprint, "config": corpus.config.to_dict()},
         corpus_fingerprint=corpus.fingerprint,
     )
     rng = np.random.default_rng(seed)

@@ -71,7 +71,7 @@ def make_teacher(
         model,
         labels=LabelSet(tuple(labels)),
         features=fs.config,
-        feature_fingerprint=fs.config.fingerprint,
+        feature_fingerprint=fs.feature_fingerprint,
         data_fingerprint=fs.fingerprint,
     )
     save_checkpoint(out, model, card)

@@ -136,6 +136,7 @@ def test_kaldi_labels_outside_label_set(tmp_path, kind, bad, msg):
 def test_kaldi_utt2label_gives_clip_task_and_no_labels_is_an_error(tmp_path):
     root = make_kaldi_dir(tmp_path / "k", splits=None, labels_file=False)
     (root / "ali.txt").unlink()
+    (root / "text").unlink()  # with its transcripts it would be a transcribed corpus
     with pytest.raises(CorpusError, match=r"no frame alignment .* and no utt2label"):
         read_corpus(root)
     (root / "utt2label").write_text("all-spk0-u0 yes\nall-spk1-u1 no\n")
