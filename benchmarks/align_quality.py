@@ -60,7 +60,7 @@ def run(size: str, work: Path, jobs: int, realign: bool, epochs: int) -> dict:
         "tied_states": summary.num_states,
         "wall_s": round(wall, 1),
         "train_audio_s": round(train_seconds, 1),
-        "rtf_per_pass": {
+        "rtf_per_pass": {  # 0 where this run resumed a finished alignment
             stage: round(
                 sum(p["seconds"] for p in passes if p["stage"] == stage)
                 / max(1, sum(p["stage"] == stage for p in passes))
@@ -70,7 +70,8 @@ def run(size: str, work: Path, jobs: int, realign: bool, epochs: int) -> dict:
             for stage in ("mono", "tri")
         },
         "mono_last": next(
-            p["agreement"] for p in reversed(passes) if p["stage"] == "mono" and p["agreement"]
+            (p["agreement"] for p in reversed(passes) if p["stage"] == "mono" and p["agreement"]),
+            None,
         ),
         "final": summary.agreement,
     }

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import kaldi_hmm_gmm as khg
 import numpy as np
@@ -109,7 +110,7 @@ def align_corpus(
         (share, {u.id: list(words[u.id]) for u in share}, lexicon, config.mfcc) for share in shares
     ]
     failed: list[tuple[str, str]] = []
-    passes: list[PassLog] = []
+    passes: list[PassLog] = []  # this run's and, resumed, the earlier runs' (from state)
     with Jobs(args) as pool:
         log(f"features: {len(utterances)} utterances in {len(pool)} job(s)")
         got = pool.call("compute_features")
@@ -129,6 +130,7 @@ def align_corpus(
             phones=topo_obj.phones, phone2num_pdf_classes=topo_obj.get_phone_to_num_pdf_classes()
         )
         state = _State.load(work, identity)
+        passes.extend(PassLog(**entry) for entry in state.passes)
         stages: list[tuple[str, StageConfig]] = [("mono", config.mono)]
         if config.num_leaves > 0:
             stages.append(("tri", config.tri))
@@ -265,7 +267,6 @@ def _train(
                     phone_alignments(model, lang, alignments), reference
                 ).to_dict()
         model.save(work / f"{name}.safetensors")
-        state.finish(name, it)
         entry = PassLog(
             name,
             it,
@@ -278,6 +279,7 @@ def _train(
             agree,
         )
         passes.append(entry)
+        state.finish(name, it, asdict(entry))
         extra = f", phone agreement {agree['frame_agreement']:.3f}" if agree else ""
         log(
             f"{name} pass {it}: log-like/frame {update.log_like_per_frame:.3f}, "
@@ -335,6 +337,7 @@ class _State:
     stage: str = ""
     iteration: int = -1  # last finished pass of ``stage``
     finished: dict[str, int] = field(default_factory=dict)  # stage -> passes done
+    passes: list[dict[str, Any]] = field(default_factory=list)  # the log of finished passes
 
     @classmethod
     def load(cls, work: Path, identity: str) -> _State:
@@ -342,15 +345,23 @@ class _State:
         if path.is_file():
             data = json.loads(path.read_text())
             if data.get("identity") == identity:
-                return cls(path, identity, data["stage"], data["iteration"], data["finished"])
+                return cls(
+                    path,
+                    identity,
+                    data["stage"],
+                    data["iteration"],
+                    data["finished"],
+                    data.get("passes", []),
+                )
         return cls(path, identity)
 
     def done(self, stage: str, iterations: int) -> bool:
         return self.finished.get(stage, 0) >= iterations
 
-    def finish(self, stage: str, iteration: int) -> None:
+    def finish(self, stage: str, iteration: int, entry: dict[str, Any]) -> None:
         self.stage, self.iteration = stage, iteration
         self.finished[stage] = iteration + 1
+        self.passes.append(entry)
         data = {k: v for k, v in asdict(self).items() if k != "path"}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))

@@ -95,6 +95,8 @@ def test_a_rerun_resumes_and_gives_the_same_alignment(aligned, synthetic):
     again = align_data(synthetic[0], out, config=SMALL, g2p="en-us", jobs=2, skip_bad=True)
     assert (out / "train" / "ali.txt").read_text() == before
     assert again.seconds < 30
+    report = json.loads((out / "align" / "report.json").read_text())
+    assert len(report["passes"]) == 8 + 5  # the resumed report still lists every pass
 
 
 def test_learn_on_the_alignment_then_realign_with_the_network(aligned, tmp_path):
