@@ -45,6 +45,7 @@ from kdpipe.hmm import tree as trees
 from kdpipe.hmm.lang import Lang
 from kdpipe.hmm.model import GmmHmm
 from kdpipe.hmm.topology import topology_text
+from kdpipe.hmm.tree_stats import TreeStats
 from kdpipe.schema import fingerprint
 
 WORK = ".work"  # resumable state under the output directory
@@ -294,7 +295,7 @@ def _triphone_model(
     pool: Jobs, mono: GmmHmm, lang: Lang, topo: str, config: AlignConfig, log: Progress
 ) -> GmmHmm:
     """Tree statistics from the monophone alignments, the tree, one Gaussian per leaf."""
-    stats = trees.TreeStats.total(pool.call("tree_stats", mono.meta(), mono.arrays()))
+    stats = TreeStats.total(pool.call("tree_stats", mono.meta(), mono.arrays()))
     topo_obj = khg.HmmTopology()
     topo_obj.read(topo)
     classes = topo_obj.get_phone_to_num_pdf_classes()

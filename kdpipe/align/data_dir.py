@@ -44,8 +44,8 @@ from kdpipe.corpus.lexicon import Lexicon, LexiconReport, lexicon_for, read_lexi
 from kdpipe.corpus.manifest import Corpus, Utterance
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.errors import AlignmentError, CorpusError
+from kdpipe.hmm.event_map import kaldi_binary
 from kdpipe.hmm.model import GmmHmm
-from kdpipe.hmm.tree import kaldi_binary
 
 KALDI_BINARY = b"\x00B"  # the header of a Kaldi binary file
 

@@ -31,7 +31,7 @@ from kdpipe.corpus.manifest import Utterance
 from kdpipe.errors import KdpipeError
 from kdpipe.hmm.lang import GraphCompiler, Lang
 from kdpipe.hmm.model import GmmHmm
-from kdpipe.hmm.tree import TreeStats, accumulate_tree_stats
+from kdpipe.hmm.tree_stats import TreeStats, accumulate_tree_stats
 
 
 @dataclass

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from kdpipe.errors import ModelError
-from kdpipe.hmm.tree import KaldiTree, kaldi_binary
+from kdpipe.hmm.event_map import KaldiTree, kaldi_binary
 
 FORMAT = "kdpipe.gmm-hmm"
 VERSION = 1

@@ -13,22 +13,19 @@ import numpy as np
 import pytest
 
 from kdpipe.errors import AlignmentError, ConfigError, ModelError
-from kdpipe.hmm.tree import (
-    LEFT,
+from kdpipe.hmm.event_map import (
     PDF_CLASS,
-    RIGHT,
     Constant,
     KaldiTree,
     Split,
     Table,
-    TreeStats,
-    accumulate_tree_stats,
     answers,
-    build_tree,
     context_dependency,
     kaldi_binary,
     lookup,
 )
+from kdpipe.hmm.tree import LEFT, RIGHT, build_tree
+from kdpipe.hmm.tree_stats import TreeStats, accumulate_tree_stats
 
 SILENCE = [1]
 PHONES = [1, 2, 3, 4, 5, 6]
