@@ -92,9 +92,13 @@ def align_corpus(
     *,
     jobs: int = 1,
     reference: Mapping[str, np.ndarray] | None = None,
+    skip_bad: bool = False,
     log: Progress = lambda line: None,
 ) -> AlignResult:
-    """Train monophone then triphone GMM-HMMs on the train utterances, align them all."""
+    """Train monophone then triphone GMM-HMMs on the train utterances, align them all.
+
+    An utterance without features or too short for its transcript is an ``AlignmentError``
+    before any training unless ``skip_bad`` (then it is left out and reported)."""
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     lang = Lang.from_lexicon(lexicon, config.silence_prob)
@@ -154,6 +158,12 @@ def align_corpus(
             elif name == "mono":
                 model = gmm.init_mono(topo, mono_tree, mean, var)
                 _compile(pool, model, failed)
+                if failed and not skip_bad:  # bad input: say so before the long work
+                    utt, reason = failed[0]
+                    more = f" ({len(failed)} such utterances)" if len(failed) > 1 else ""
+                    raise AlignmentError(
+                        f"utterance {utt}: {reason}{more}; --skip-bad leaves them out"
+                    )
                 for fails in pool.call("equal_align"):
                     failed.extend(fails)
                 first = 0

@@ -102,7 +102,15 @@ def align_data(
     if reference is None:
         reference = read_reference(src)  # the truth of a synthetic corpus, where there is one
     result = align_corpus(
-        utts, words, lex, config, out / "align" / ".work", jobs=jobs, reference=reference, log=log
+        utts,
+        words,
+        lex,
+        config,
+        out / "align" / ".work",
+        jobs=jobs,
+        reference=reference,
+        skip_bad=skip_bad,
+        log=log,
     )
     if result.failed and not skip_bad:
         utt, reason = result.failed[0]

@@ -94,8 +94,24 @@ class Share:
         """Training graphs of every utterance with features, for the model's tree."""
         model = GmmHmm.from_parts(meta, arrays)
         compiler = GraphCompiler(self.lang, model.tm, model.tree)
+        topology, ids = model.topology_object(), self.lang.phone_ids
+        lexicon = self.lang.lexicon
         self.graphs, failed = {}, []
         for utt in self.feats:
+            # the fewest frames any pronunciation allows (silence is optional)
+            need = sum(
+                min(sum(topology.min_length(ids[p]) for p in pron) for pron in lexicon.prons[w])
+                for w in self.words[utt]
+            )
+            if len(self.feats[utt]) < need:
+                failed.append(
+                    (
+                        utt,
+                        f"{len(self.feats[utt])} frames are too few for its "
+                        f"transcript (its phones need at least {need})",
+                    )
+                )
+                continue
             graph = compiler.compile(self.words[utt])
             if graph.num_states == 0:
                 failed.append((utt, "its transcript gives an empty training graph"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.prepare import prepare_corpus
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.corpus.synth import PhoneSynthConfig, synth_phones
-from kdpipe.errors import CorpusError
+from kdpipe.errors import AlignmentError, CorpusError
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +54,9 @@ def synthetic(tmp_path_factory):
 def aligned(synthetic, tmp_path_factory):
     src, truth = synthetic
     out = tmp_path_factory.mktemp("ali") / "aligned"
-    summary = align_data(src, out, config=SMALL, g2p="en-us", jobs=2, skip_bad=True,
-                         reference=truth)  # fmt: skip
+    summary = align_data(
+        src, out, config=SMALL, g2p="en-us", jobs=2, skip_bad=True, reference=truth
+    )
     return out, summary, truth
 
 
@@ -106,20 +108,63 @@ def test_learn_on_the_alignment_then_realign_with_the_network(aligned, tmp_path)
     feats = tmp_path / "f.zarr"
     prepare_corpus(out, feats, progress=False, jobs=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "kdpipe", "learn", "--corpus", str(feats), "--student", "dnn",
-           "--out", str(tmp_path / "dnn"), "-s", "epochs=6", "-s", "patience=0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdpipe",
+        "learn",
+        "--corpus",
+        str(feats),
+        "--student",
+        "dnn",
+        "--out",
+        str(tmp_path / "dnn"),
+        "-s",
+        "epochs=6",
+        "-s",
+        "patience=0",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     card = json.loads((tmp_path / "dnn" / "card.json").read_text())
     assert card["labels"] == (out / "labels.txt").read_text().split()
-    again = realign_data(out, feats, tmp_path / "dnn", tmp_path / "re", skip_bad=True,
-                         reference=truth)  # fmt: skip
+    again = realign_data(
+        out, feats, tmp_path / "dnn", tmp_path / "re", skip_bad=True, reference=truth
+    )
     assert again.aligned >= summary.aligned - 5
     assert (tmp_path / "re" / "labels.txt").read_text() == (out / "labels.txt").read_text()
     assert again.agreement is not None
     # a small DNN on 150 sentences: measured 0.75; the GMM's is 0.80 (README, benchmarks)
     assert again.agreement["frame_agreement"] > 0.6
     prepare_corpus(tmp_path / "re", tmp_path / "re.zarr", progress=False, jobs=1)
+
+
+def test_an_utterance_too_short_for_its_transcript_is_named_or_left_out(synthetic, tmp_path):
+    src, _ = synthetic
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad, ignore=shutil.ignore_patterns("*.wav"))
+    for split in ("train", "dev", "test"):  # the same audio, one transcript made 30x longer
+        scp = bad / split / "wav.scp"
+        scp.write_text(
+            "".join(
+                f"{rec} {(src / path).resolve()}\n"
+                for rec, path in (line.split() for line in scp.read_text().splitlines())
+            )
+        )
+    text = bad / "train" / "text"
+    lines = text.read_text().splitlines()
+    victim, words = lines[0].split(" ", 1)
+    lines[0] = f"{victim} {' '.join([words] * 30)}"
+    text.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AlignmentError, match=rf"utterance {victim}: \d+ frames are too few"):
+        align_data(bad, tmp_path / "out", config=SMALL, g2p="en-us", jobs=1)
+    summary = align_data(
+        bad, tmp_path / "out", config=SMALL, g2p="en-us", jobs=1, skip_bad=True, overwrite=True
+    )
+    assert victim in dict(summary.skipped)
+    assert victim not in (tmp_path / "out" / "train" / "ali.txt").read_text()
+    report = json.loads((tmp_path / "out" / "align" / "report.json").read_text())
+    assert any(s["utterance"] == victim and "too few" in s["reason"] for s in report["skipped"])
 
 
 def test_a_word_without_pronunciation_is_named(synthetic, tmp_path):
