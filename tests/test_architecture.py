@@ -148,3 +148,10 @@ def test_help_imports_no_heavy_package():
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert not loaded & {"torch", "zarr", "polars"}
+
+
+def test_every_folder_is_a_package():
+    """A folder without ``__init__.py`` imports in a checkout (namespace package) but is left
+    out of the wheel (setuptools' ``packages.find``)."""
+    folders = {p.parent for p in PACKAGE.rglob("*.py")}
+    assert not sorted(str(f) for f in folders if not (f / "__init__.py").is_file())
