@@ -44,7 +44,7 @@ from kdpipe.errors import AlignmentError
 from kdpipe.hmm import tree as trees
 from kdpipe.hmm.lang import Lang
 from kdpipe.hmm.model import GmmHmm
-from kdpipe.hmm.topology import topology_text
+from kdpipe.hmm.topology import read_topology, topology_text
 from kdpipe.hmm.tree_stats import TreeStats
 from kdpipe.schema import fingerprint
 
@@ -129,8 +129,7 @@ def align_corpus(
         topo = topology_text(
             lang.nonsilence_ids, [lang.silence_id], config.num_states, config.num_silence_states
         )
-        topo_obj = khg.HmmTopology()
-        topo_obj.read(topo)
+        topo_obj = read_topology(topo)
         mono_tree = khg.monophone_context_dependency(
             phones=topo_obj.phones, phone2num_pdf_classes=topo_obj.get_phone_to_num_pdf_classes()
         )
@@ -306,8 +305,7 @@ def _triphone_model(
 ) -> GmmHmm:
     """Tree statistics from the monophone alignments, the tree, one Gaussian per leaf."""
     stats = TreeStats.total(pool.call("tree_stats", mono.meta(), mono.arrays()))
-    topo_obj = khg.HmmTopology()
-    topo_obj.read(topo)
+    topo_obj = mono.topology_object()
     classes = topo_obj.get_phone_to_num_pdf_classes()
     phones = list(topo_obj.phones)
     tree, info = trees.build_tree(
@@ -326,18 +324,13 @@ def phone_alignments(
     model: GmmHmm, lang: Lang, alignments: Mapping[str, list[int]]
 ) -> dict[str, np.ndarray]:
     """Utterance -> (T,) phone names of its transition ids."""
-    names = np.array(lang.phones, dtype=object)
-    phone_of = np.array(
-        [0]
-        + [model.tm.transition_id_to_phone(t) for t in range(1, model.tm.num_transition_ids + 1)]
-    )
-    return {u: names[phone_of[np.asarray(a)]] for u, a in alignments.items()}
+    names = np.array(lang.phones, dtype=object)[model.phone_of_transition]  # tid -> name
+    return {u: names[np.asarray(a)] for u, a in alignments.items()}
 
 
 def pdf_alignments(model: GmmHmm, alignments: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
     """Utterance -> (T,) pdf ids (tied states) of its transition ids."""
-    pdf_of = np.asarray(model.tm.transition_id_to_pdf_array())
-    return {u: pdf_of[np.asarray(a)] for u, a in alignments.items()}
+    return {u: model.pdf_of_transition[np.asarray(a)] for u, a in alignments.items()}
 
 
 # -- resumable state ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import kaldi_native_fbank as knf
 import numpy as np
 
-from kdpipe.corpus.features import INT16_SCALE
+from kdpipe.corpus.features import INT16_SCALE, set_frames
 from kdpipe.schema import ConfigError, from_dict, to_dict
 
 
@@ -61,11 +61,15 @@ class MfccConfig:
 
 def mfcc_options(cfg: MfccConfig) -> Any:
     opts = knf.MfccOptions()
-    opts.frame_opts.samp_freq = float(cfg.sample_rate)
-    opts.frame_opts.frame_shift_ms = float(cfg.frame_shift_ms)
-    opts.frame_opts.frame_length_ms = float(cfg.frame_length_ms)
-    opts.frame_opts.snip_edges = bool(cfg.snip_edges)
-    opts.frame_opts.dither = 0.0  # deterministic, as kdpipe's fbank
+    # dither 0: deterministic, as kdpipe's fbank
+    set_frames(
+        opts.frame_opts,
+        cfg.sample_rate,
+        cfg.frame_shift_ms,
+        cfg.frame_length_ms,
+        cfg.snip_edges,
+        0.0,
+    )
     opts.mel_opts.num_bins = int(cfg.num_mel_bins)
     opts.num_ceps = int(cfg.num_ceps)
     opts.use_energy = bool(cfg.use_energy)

@@ -62,7 +62,7 @@ class Accumulator:
         self.gmm = khg.AccumAmDiagGmm()
         self.gmm.init(model=model.am, flags=khg.GmmUpdateFlags.kGmmAll)
         self.transitions = model.tm.init_stats()
-        self.pdf_of = np.asarray(model.tm.transition_id_to_pdf_array())  # tid -> pdf
+        self.pdf_of = model.pdf_of_transition  # tid -> pdf
         self.log_like, self.frames = 0.0, 0
 
     def add(self, feats: np.ndarray, alignment: Sequence[int]) -> None:
@@ -249,7 +249,7 @@ def align_scores(
 ) -> tuple[list[int] | None, bool, float]:
     """Forced alignment with given (T, num_pdfs) per-frame pdf log-scores (e.g. a network's
     log posterior minus log prior), scaled by ``opts.acoustic_scale``."""
-    pdf_of = np.asarray(model.tm.transition_id_to_pdf_array())[1:]  # transition ids 1..N
+    pdf_of = model.pdf_of_transition[1:]  # transition ids 1..N
     matrix = np.ascontiguousarray(scores[:, pdf_of] * opts.acoustic_scale, dtype=np.float32)
     decodable = khg.DecodableCtc(feats=matrix)  # column j is transition id j + 1
     return _viterbi(utt, _with_transitions(model, graph, opts), decodable, opts)

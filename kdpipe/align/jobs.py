@@ -86,9 +86,6 @@ class Share:
         squares = sum(((x.astype(np.float64) ** 2).sum(axis=0) for x in train), np.zeros(dim))
         return failed, total, squares, sum(len(x) for x in train)
 
-    def num_frames(self) -> dict[str, int]:
-        return {u: len(x) for u, x in self.feats.items()}
-
     # -- graphs and alignments ---------------------------------------------------------
     def compile(self, meta: dict[str, str], arrays: dict[str, np.ndarray]) -> list[tuple[str, str]]:
         """Training graphs of every utterance with features, for the model's tree."""
@@ -181,14 +178,13 @@ class Share:
         model = GmmHmm.from_parts(meta, arrays)
         tm = model.tm
         count = tm.num_transition_ids + 1
-        phone_of = np.array([0] + [tm.transition_id_to_phone(t) for t in range(1, count)])
+        phone_of, pdf_of = model.phone_of_transition, model.pdf_of_transition
         first_state = np.array(
             [False] + [tm.transition_ids_is_start_of_phone(t) for t in range(1, count)]
         )  # transition ids of a phone's first HMM state
         classes = model.topology_object().get_phone_to_num_pdf_classes()
         info = model.tree.get_pdf_info(phones=list(tm.phones), num_pdf_classes=list(classes))
         class_of_pdf = np.array([pairs[0][1] for pairs in info])  # monophone: one pair each
-        pdf_of = np.asarray(tm.transition_id_to_pdf_array())
         parts = []
         for utt in sorted(self.training & self.alignments.keys()):
             ali = np.asarray(self.alignments[utt])  # (T,) transition ids

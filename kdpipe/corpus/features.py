@@ -89,14 +89,34 @@ INT16_SCALE = 32768.0  # [-1, 1] floats -> Kaldi's int16 sample range
 STD_FLOOR = 1e-5  # CMVN never divides by less (constant bins, one-frame utterances)
 
 
+def set_frames(
+    frame_opts: Any,
+    sample_rate: int,
+    frame_shift_ms: float,
+    frame_length_ms: float,
+    snip_edges: bool,
+    dither: float,
+) -> None:
+    """Set kaldi-native-fbank ``FrameExtractionOptions`` (shared by fbank and MFCC, so that
+    their frames line up)."""
+    frame_opts.samp_freq = float(sample_rate)
+    frame_opts.frame_shift_ms = float(frame_shift_ms)
+    frame_opts.frame_length_ms = float(frame_length_ms)
+    frame_opts.snip_edges = bool(snip_edges)
+    frame_opts.dither = float(dither)
+
+
 def fbank_options(cfg: FbankConfig) -> Any:
     """kaldi-native-fbank ``FbankOptions`` for ``cfg`` (Kaldi defaults for everything else)."""
     opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = float(cfg.sample_rate)
-    opts.frame_opts.frame_shift_ms = float(cfg.frame_shift_ms)
-    opts.frame_opts.frame_length_ms = float(cfg.frame_length_ms)
-    opts.frame_opts.snip_edges = bool(cfg.snip_edges)
-    opts.frame_opts.dither = float(cfg.dither)
+    set_frames(
+        opts.frame_opts,
+        cfg.sample_rate,
+        cfg.frame_shift_ms,
+        cfg.frame_length_ms,
+        cfg.snip_edges,
+        cfg.dither,
+    )
     opts.mel_opts.num_bins = int(cfg.num_mel_bins)
     return opts
 

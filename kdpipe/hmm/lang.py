@@ -75,10 +75,6 @@ class Lang:
     def disambig_ids(self) -> list[int]:
         return [i for i, p in enumerate(self.phones) if p.startswith("#")]
 
-    def real_phone(self, phone_id: int) -> str:
-        """The phone of an HMM phone id (1 = silence, 2.. = non-silence)."""
-        return self.phones[phone_id]
-
     def lexicon_fst(self) -> kaldifst.StdVectorFst:
         """L: phones (with disambiguation symbols) in, words out, optional silence."""
         ids, wids = self.phone_ids, self.word_ids

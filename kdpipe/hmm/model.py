@@ -12,7 +12,7 @@ trained probabilities; nothing is unpickled.
 from __future__ import annotations
 
 import base64
-import json
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from kdpipe.errors import ModelError
 from kdpipe.hmm.event_map import KaldiTree, kaldi_binary
+from kdpipe.hmm.topology import read_topology
 
 FORMAT = "kdpipe.gmm-hmm"
 VERSION = 1
@@ -42,7 +43,9 @@ class GmmHmm:
     @classmethod
     def new(cls, topology: str, tree: khg.ContextDependency, am: khg.AmDiagGmm) -> GmmHmm:
         """A model with the topology's initial transition probabilities."""
-        return cls(topology, tree, khg.TransitionModel(ctx_dep=tree, hmm_topo=_topo(topology)), am)
+        return cls(
+            topology, tree, khg.TransitionModel(ctx_dep=tree, hmm_topo=read_topology(topology)), am
+        )
 
     @property
     def num_pdfs(self) -> int:
@@ -77,7 +80,7 @@ class GmmHmm:
         """The model of ``meta()`` and ``arrays()`` (pybind11 restores state only into
         fresh objects, hence ``__new__``)."""
         tree = KaldiTree.from_kaldi_binary(base64.b64decode(meta["tree"])).to_khg()
-        fresh = khg.TransitionModel(ctx_dep=tree, hmm_topo=_topo(meta["topology"]))
+        fresh = khg.TransitionModel(ctx_dep=tree, hmm_topo=read_topology(meta["topology"]))
         state = list(fresh.__getstate__())
         state[_LOG_PROBS] = arrays["transitions/log_probs"].tolist()
         state[_NON_SELF_LOOP] = arrays["transitions/non_self_loop"].tolist()
@@ -107,7 +110,18 @@ class GmmHmm:
         return cls.from_parts(meta, arrays)
 
     def topology_object(self) -> khg.HmmTopology:
-        return _topo(self.topology)
+        return read_topology(self.topology)
+
+    @functools.cached_property
+    def phone_of_transition(self) -> np.ndarray:
+        """(N + 1,) int64: the phone of each transition id 1..N (index 0 unused)."""
+        ids = range(1, self.tm.num_transition_ids + 1)
+        return np.array([0, *(self.tm.transition_id_to_phone(t) for t in ids)], dtype=np.int64)
+
+    @functools.cached_property
+    def pdf_of_transition(self) -> np.ndarray:
+        """(N + 1,) int64: the pdf of each transition id 1..N (index 0 unused)."""
+        return np.asarray(self.tm.transition_id_to_pdf_array(), dtype=np.int64)
 
     def info(self) -> dict[str, int]:
         return {
@@ -117,12 +131,3 @@ class GmmHmm:
             "gaussians": self.num_gauss,
             "dim": int(self.am.dim),
         }
-
-    def describe(self) -> str:
-        return json.dumps(self.info())
-
-
-def _topo(text: str) -> khg.HmmTopology:
-    topo = khg.HmmTopology()
-    topo.read(text)
-    return topo

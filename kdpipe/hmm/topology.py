@@ -67,10 +67,8 @@ def _entry(phones: list[int], states: list[str]) -> str:
     )
 
 
-def make_topology(
-    nonsilence: list[int], silence: list[int], num_states: int = 3, num_silence_states: int = 5
-) -> khg.HmmTopology:
-    """A ``khg.HmmTopology`` read from ``topology_text``."""
+def read_topology(text: str) -> khg.HmmTopology:
+    """A ``khg.HmmTopology`` of Kaldi ``<Topology>`` text (e.g. ``topology_text``'s)."""
     topo = khg.HmmTopology()
-    topo.read(topology_text(nonsilence, silence, num_states, num_silence_states))
+    topo.read(text)
     return topo
