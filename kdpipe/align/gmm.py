@@ -61,20 +61,22 @@ class Accumulator:
         self.model = model
         self.gmm = khg.AccumAmDiagGmm()
         self.gmm.init(model=model.am, flags=khg.GmmUpdateFlags.kGmmAll)
-        self.transitions = model.tm.init_stats()
+        self.transitions = np.asarray(model.tm.init_stats(), dtype=np.float64)  # (N + 1,)
         self.pdf_of = model.pdf_of_transition  # tid -> pdf
         self.log_like, self.frames = 0.0, 0
 
     def add(self, feats: np.ndarray, alignment: Sequence[int]) -> None:
         """One utterance: (T, D) float32 features and its (T,) transition ids."""
-        tm, am, acc = self.model.tm, self.model.am, self.gmm
-        pdfs = self.pdf_of[np.asarray(alignment)].tolist()
-        for t, (tid, pdf) in enumerate(zip(alignment, pdfs, strict=True)):
-            self.transitions = tm.accumulate(prob=1.0, trans_id=tid, stats=self.transitions)
+        am, acc = self.model.am, self.gmm
+        tids = np.asarray(alignment, dtype=np.int64)  # (T,)
+        # TransitionModel.accumulate adds 1 at each frame's transition id: one bincount
+        # instead of a copy of the (N + 1,) stats through pybind11 per frame
+        self.transitions += np.bincount(tids, minlength=len(self.transitions))
+        for t, pdf in enumerate(self.pdf_of[tids].tolist()):
             self.log_like += acc.accumulate_for_gmm(
                 model=am, data=feats[t], gmm_index=pdf, weight=1.0
             )
-        self.frames += len(alignment)
+        self.frames += len(tids)
 
     def stats(self) -> Stats:
         accs = [self.gmm.get_acc(i) for i in range(self.gmm.num_accs)]
