@@ -91,7 +91,20 @@ class LabelSet:
 
     @classmethod
     def read(cls, path: str | Path) -> LabelSet:
+        """One label a line (index order), or a Kaldi symbol table (``name id`` lines,
+        e.g. phones.txt, pdf or token tables): names ordered by id, ids 0..C-1."""
         p = Path(path)
         if not p.is_file():
             raise LabelSetError(f"label file not found: {p}")
-        return cls(tuple(line.strip() for line in p.read_text().splitlines() if line.strip()))
+        lines = [line.split() for line in p.read_text().splitlines() if line.strip()]
+        if lines and all(len(f) == 2 and f[1].lstrip("-").isdigit() for f in lines):
+            ids = sorted((int(i), name) for name, i in lines)
+            if [i for i, _ in ids] != list(range(len(ids))):
+                raise LabelSetError(f"{p}: symbol ids must be 0..{len(ids) - 1}, each once")
+            return cls(tuple(name for _, name in ids))
+        if any(len(f) != 1 for f in lines):
+            raise LabelSetError(f"{p}: one label a line (or 'name id' lines), no spaces in names")
+        try:
+            return cls(tuple(f[0] for f in lines))
+        except LabelSetError as error:
+            raise LabelSetError(f"{p}: {error}") from None

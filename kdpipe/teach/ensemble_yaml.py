@@ -21,6 +21,7 @@ from kdpipe.schema import check_keys, load_yaml, to_dict
 
 __all__ = [
     "EnsembleConfig",
+    "InputConfig",
     "MemberConfig",
     "ViewConfig",
     "ensemble_from_dict",
@@ -31,47 +32,190 @@ __all__ = [
 
 COMBINE = ("mean-prob", "mean-logprob")
 FRAME_RATE = ("average", "decimate")
+KINDS = ("checkpoint", "module", "torchscript", "onnx", "huggingface")
+OUTPUTS = ("logits", "log_probs", "probs")
+PATH_KEY = {"module": "weights", "torchscript": "path", "onnx": "path", "huggingface": "path"}
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What a member reads: the corpus' features, another feature store of the same
+    utterances, or the raw waveform (docs/ensemble-yaml.md, "Inputs")."""
+
+    features: str = ""  # "": the corpus' own features; else a feature store (same ids)
+    waveform: int | None = None  # sample rate of a waveform member (e.g. 16000); None: features
+    audio: str = ""  # the corpus the audio comes from; "": the one the feature store recorded
+
+    def __post_init__(self) -> None:
+        if self.waveform is not None:
+            if isinstance(self.waveform, bool) or not isinstance(self.waveform, int):
+                raise ConfigError(
+                    f"input: waveform must be a sample rate in Hz, got {self.waveform!r}"
+                )
+            if not 1000 <= self.waveform <= 384000:
+                raise ConfigError(f"input: waveform sample rate {self.waveform} Hz is implausible")
+            if self.features:
+                raise ConfigError("input: give features or waveform, not both")
+        elif self.audio:
+            raise ConfigError("input: audio names the corpus of a waveform input")
+        for key in ("features", "audio"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"input: {key} must be a path")
+
+    @property
+    def key(self) -> str:
+        """Members with equal keys read the same input tensors."""
+        if self.waveform is not None:
+            return f"waveform:{self.waveform}:{self.audio}"
+        return f"features:{self.features}"
+
+    @property
+    def is_default(self) -> bool:
+        return self == InputConfig()
+
+
+def input_from(data: Any, where: str, base: Path) -> InputConfig:
+    """``features`` (the corpus'), ``{features: PATH}``, ``{waveform: RATE[, audio: PATH]}``."""
+    if data is None or data == "features":
+        return InputConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: input must be 'features', {{features: PATH}} or {{waveform: RATE}}"
+        )
+    check_keys(data, InputConfig, f"{where} input")
+    config = InputConfig(**data)
+    return replace(
+        config, features=_resolve(config.features, base), audio=_resolve(config.audio, base)
+    )
+
+
+def _resolve(path: str, base: Path) -> str:
+    """A path relative to the yaml file's folder ("" stays "")."""
+    if not path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() or "://" in path else base / p)
 
 
 @dataclass(frozen=True)
 class MemberConfig:
-    """One ensemble member: a checkpoint directory (model.safetensors + card.json)."""
+    """One ensemble member: a kdpipe checkpoint, or a model from elsewhere (``kind``)."""
 
-    checkpoint: str
-    name: str = ""  # shown in the store's metadata; "" = the checkpoint directory name
+    checkpoint: str = ""  # kind checkpoint: a kdpipe learn output (model.safetensors + card)
+    name: str = ""  # shown in the store's metadata; "" = the file or directory name
     weight: float = 1.0  # relative weight in the combination (normalised over members)
     temperature: float = 1.0  # logits / T before the softmax (T > 1 flattens)
     label_map: dict[str, str] | str | None = None  # None: same label set; "names": by name
     frame_rate: str = "average"  # how a faster member is brought to the ensemble's rate
+    kind: str = ""  # checkpoint, module, torchscript, onnx, huggingface; "": checkpoint
+    path: str = ""  # the model file (torchscript, onnx) or directory (huggingface)
+    module: str = ""  # kind module: "package.module:Class" (runs user code)
+    args: dict[str, Any] = field(default_factory=dict)  # kind module: constructor kwargs
+    weights: str = ""  # kind module: safetensors file, or a torch state dict (weights_only)
+    labels: str = ""  # the member's labels file (one a line); "": its own, else the corpus'
+    output: str = "logits"  # what the network returns: logits, log_probs or probs
+    level: str = "frame"  # outside kinds: frame (a posterior per frame) or utt
+    subsampling: int = 1  # outside kinds reading features: output frames per input frame
+    frame_shift_ms: float | None = None  # output frame shift; None: input shift x subsampling
+    input: InputConfig = field(default_factory=InputConfig)  # features or waveform
 
     def __post_init__(self) -> None:
-        if not isinstance(self.checkpoint, str) or not self.checkpoint:
-            raise ConfigError("member: checkpoint must be a path")
+        kind = self.kind or "checkpoint"
+        object.__setattr__(self, "kind", kind)
+        if kind not in KINDS:
+            raise ConfigError(f"member: kind must be one of {KINDS}, got {kind!r}")
+        where = f"member {self.display_name or kind}"
+        if kind == "checkpoint":
+            if not isinstance(self.checkpoint, str) or not self.checkpoint:
+                raise ConfigError("member: checkpoint must be a path")
+            given = [key for key in _OUTSIDE if getattr(self, key) != _DEFAULTS[key]]
+            if given:
+                raise ConfigError(
+                    f"{where}: {', '.join(given)} belong to other kinds (a checkpoint's card "
+                    "says what it is)"
+                )
+        else:
+            if self.checkpoint:
+                raise ConfigError(f"{where}: checkpoint is for kind checkpoint; use path")
+            need = PATH_KEY[kind]
+            if not isinstance(getattr(self, need), str) or not getattr(self, need):
+                raise ConfigError(f"{where}: kind {kind} needs {need}: a path")
+            if kind == "module" and (not isinstance(self.module, str) or ":" not in self.module):
+                raise ConfigError(f"{where}: kind module needs module: package.module:Class")
+            if kind != "module" and (self.module or self.args or self.weights):
+                raise ConfigError(f"{where}: module, args and weights are for kind module")
+            if kind == "module" and self.path:
+                raise ConfigError(f"{where}: kind module reads weights:, not path:")
+        if not isinstance(self.args, dict):
+            raise ConfigError(f"{where}: args must be a mapping of constructor arguments")
         if not isinstance(self.weight, (int, float)) or not self.weight > 0:
-            raise ConfigError(f"member {self.checkpoint}: weight must be > 0, got {self.weight}")
+            raise ConfigError(f"{where}: weight must be > 0, got {self.weight}")
         if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise ConfigError(
-                f"member {self.checkpoint}: temperature must be > 0, got {self.temperature}"
-            )
+            raise ConfigError(f"{where}: temperature must be > 0, got {self.temperature}")
         label_map = self.label_map
         if label_map is not None and label_map != "names":
             if not isinstance(label_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in label_map.items()
             ):
                 raise ConfigError(
-                    f"member {self.checkpoint}: label_map must be 'names' or a mapping "
+                    f"{where}: label_map must be 'names' or a mapping "
                     "member label -> ensemble label"
                 )
             object.__setattr__(self, "label_map", dict(label_map))
         if self.frame_rate not in FRAME_RATE:
             raise ConfigError(
-                f"member {self.checkpoint}: frame_rate must be one of {FRAME_RATE}, "
-                f"got {self.frame_rate!r}"
+                f"{where}: frame_rate must be one of {FRAME_RATE}, got {self.frame_rate!r}"
             )
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"{where}: output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.level not in ("frame", "utt"):
+            raise ConfigError(f"{where}: level must be frame or utt, got {self.level!r}")
+        if (
+            isinstance(self.subsampling, bool)
+            or not isinstance(self.subsampling, int)
+            or (self.subsampling < 1)
+        ):
+            raise ConfigError(f"{where}: subsampling must be an integer >= 1")
+        if self.frame_shift_ms is not None and (
+            not isinstance(self.frame_shift_ms, (int, float)) or not self.frame_shift_ms > 0
+        ):
+            raise ConfigError(f"{where}: frame_shift_ms must be > 0")
+        if isinstance(self.input, (dict, str)):
+            object.__setattr__(self, "input", input_from(self.input, where, Path.cwd()))
+        if not isinstance(self.input, InputConfig):
+            raise ConfigError(f"{where}: bad input {self.input!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; the keys of outside kinds only where set, so that a checkpoint
+        member (and every fingerprint made of one) reads as it did before they existed."""
+        data = to_dict(self)
+        for key, default in {"kind": "checkpoint", **_DEFAULTS}.items():
+            if data[key] == default:
+                del data[key]
+        if self.input.is_default:
+            del data["input"]
+        return data
+
+    @property
+    def source(self) -> str:
+        """The file or directory the member's network comes from."""
+        return self.checkpoint if self.kind == "checkpoint" else getattr(self, PATH_KEY[self.kind])
 
     @property
     def display_name(self) -> str:
-        return self.name or Path(self.checkpoint).name
+        if self.name:
+            return self.name
+        source = self.checkpoint or self.path or self.weights
+        return Path(source).name if source else ""
+
+
+# fields that only outside kinds set (a checkpoint's card holds them), with their defaults
+_OUTSIDE = ("path", "module", "args", "weights", "labels", "output", "level", "subsampling",
+            "frame_shift_ms")  # fmt: skip
+_DEFAULTS: dict[str, Any] = {
+    "path": "", "module": "", "args": {}, "weights": "", "labels": "", "output": "logits",
+    "level": "frame", "subsampling": 1, "frame_shift_ms": None,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,22 +258,29 @@ class EnsembleConfig:
     def to_dict(self) -> dict[str, Any]:
         data = to_dict(self)
         data["rule"] = self.rule.to_dict()
+        data["members"] = [member.to_dict() for member in self.members]
         return data
 
 
 def _member(data: Any, where: str, base: Path) -> MemberConfig:
     if isinstance(data, str):
         data = {"checkpoint": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a member is a checkpoint path or a mapping")
     check_keys(data, MemberConfig, where)
-    if "checkpoint" not in data:
+    if "checkpoint" not in data and data.get("kind", "checkpoint") == "checkpoint":
         raise ConfigError(f"{where}: missing key 'checkpoint'")
+    settings = dict(data)
     try:
-        member = MemberConfig(**data)
+        settings["input"] = input_from(settings.get("input"), where, base)
+        member = MemberConfig(**settings)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
-    path = Path(member.checkpoint).expanduser()
-    path = path if path.is_absolute() else base / path
-    return replace(member, checkpoint=str(path))
+    paths = {
+        key: _resolve(getattr(member, key), base)
+        for key in ("checkpoint", "path", "weights", "labels")
+    }
+    return replace(member, **paths)
 
 
 def ensemble_from_dict(data: Any, where: str, base: Path | None = None) -> EnsembleConfig:

@@ -19,11 +19,11 @@ import numpy as np
 
 from kdpipe.batching import bucket_batches
 from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.manifest import TRANSCRIBED
 from kdpipe.errors import ConfigError, CorpusError
-from kdpipe.levels import Level
-from kdpipe.schema import fingerprint
+from kdpipe.schema import fingerprint, to_dict
 from kdpipe.store.spec import StoreMeta, Teacher
-from kdpipe.teach.ensemble import Member
+from kdpipe.teach.ensemble import Member, Plan
 from kdpipe.teach.ensemble_yaml import EnsembleConfig
 
 WINDOW_FRAMES = 1 << 18  # input frames read in one slice: 40 MB of 40-dim float32
@@ -94,43 +94,29 @@ def plan_batches(
 
 
 def store_meta(
-    ens: EnsembleConfig,
-    members: list[Member],
-    store: FeatureStore,
-    level: Level,
-    subsampling: int,
-    selection: Selection,
+    ens: EnsembleConfig, plan: Plan, store: FeatureStore, selection: Selection
 ) -> StoreMeta:
     """The target store's metadata: everything ``learn`` must agree with (fingerprinted)."""
-    has_hard = store.level == level
+    level, subsampling = plan.level, plan.subsampling
+    has_hard = store.task != TRANSCRIBED and store.level == level
     teach = {
         "combine": ens.combine_name,
-        "members": [
-            {
-                "name": member.name,
-                "weight": member.config.weight,
-                "temperature": member.config.temperature,
-                "label_map": member.config.label_map,
-                "frame_rate": member.config.frame_rate,
-                "subsampling": member.card.subsampling,
-            }
-            for member in members
-        ],
+        "members": [_member_record(member) for member in plan.members],
         "view": None if ens.view is None else ens.to_dict()["view"],
         "seed": ens.seed,
         "selection": selection.what,
         "feature_cmvn": store.config.cmvn,
     }
     return StoreMeta(
-        labels=store.labels.names,
+        labels=plan.labels.names,
         rule=ens.rule,
         levels=(level,),
         values=ens.values,
         hard_labels=(level,) if has_hard and ens.hard_labels else (),
-        members=tuple(member.name for member in members) if ens.keep_members else (),
+        members=tuple(member.name for member in plan.members) if ens.keep_members else (),
         teachers=tuple(
-            Teacher(member.name, member.card.weights_sha256, member.card.to_dict())
-            for member in members
+            Teacher(member.name, member.declared.weights_sha256, member.declared.card)
+            for member in plan.members
         ),
         combine=ens.combine_name,
         frame_shift_ms=store.config.frame_shift_ms * subsampling,
@@ -139,3 +125,22 @@ def store_meta(
         corpus_fingerprint=store.fingerprint,
         extra={"teach": teach},
     )
+
+
+def _member_record(member: Member) -> dict[str, Any]:
+    """How a member went in (``extra.teach.members``); the keys of outside kinds and
+    inputs only where set, so a checkpoint member's record is what it always was."""
+    config = member.config
+    record: dict[str, Any] = {
+        "name": member.name,
+        "weight": config.weight,
+        "temperature": config.temperature,
+        "label_map": config.label_map,
+        "frame_rate": config.frame_rate,
+        "subsampling": member.declared.subsampling,
+    }
+    if config.kind != "checkpoint":
+        record.update(kind=config.kind, output=member.declared.output, shift=member.shift)
+    if not config.input.is_default:
+        record["input"] = to_dict(config.input)
+    return record

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from fsspec.core import url_to_fs
 
-from kdpipe.batching import pad_features
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import crop_windows, utt_rng, view_lengths
@@ -30,7 +29,7 @@ from kdpipe.models.device import pick_device
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import PART_FRAMES, StoreWriter
 from kdpipe.teach import job
-from kdpipe.teach.ensemble import Ensemble, load_members, plan_members
+from kdpipe.teach.ensemble import Ensemble, Plan, load_members, plan_members
 from kdpipe.teach.ensemble_yaml import EnsembleConfig
 
 QUEUE_BATCHES = 8  # batches in flight to the writer thread: enough to ride out a flush
@@ -252,13 +251,14 @@ def teach(
         raise ConfigError("--overwrite with several shards would race: clear the store first")
     features = FeatureStore.open(corpus)
     selection = job.select(features, split, ids)
-    members, level, sub = plan_members(ens, features)
+    plan = plan_members(ens, features, selection.index, trust_custom_code)
+    level, sub = plan.level, plan.subsampling
     selected_ids = [features.ids[i] for i in selection.index]
     frame_counts = features.num_frames[selection.index]
     frame_shift = features.config.frame_shift_ms
     windows = crop_windows(ens.view, selected_ids, frame_counts, frame_shift)
     lengths = view_lengths(windows, frame_counts)
-    meta = job.store_meta(ens, members, features, level, sub, selection)
+    meta = job.store_meta(ens, plan, features, selection)
     batches = job.plan_batches(selection.index, lengths, batch_frames)[rank::world]
     views = {
         int(i): (int(start), int(stop))
@@ -267,7 +267,7 @@ def teach(
     torch_device = pick_device(device)
     if torch_device.type == "cuda" and torch_device.index is None and world > 1:
         torch_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # torchrun
-    load_members(members, torch_device, trust_custom_code)
+    load_members(plan.members, torch_device)
     writer = StoreWriter(
         out, meta, storage_options=storage_options, overwrite=overwrite,
         part_frames=part_frames or PART_FRAMES, shard=f"shard{rank}of{world}",
@@ -280,7 +280,7 @@ def teach(
         if any(features.ids[i] not in done for i in batch)
     ]
     summary.skipped = sum(features.ids[i] in done for _, batch in batches for i in batch)
-    model = Ensemble(ens, members, level, sub, len(features.labels))
+    model = Ensemble(ens, plan)
     worker = _Writer(writer, meta, ens, level, summary)
     worker.start()
     total = int(sum(lengths[np.searchsorted(selection.index, batch)].sum() for _, batch in todo))
@@ -292,9 +292,11 @@ def teach(
             for window_batches in _by_window(todo):
                 raw = _read_window(features, window_batches)
                 for batch in window_batches:
-                    x, x_lengths, utts = _pad_batch(features, batch, raw, views, torch_device)
+                    inputs, x_lengths, utts = _batch_inputs(
+                        plan, features, batch, raw, views, torch_device
+                    )
                     forward_start = time.perf_counter()
-                    logp, out_lengths, parts = model(x, x_lengths, [utt.id for utt in utts])
+                    logp, out_lengths, parts = model(inputs, x_lengths, [utt.id for utt in utts])
                     host_logp, host_lengths = logp.cpu().numpy(), out_lengths.cpu().numpy()
                     member_logp = [p.cpu().numpy() for p in parts] if meta.members else []
                     summary.forward_seconds += time.perf_counter() - forward_start
@@ -336,22 +338,32 @@ def _read_window(features: FeatureStore, batches: list[np.ndarray]) -> RawUttera
     return dict(zip(index.tolist(), read, strict=True))
 
 
-def _pad_batch(
+def _batch_inputs(
+    plan: Plan,
     features: FeatureStore,
     batch: np.ndarray,
     raw: RawUtterances,
     views: dict[int, tuple[int, int]],
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, list[_Utterance]]:
-    """x (B, T, F) zero-padded views, lengths (B,), and per-utterance records."""
-    inputs, utts = [], []
-    for i in batch.tolist():
-        start, stop = views[i]
-        normalized = features.normalize(raw[i][0])  # CMVN over the whole utterance, then crop
-        inputs.append(normalized[start : None if stop < 0 else stop])  # (T_view, F)
-        utts.append(_Utterance(features.ids[i], i, (start, stop)))
-    x, lengths = pad_features(inputs)
-    return x.to(device), lengths.to(device), utts
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor, list[_Utterance]]:
+    """Each input source's padded batch (input key -> (x, lengths)), the view lengths (B,)
+    of the corpus' features, and per-utterance records."""
+    index = batch.tolist()
+    feats = {i: raw[i][0] for i in index}
+    inputs = {
+        key: source.batch(index, views, feats, device) for key, source in plan.sources.items()
+    }
+    lengths = torch.as_tensor(
+        [_view_frames(views[i], int(features.num_frames[i])) for i in index], dtype=torch.int64
+    ).to(device)
+    utts = [_Utterance(features.ids[i], i, views[i]) for i in index]
+    return inputs, lengths, utts
+
+
+def _view_frames(window: tuple[int, int], frames: int) -> int:
+    """Input frames of a view [start, stop) (stop -1: to the end) of ``frames``."""
+    start, stop = window
+    return (frames if stop < 0 else min(stop, frames)) - start
 
 
 def _part_bytes(location: str, parts: list[str], options: dict[str, Any] | None) -> int:

@@ -12,10 +12,12 @@ import torch
 
 from kdpipe.corpus.views import crop_windows
 from kdpipe.errors import ConfigError
+from kdpipe.labels import LabelSet
 from kdpipe.essence import Rule
 from kdpipe.teach import EnsembleConfig, MemberConfig, ViewConfig, load_ensemble, rule_from_flags
 from kdpipe.teach.ensemble import Member, _to_rate, combine, member_logprobs
 from kdpipe.teach.ensemble_yaml import ensemble_from_dict
+from kdpipe.teach.members.base import Declared
 from kdpipe.teach.job import parse_shard, plan_batches
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ensemble-yaml.md"
@@ -88,7 +90,8 @@ class _Fixed(torch.nn.Module):
 def test_label_map_merges_and_moves_classes():
     logits = torch.log(torch.tensor([[[0.5, 0.3, 0.2]]]))  # member labels x, y, z
     cfg = MemberConfig("m", label_map={"x": "c", "y": "a", "z": "a"})
-    mb = Member(cfg, None, np.array([2, 0, 0]), 1, _Fixed(logits))  # type: ignore[arg-type]
+    declared = Declared(LabelSet(("x", "y", "z")), "frame", "logits", 1, None, None, "")
+    mb = Member(cfg, declared, np.array([2, 0, 0]), 1, _Fixed(logits))
     lp, _ = member_logprobs(mb, torch.zeros(1, 1, 2), torch.tensor([1]), 4, "frame")
     np.testing.assert_allclose(lp.exp()[0, 0].numpy(), [0.5, 0, 0.5, 0], atol=1e-6)
     mb.columns = np.array([3, 0, 1])  # one-to-one
