@@ -31,7 +31,9 @@ MAY_IMPORT = {
     "testing": {"teach", "learn", "align", "hmm", "store", "corpus", "models", "base"},
 }
 NO_TORCH = {"store", "corpus", "pipeline", "cli", "hmm"}  # layers that must not import torch at all
-NO_TORCH_BASE = {"errors", "schema", "labels", "levels", "sparse", "essence", "zarrio", "console"}
+NO_TORCH_BASE = {
+    "errors", "schema", "labels", "levels", "sparse", "essence", "zarrio", "console", "seeds"
+}  # fmt: skip
 
 
 def module_name(path: Path) -> str:

@@ -13,7 +13,6 @@ runs cut the same ones. Legend: N utterances.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 
 from kdpipe.errors import ConfigError
 from kdpipe.schema import check_keys, from_dict, to_dict
+from kdpipe.seeds import utt_rng
 
 NO_CROP = (0, -1)  # the target store's "whole utterance" window
 VIEW_KEYS = ("length_ms", "offset_ms", "random", "seed")
@@ -79,13 +79,6 @@ def view_from_options(
     if "length_ms" not in settings:
         raise ConfigError("view: settings given without a length (--view-ms or view.length_ms)")
     return ViewConfig.from_dict(settings)
-
-
-def utt_rng(seed: int, utt_id: str, stream: str) -> np.random.Generator:
-    """A generator that depends only on (seed, utterance id, stream): identical in resumed,
-    sharded and reordered runs. ``stream`` separates uses (``view``, ``sample``...)."""
-    digest = hashlib.sha256(f"{stream}\0{utt_id}".encode()).digest()
-    return np.random.default_rng([seed & 0xFFFFFFFF, *np.frombuffer(digest[:16], np.uint32)])
 
 
 def ms_to_frames(ms: float, frame_shift_ms: float) -> int:

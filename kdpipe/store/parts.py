@@ -47,8 +47,10 @@ class PartScan:
     sealed: bool
 
 
-def check_record(pid: str, rec: Any, meta: spec.StoreMeta, where: str) -> PartInfo:
-    """Validate a commit record against the store metadata (no I/O)."""
+def check_record(
+    pid: str, rec: Any, meta: spec.StoreMeta, where: str, version: int = spec.VERSION
+) -> PartInfo:
+    """Validate a commit record against the store metadata of format ``version`` (no I/O)."""
     at = f"{where}: part {pid}"
     keys = ("part", "fingerprint", "num_utterances", "num_frames", "arrays")
     if not isinstance(rec, dict) or any(k not in rec for k in keys):
@@ -60,7 +62,7 @@ def check_record(pid: str, rec: Any, meta: spec.StoreMeta, where: str) -> PartIn
             f"{at}: written for other store metadata (fingerprint {rec['fingerprint']} vs "
             f"{meta.fingerprint})"
         )
-    expected = spec.expected_arrays(meta)
+    expected = spec.expected_arrays(meta, version)
     got = rec["arrays"]
     if not isinstance(got, dict) or set(got) != set(expected):
         missing = sorted(set(expected) - set(got or {}))
@@ -83,9 +85,14 @@ def check_record(pid: str, rec: Any, meta: spec.StoreMeta, where: str) -> PartIn
 
 
 def scan(
-    store: Any, location: str | Path, meta: spec.StoreMeta, errors: list[str] | None = None
+    store: Any,
+    location: str | Path,
+    meta: spec.StoreMeta,
+    errors: list[str] | None = None,
+    version: int = spec.VERSION,
 ) -> PartScan:
-    """Find committed parts through the manifest and (where possible) a listing.
+    """Find committed parts through the manifest and (where possible) a listing; their
+    records are checked against format ``version`` (the store's).
 
     A bad commit record raises, or with ``errors`` given is reported there and skipped.
     """
@@ -121,7 +128,7 @@ def scan(
     parts = []
     for pid in sorted(known):
         try:
-            parts.append(check_record(pid, known[pid], meta, where))
+            parts.append(check_record(pid, known[pid], meta, where, version))
         except StoreError as e:
             if errors is None:
                 raise
@@ -139,8 +146,8 @@ def seal(location: str | Path, storage_options: dict[str, Any] | None = None) ->
 
     store = zarrio.open_store(location, "r+", storage_options)
     root = zarr.open_group(store, mode="r+", zarr_format=3)
-    meta, _ = spec.parse_root(dict(root.attrs), str(location))
-    found = scan(store, location, meta)
+    meta, rec = spec.parse_root(dict(root.attrs), str(location))
+    found = scan(store, location, meta, version=rec["version"])
     root["parts"].update_attributes(
         {spec.MANIFEST_ATTR: {"parts": {p.id: p.record for p in found.parts}}}
     )

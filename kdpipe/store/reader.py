@@ -223,7 +223,7 @@ class StoreReader:
         self.meta, self.record = spec.parse_root(root.get("attributes") or {}, self.location)
         if labels is not None:
             self.check_labels(labels)
-        found = scan(self._store, self.location, self.meta)
+        found = scan(self._store, self.location, self.meta, version=self.record["version"])
         self.parts: list[PartInfo] = found.parts
         self.uncommitted: list[str] = found.uncommitted
         self.sealed = found.sealed
@@ -257,6 +257,7 @@ class StoreReader:
         data = arrayio.read_slices(
             arrayio.open_arrays(self._store, paths), [Ellipsis] * len(paths), where
         )
+        quality = self._read_quality()
         self.ids: list[str] = []  # store order, first occurrence of each id
         self._where: dict[str, tuple[int, int]] = {}  # id -> (part, position in part)
         self._part_ids: list[list[str]] = []
@@ -299,6 +300,32 @@ class StoreReader:
         self.subsampling = column([c["subsampling"] for c in cols], np.zeros(0, np.uint16))
         self.frame_shift_ms = column([c["frame_shift_ms"] for c in cols], np.zeros(0, np.float32))
         self.input_window = column([c["input_window"] for c in cols], np.zeros((0, 2), np.int64))
+        # per utterance (N,) float32 of each spec.QUALITY column; NaN: unknown (format < 3)
+        self.quality: dict[str, np.ndarray] = {
+            name: column(per_part, np.zeros(0, np.float32)) for name, per_part in quality.items()
+        }
+
+    def _read_quality(self) -> dict[str, list[np.ndarray]]:
+        """Per quality column, each part's (U_p,) float32 (NaN for stores before format 3)."""
+        if self.record["version"] < 3:
+            return {
+                name: [np.full(part.num_utterances, np.nan, np.float32) for part in self.parts]
+                for name in spec.QUALITY
+            }
+        paths = [
+            f"parts/{part.id}/index/quality/{name}" for name in spec.QUALITY for part in self.parts
+        ]
+        where = [f"{self.location}: array {path}" for path in paths]
+        data = arrayio.read_slices(
+            arrayio.open_arrays(self._store, paths), [Ellipsis] * len(paths), where
+        )
+        n = len(self.parts)
+        for part, got in zip(self.parts * len(spec.QUALITY), data, strict=True):
+            if got.shape != (part.num_utterances,):
+                raise StoreIntegrityError(
+                    f"{self.location}: part {part.id}: a quality array has shape {got.shape}"
+                )
+        return {name: list(data[j * n : (j + 1) * n]) for j, name in enumerate(spec.QUALITY)}
 
     def _check_index(self, part: PartInfo, got: dict[str, np.ndarray]) -> list[str]:
         at = f"{self.location}: part {part.id}"

@@ -1,4 +1,4 @@
-"""Target store format 2 (reads 1 too): names, encodings, codecs and the metadata record.
+"""Target store format 3 (reads 1 and 2 too): names, encodings, codecs and the metadata record.
 
 docs/store-format.md is the normative description; this module and ``coding`` (codecs, the
 row-delta transform) are its executable form and the two must agree
@@ -25,8 +25,9 @@ from kdpipe.schema import from_dict
 from kdpipe.store.coding import CODE_LEVELS, LOGP_MIN, NO_TRANSFORM, TRANSFORMS, values_transform
 
 FORMAT = "kdpipe.store"
-VERSION = 2  # what this kdpipe writes (2: row-delta values, per-array codecs; see the spec)
-READ_VERSIONS = (1, 2)  # what it reads: format 1 stores values as plain codes
+VERSION = 3  # what this kdpipe writes (3: per-utterance teacher quality; see the spec)
+READ_VERSIONS = (1, 2, 3)  # what it reads: 1 stores values as plain codes, 1-2 no quality
+QUALITY = ("entropy", "agreement")  # per-utterance teacher quality columns (format 3)
 ROOT_ATTR = "kdpipe.store"  # root zarr.json attribute: the store record
 PART_ATTR = "kdpipe.part"  # parts/<id>/zarr.json attribute: the commit record
 MANIFEST_ATTR = "kdpipe.manifest"  # parts/zarr.json attribute: commit records of a sealed store
@@ -220,8 +221,9 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x))
 
 
-def expected_arrays(meta: StoreMeta) -> dict[str, tuple[str, int | None]]:
-    """Array path within a part -> (dtype, width): width is the 2nd dim, None for 1-D."""
+def expected_arrays(meta: StoreMeta, version: int = VERSION) -> dict[str, tuple[str, int | None]]:
+    """Array path within a part -> (dtype, width): width is the 2nd dim, None for 1-D;
+    the arrays of format ``version`` (3 adds ``index/quality/*``)."""
     enc = meta.encoding()
     idx, val, hard = enc["index_dtype"], meta.values, enc["hard_dtype"]
     out: dict[str, tuple[str, int | None]] = {
@@ -232,6 +234,8 @@ def expected_arrays(meta: StoreMeta) -> dict[str, tuple[str, int | None]]:
         "index/frame_shift_ms": ("float32", None),
         "index/input_window": ("int64", 2),
     }
+    if version >= 3:
+        out.update({f"index/quality/{name}": ("float32", None) for name in QUALITY})
     sources = [""] + [f"members/{j}/" for j in range(len(meta.members))]
     for src in sources:
         for level in meta.levels:

@@ -53,7 +53,7 @@ def copy_store(
     s_store = zarrio.open_store(src, "r", src_options)
     s_root = (arrayio.read_json_many(s_store, ["zarr.json"])[0] or {}).get("attributes") or {}
     meta, rec = spec.parse_root(s_root, str(src))
-    found = scan(s_store, src, meta)
+    found = scan(s_store, src, meta, version=rec["version"])
     d_store = zarrio.open_store(dst, "a", dst_options)
     d_doc = arrayio.read_json_many(d_store, ["zarr.json"])[0]
     if d_doc is not None and not overwrite:
@@ -62,7 +62,7 @@ def copy_store(
             raise FingerprintMismatch(
                 f"{dst}: holds a store with other metadata or format version than {src}"
             )
-        done = {p.id for p in scan(d_store, dst, meta).parts}
+        done = {p.id for p in scan(d_store, dst, meta, version=rec["version"]).parts}
     else:
         if d_doc is not None:  # overwrite
             zarr.open_group(d_store, mode="w", zarr_format=3)  # deletes it

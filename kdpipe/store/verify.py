@@ -244,7 +244,7 @@ def verify_store(
         if labels is not None:
             other = labels if isinstance(labels, LabelSet) else LabelSet(tuple(labels))
             meta.label_set.check_same(other, f"store {where}", "the given label set")
-        found = scan(store, location, meta, rep.errors)
+        found = scan(store, location, meta, rep.errors, rec["version"])
         recorded = {
             str(fp) for fp in (meta.features.get("fingerprint"), meta.corpus_fingerprint) if fp
         }

@@ -168,7 +168,20 @@ def encode_utterance(meta: spec.StoreMeta, utt_id: str, **kw: Any) -> dict[str, 
     if not 1 <= int(kw["subsampling"]) <= 65535 or not kw["frame_shift_ms"] > 0:
         raise StoreError(f"utterance {utt_id}: bad subsampling or frame shift")
     rec["index"] = (int(kw["subsampling"]), float(kw["frame_shift_ms"]), (start, stop))
+    rec["quality"] = _quality(kw.get("quality"), utt_id)
     return rec
+
+
+def _quality(given: dict[str, float] | None, utt_id: str) -> tuple[float, ...]:
+    """The utterance's quality columns (``spec.QUALITY``), NaN where unknown."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(spec.QUALITY))
+    if unknown:
+        raise StoreError(f"utterance {utt_id}: unknown quality columns {unknown}")
+    values = tuple(float(given.get(name, np.nan)) for name in spec.QUALITY)
+    if any(np.isinf(v) or v < 0 for v in values if not np.isnan(v)):
+        raise StoreError(f"utterance {utt_id}: quality must be finite and >= 0: {given}")
+    return values
 
 
 def _rows_arrays(base: str, rows: SparseRows, out: dict[str, np.ndarray]) -> None:
@@ -202,6 +215,8 @@ def assemble_part(meta: spec.StoreMeta, recs: list[dict[str, Any]]) -> tuple[dic
             -1, 2
         ),
     }
+    for j, name in enumerate(spec.QUALITY):
+        out[f"index/quality/{name}"] = np.array([r["quality"][j] for r in recs], np.float32)
     for level in meta.levels:
         _rows_arrays(f"{level}/", SparseRows.concat([r["levels"][level] for r in recs]), out)
         if level in meta.hard_labels:
@@ -294,12 +309,15 @@ class StoreWriter:
         subsampling: int | None = None,
         frame_shift_ms: float | None = None,
         input_window: tuple[int, int] | None = None,
+        quality: dict[str, float] | None = None,
     ) -> bool:
         """Buffer one utterance; False (and nothing done) if it is already committed.
 
         ``frame``: its frame-level targets (T rows); ``utt``: its clip-level target (1 row);
         hard labels use -1 for 'no label'; ``input_window`` = (start, stop) input frames
-        when the teacher saw a crop (stop -1 = to the end). Defaults come from the metadata.
+        when the teacher saw a crop (stop -1 = to the end); ``quality``: the teacher's
+        quality on it (``spec.QUALITY`` names; NaN where not given). Defaults come from
+        the metadata.
         """
 
         if not isinstance(utt_id, str) or not utt_id or any(c.isspace() for c in utt_id):
@@ -320,6 +338,7 @@ class StoreWriter:
             subsampling=self.meta.subsampling if subsampling is None else subsampling,
             frame_shift_ms=self.meta.frame_shift_ms if frame_shift_ms is None else frame_shift_ms,
             input_window=(0, -1) if input_window is None else input_window,
+            quality=quality,
         )
         self._seen.add(utt_id)
         self._buf.append(rec)

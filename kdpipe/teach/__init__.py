@@ -2,6 +2,8 @@
 
 - ``ensemble_yaml``: the ensemble.yaml schema (docs/ensemble-yaml.md) as frozen dataclasses;
 - ``ensemble``: members, label maps, frame-rate conversion, combination (torch);
+- ``members``: the member kinds (checkpoint, module, torchscript, onnx, huggingface) and
+  their inputs (the corpus' features, another feature store, the waveform);
 - crop windows (``ViewConfig``) and per-utterance seeded generators: ``kdpipe.corpus.views``;
 - ``job``: the selection, the store metadata and the shard-independent batch plan;
 - ``run``: ``teach(...)``, the inference loop with its background writer thread.
@@ -16,6 +18,7 @@ from typing import Any
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.teach.ensemble_yaml import (
     EnsembleConfig,
+    InputConfig,
     MemberConfig,
     load_ensemble,
     rule_from_flags,
@@ -24,6 +27,7 @@ from kdpipe.teach.ensemble_yaml import (
 
 __all__ = [
     "EnsembleConfig",
+    "InputConfig",
     "MemberConfig",
     "TeachSummary",
     "ViewConfig",

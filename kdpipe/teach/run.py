@@ -22,10 +22,11 @@ from fsspec.core import url_to_fs
 
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
-from kdpipe.corpus.views import crop_windows, utt_rng, view_lengths
+from kdpipe.corpus.views import crop_windows, view_lengths
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
+from kdpipe.store.posteriors import PosteriorWriter
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import PART_FRAMES, StoreWriter
 from kdpipe.teach import job
@@ -153,6 +154,7 @@ class _Writer(threading.Thread):
     ):
         super().__init__(name="kdpipe-teach-writer", daemon=True)
         self.writer, self.meta, self.ens, self.summary = writer, meta, ens, summary
+        self.posteriors = PosteriorWriter(writer, ens.seed)
         self.level = level  # the store's one level (meta.levels)
         self.queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.error: BaseException | None = None
@@ -189,37 +191,26 @@ class _Writer(threading.Thread):
                 continue
 
     def _batch(self, batch: _Batch) -> None:
-        """Select, encode and add one batch's utterances; accumulate the summary."""
-        rule, level, summary = self.meta.rule, self.level, self.summary
+        """Select, measure and add one batch's utterances; accumulate the summary."""
+        level, summary = self.level, self.summary
         for row, utt in enumerate(batch.utts):
             frames = int(batch.lengths[row]) if level == "frame" else 1
-            logp = _rows_of(batch.logp, row, frames, level)  # (T', C) or (1, C)
-            rng = utt_rng(self.ens.seed, utt.id, "sample") if rule.name == "sample" else None
-            kept = rule.apply(logp, rng=rng)  # the rule's sparse rows of this utterance
-            members = []
-            if self.meta.members:
-                for j, member_logp in enumerate(batch.member_logp):
-                    member_rng = (
-                        utt_rng(self.ens.seed, utt.id, f"sample-{j}") if rng is not None else None
-                    )
-                    member_rows = _rows_of(member_logp, row, frames, level)
-                    members.append(rule.apply(member_rows, rng=member_rng))
-            targets: dict[str, Any] = {level: kept, f"members_{level}": members}
-            if level in self.meta.hard_labels:
-                targets[f"hard_{level}"] = utt.hard
-            added = self.writer.add(utt.id, **targets, input_window=utt.window)
-            if not added:
+            members = [_rows_of(m, row, frames, level) for m in batch.member_logp]
+            added = self.posteriors.add(
+                utt.id,
+                _rows_of(batch.logp, row, frames, level),  # (T', C) or (1, C)
+                members=members,
+                hard=utt.hard,
+                window=utt.window,
+            )
+            if added is None:
                 continue
-            probs = np.exp(logp.astype(np.float64))
             summary.utterances += 1
-            summary.frames += frames
-            summary.entropy_sum += float(-(probs * np.where(probs > 0, logp, 0.0)).sum())
-            summary.tail_sum += float(kept.tail_mass().sum())
-            if utt.hard is not None:
-                hard = np.atleast_1d(np.asarray(utt.hard))
-                labelled = hard >= 0
-                summary.correct += int((logp.argmax(-1)[labelled] == hard[labelled]).sum())
-                summary.counted += int(labelled.sum())
+            summary.frames += added.rows
+            summary.entropy_sum += added.entropy_sum
+            summary.tail_sum += added.tail_sum
+            summary.correct += added.correct
+            summary.counted += added.counted
 
 
 def teach(

@@ -113,11 +113,11 @@ def test_a_part_without_its_commit_record_is_invisible(store_path):
 def test_a_newer_format_version_is_refused(store_path):
     f = store_path / "zarr.json"
     doc = json.loads(f.read_text())
-    doc["attributes"][spec.ROOT_ATTR]["version"] = 3
+    doc["attributes"][spec.ROOT_ATTR]["version"] = 4
     f.write_text(json.dumps(doc))
-    with pytest.raises(StoreFormatError, match=r"format version 3 .*reads versions 1, 2 only"):
+    with pytest.raises(StoreFormatError, match=r"format version 4 .*reads versions 1, 2, 3 only"):
         StoreReader(store_path)
-    assert "version 3" in verify_store(store_path).errors[0]
+    assert "version 4" in verify_store(store_path).errors[0]
 
 
 def test_not_a_store(tmp_path):

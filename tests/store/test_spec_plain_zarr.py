@@ -65,7 +65,7 @@ def test_the_spec_reader_reads_what_kdpipe_wrote(tmp_path, rule, values, levels)
 def test_recorded_layout_matches_the_spec_tables(store_path):
     root = zarr.open_group(store_path, mode="r")
     rec = root.attrs[spec.ROOT_ATTR]
-    assert (rec["format"], rec["version"]) == ("kdpipe.store", 2)
+    assert (rec["format"], rec["version"]) == ("kdpipe.store", 3)
     book = {"kind": "log-linear", "min": -16.0, "max": 0.0, "levels": 254, "zero_code": 0}
     assert rec["encoding"]["values"] == {
         "dtype": "uint8",
@@ -82,6 +82,8 @@ def test_recorded_layout_matches_the_spec_tables(store_path):
         "index/subsampling": "uint16",
         "index/frame_shift_ms": "float32",
         "index/input_window": "int64",
+        "index/quality/entropy": "float32",
+        "index/quality/agreement": "float32",
         "frame/indices": "uint8",
         "frame/values": "uint8",
         "frame/tail": "uint8",

@@ -1,0 +1,85 @@
+"""Utterances' posteriors into a target store: the one path ``teach`` and ``store import``
+share. Legend: R rows of an utterance (output frames, or 1 for a clip), C classes.
+
+``PosteriorWriter.add`` takes an utterance's full (R, C) log-probabilities (and its
+members', and its hard labels), applies the store's selection rule (``sample`` drawn from
+a generator seeded by (seed, utterance id), so reruns and shards draw the same), measures
+the teacher's quality on it (mean entropy, agreement with the hard labels: the
+``index/quality`` columns of format 3) and adds it to a ``StoreWriter``. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdpipe.seeds import utt_rng
+from kdpipe.store.writer import StoreWriter
+
+
+@dataclass
+class Added:
+    """What one utterance added (for run summaries)."""
+
+    rows: int
+    entropy_sum: float  # nats, summed over rows
+    tail_sum: float  # probability mass the rule dropped, summed over rows
+    correct: int  # rows whose argmax equals the hard label
+    counted: int  # rows with a hard label
+
+
+def quality(logp: np.ndarray, hard: np.ndarray | int | None) -> tuple[Added, dict[str, float]]:
+    """Entropy and agreement of (R, C) log-probs: the run statistics and the quality
+    columns (``agreement`` NaN without hard labels)."""
+    probs = np.exp(logp.astype(np.float64))  # (R, C)
+    entropy = float(-(probs * np.where(probs > 0, logp, 0.0)).sum())
+    correct = counted = 0
+    if hard is not None:
+        labels = np.atleast_1d(np.asarray(hard))  # (R,)
+        labelled = labels >= 0
+        correct = int((logp.argmax(-1)[labelled] == labels[labelled]).sum())
+        counted = int(labelled.sum())
+    rows = len(logp)
+    columns = {
+        "entropy": entropy / max(rows, 1),
+        "agreement": correct / counted if counted else float("nan"),
+    }
+    return Added(rows, entropy, 0.0, correct, counted), columns
+
+
+class PosteriorWriter:
+    """Select, measure and add utterances to ``writer`` (its metadata says the rule, the
+    level, the members and whether hard labels are stored)."""
+
+    def __init__(self, writer: StoreWriter, seed: int = 0) -> None:
+        self.writer, self.meta, self.seed = writer, writer.meta, seed
+        self.level = self.meta.levels[0]  # teach and import write one level
+
+    def add(
+        self,
+        utt_id: str,
+        logp: np.ndarray,
+        *,
+        members: Sequence[np.ndarray] = (),
+        hard: np.ndarray | int | None = None,
+        window: tuple[int, int] = (0, -1),
+    ) -> Added | None:
+        """Add one utterance's (R, C) log-probs; None if the store already has it."""
+        rule, level = self.meta.rule, self.level
+        sample = rule.name == "sample"
+        rng = utt_rng(self.seed, utt_id, "sample") if sample else None
+        kept = rule.apply(logp, rng=rng)
+        member_rows = [
+            rule.apply(rows, rng=utt_rng(self.seed, utt_id, f"sample-{j}") if sample else None)
+            for j, rows in enumerate(members)
+        ]
+        added, columns = quality(logp, hard)
+        targets = {level: kept, f"members_{level}": member_rows}
+        if level in self.meta.hard_labels:
+            targets[f"hard_{level}"] = hard
+        if not self.writer.add(utt_id, **targets, input_window=window, quality=columns):
+            return None
+        added.tail_sum = float(kept.tail_mass().sum())
+        return added
