@@ -176,3 +176,58 @@ def seal(store: StoreArg) -> None:
 
     n = seal_store(store)
     console.print(f"sealed {store}: {n} committed parts", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@report_errors
+def export(
+    store: StoreArg,
+    to: Annotated[str, typer.Option(help="Format: kaldi, lhotse or npy.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (empty or missing).")],
+    dense: Annotated[
+        bool, typer.Option(help="Dense (T, C) probabilities instead of the kept entries.")
+    ] = False,
+    renormalize: Annotated[
+        bool, typer.Option(help="Rescale the kept entries of each row to sum 1.")
+    ] = False,
+    spread_tail: Annotated[
+        bool, typer.Option(help="With --dense: spread the dropped mass over the other classes.")
+    ] = False,
+    level: Annotated[
+        str | None, typer.Option(help="frame or utt (default: frame where the store has it).")
+    ] = None,
+    cuts: Annotated[
+        Path | None, typer.Option(help="lhotse: attach the targets to these cuts (by id).")
+    ] = None,
+    corpus: Annotated[
+        str | None, typer.Option(help="lhotse: take cut durations from this feature store.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a previous export in --out.")] = False,
+) -> None:
+    """Write a store's targets as Kaldi posteriors/matrices, a lhotse CutSet or NumPy files."""
+    from kdpipe.store.interop.export import export_store
+
+    durations = None
+    if corpus is not None:
+        from kdpipe.corpus.featstore import FeatureStore
+
+        features = FeatureStore.open(corpus)
+        durations = dict(zip(features.ids, features.durations.tolist(), strict=True))
+    rep = export_store(
+        store,
+        to,
+        out,
+        dense=dense,
+        renormalize=renormalize,
+        spread_tail=spread_tail,
+        level=level,
+        cuts=cuts,
+        durations=durations,
+        overwrite=overwrite,
+    )
+    console.print(
+        f"exported {rep.utterances:,} utterances ({rep.frames:,} {rep.level} rows, {rep.form}) "
+        f"as {rep.to} to {rep.out}: {rep.files} files, {rep.bytes:,} bytes, {rep.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class PosteriorWriter:
             for j, rows in enumerate(members)
         ]
         added, columns = quality(logp, hard)
-        targets = {level: kept, f"members_{level}": member_rows}
+        targets: dict[str, Any] = {level: kept, f"members_{level}": member_rows}
         if level in self.meta.hard_labels:
             targets[f"hard_{level}"] = hard
         if not self.writer.add(utt_id, **targets, input_window=window, quality=columns):

@@ -276,11 +276,13 @@ def _member(data: Any, where: str, base: Path) -> MemberConfig:
         member = MemberConfig(**settings)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
-    paths = {
-        key: _resolve(getattr(member, key), base)
-        for key in ("checkpoint", "path", "weights", "labels")
-    }
-    return replace(member, **paths)
+    return replace(
+        member,
+        checkpoint=_resolve(member.checkpoint, base),
+        path=_resolve(member.path, base),
+        weights=_resolve(member.weights, base),
+        labels=_resolve(member.labels, base),
+    )
 
 
 def ensemble_from_dict(data: Any, where: str, base: Path | None = None) -> EnsembleConfig:

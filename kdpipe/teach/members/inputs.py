@@ -44,8 +44,11 @@ Raw = dict[int, np.ndarray]  # corpus index -> raw (T, F) features of the corpus
 class InputSource(Protocol):
     """One kind of input; ``batch`` pads the inputs of corpus utterances ``index``."""
 
-    dim: int | None  # F for features, None for the waveform
-    what: str  # "features" or "waveform", in messages
+    @property
+    def dim(self) -> int | None: ...  # F for features, None for the waveform
+
+    @property
+    def what(self) -> str: ...  # "features" or "waveform", in messages
 
     def batch(
         self, index: Sequence[int], windows: Windows, raw: Raw, device: torch.device
@@ -119,12 +122,13 @@ class OtherFeatures:
         order = np.argsort(own)
         read = self.store.read_utterances(own[order], gap=READ_GAP)
         feats: list[np.ndarray] = [np.empty(0)] * len(own)
-        for position, (x, _labels) in zip(order.tolist(), read, strict=True):
-            feats[position] = x
+        for position, (stored, _labels) in zip(order.tolist(), read, strict=True):
+            feats[position] = stored
         inputs = []
-        for i, x in zip(index, feats, strict=True):
-            cut = _cut(self.store.normalize(x), windows[i])  # (T_view', F)
-            inputs.append(cut if len(cut) else self.store.normalize(x)[-1:])
+        for i, own_feats in zip(index, feats, strict=True):
+            normalized = self.store.normalize(own_feats)
+            cut = _cut(normalized, windows[i])  # (T_view', F)
+            inputs.append(cut if len(cut) else normalized[-1:])
         x, lengths = pad_features(inputs)  # (B, T_o, F), (B,)
         return x.to(device), lengths.to(device)
 
