@@ -36,6 +36,7 @@ class ExampleTable:
     window: np.ndarray  # (E, 2) int64 [start, stop) input frames (crop)
     block: np.ndarray  # (E,) int64 block of each example, blocks numbered in store order
     num_blocks: int
+    weight: np.ndarray  # (E,) float32 loss weight: its store's, times its quality factor
 
     @property
     def lengths(self) -> np.ndarray:

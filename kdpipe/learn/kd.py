@@ -17,12 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdpipe.console import err_console
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import TrainingError
 from kdpipe.learn import compat, session
 from kdpipe.learn.data import Batch, LabelledData
 from kdpipe.learn.distributed import Dist
 from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.quality_filter import quality_line
 from kdpipe.learn.stream import TargetStream
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import TrainResult
@@ -198,6 +200,9 @@ def train_kd(
             world=dist.world,
             allow_partial=kd.allow_partial,
         )
+        if dist.is_main:
+            for report in stream.quality_reports:
+                err_console.print(quality_line(report), highlight=False, soft_wrap=True)
         dev_data = LabelledData.from_store(corpus, run.dev_split, run.view)
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         sampled = all(reader.meta.rule.name == "sample" for reader in readers)
@@ -221,6 +226,7 @@ def train_kd(
                     for reader in readers
                 ],
                 "utterances": len(stream.table),
+                **({"quality_filter": stream.quality_reports} if stream.quality_reports else {}),
                 "parameters": sum(param.numel() for param in model.parameters()),
             },
         )

@@ -14,6 +14,8 @@ from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
 from kdpipe.learn.kd import KdRun, train_kd
 from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.quality_filter import KEYS as QUALITY_KEYS
+from kdpipe.learn.quality_filter import QualityFilter
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import TrainResult
@@ -22,18 +24,33 @@ from kdpipe.schema import check_keys
 CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init")
 
 
+TARGET_KEYS = {"path", "weight", "split", *QUALITY_KEYS}
+
+
 def parse_targets(items: Any, where: str = "targets") -> list[tuple]:
-    """Target stores as ``(location, weight[, split])`` from paths or
-    ``{path, weight, split}`` mappings."""
+    """Target stores as ``(location, weight[, split[, quality thresholds]])`` from paths or
+    ``{path, weight, split, min_agreement, max_entropy, below}`` mappings."""
     out: list[tuple] = []
     for item in items or []:
         if isinstance(item, str):
             out.append((item, 1.0))
-        elif isinstance(item, dict) and set(item) <= {"path", "weight", "split"} and "path" in item:
-            store = (str(item["path"]), float(item.get("weight", 1.0)))
-            out.append((*store, str(item["split"])) if "split" in item else store)
+        elif isinstance(item, dict) and set(item) <= TARGET_KEYS and "path" in item:
+            store: tuple = (str(item["path"]), float(item.get("weight", 1.0)))
+            split = str(item["split"]) if "split" in item else None
+            try:
+                quality = QualityFilter.from_dict(item).to_dict()
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
+            if quality:
+                store = (*store, split, quality)
+            elif split is not None:
+                store = (*store, split)
+            out.append(store)
         else:
-            raise ConfigError(f"{where}: expected a path or {{path, weight, split}}, got {item!r}")
+            raise ConfigError(
+                f"{where}: expected a path or {{path, weight, split, min_agreement, "
+                f"max_entropy, below}}, got {item!r}"
+            )
     return out
 
 

@@ -28,6 +28,7 @@ from kdpipe.errors import ConfigError
 from kdpipe.learn.compat import check_frame_counts, crop_windows, join_ids
 from kdpipe.learn.data import Batch, SoftTargets
 from kdpipe.learn.epoch_order import ExampleTable, block_ids, interleave, shard_plan
+from kdpipe.learn.quality_filter import QualityFilter
 from kdpipe.learn.targets import pad_rows, teacher_rows
 from kdpipe.losses import IGNORE
 from kdpipe.store.reader import StoreReader
@@ -67,7 +68,9 @@ class TargetStream(IterableDataset[Batch]):
     """Stream KD batches from ``targets`` joined with split ``split`` of the feature store
     ``corpus``. A target is a store location, a (location, weight) pair, or a (location,
     weight, split) triple whose utterances come from another split of the corpus (e.g. an
-    unlabelled set mixed in with its own weight).
+    unlabelled set mixed in with its own weight; None: ``split``), optionally followed by
+    quality thresholds (``QualityFilter.from_dict``: drop or down-weight utterances by the
+    teacher's quality on them; ``quality_reports`` says what they did).
 
     ``subsampling`` and ``level`` are the student's. ``rank``/``world`` default to the
     ``torchrun`` environment; ``num_workers`` must be the DataLoader's (``loader()`` makes
@@ -103,7 +106,13 @@ class TargetStream(IterableDataset[Batch]):
         self.locations = [str(store[0]) for store in stores]
         weights = [float(store[1]) if len(store) > 1 else 1.0 for store in stores]
         self.weights = np.array(weights, np.float32)
-        self.splits = [str(store[2]) if len(store) > 2 else split for store in stores]
+        self.splits = [
+            str(store[2]) if len(store) > 2 and store[2] is not None else split for store in stores
+        ]
+        self.filters = [
+            QualityFilter.from_dict(store[3] if len(store) > 3 else None) for store in stores
+        ]
+        self.quality_reports: list[dict[str, Any]] = []  # what each filter did
         self.corpus_location, self.split = str(corpus), split
         self.batch_frames, self.seed = batch_frames, seed
         self.subsampling, self.level = int(subsampling), level
@@ -141,11 +150,15 @@ class TargetStream(IterableDataset[Batch]):
 
     def _build_table(self, allow_partial: bool) -> ExampleTable:
         cols: dict[str, list[np.ndarray]] = {
-            name: [] for name in ("src", "pos", "fidx", "win", "blk")
+            name: [] for name in ("src", "pos", "fidx", "win", "blk", "wt")
         }
         first_block = 0  # blocks are numbered across the stores, in store order
         for source, reader in enumerate(self._readers):
             pos, fidx = join_ids(reader, self._corpus, self.splits[source], allow_partial)
+            keep, factors, report = self.filters[source].apply(reader.quality, pos, reader.location)
+            pos, fidx, factors = pos[keep], fidx[keep], factors[keep]
+            if report:
+                self.quality_reports.append(report)
             win = crop_windows(reader, pos, self._corpus, fidx)
             if self.level == "frame":
                 check_frame_counts(reader, pos, win, self.corpus_location)
@@ -157,6 +170,7 @@ class TargetStream(IterableDataset[Batch]):
             cols["fidx"].append(fidx)
             cols["win"].append(win)
             cols["blk"].append(dense.reshape(-1).astype(np.int64) + first_block)
+            cols["wt"].append(self.weights[source] * factors)
             first_block += int(dense.max()) + 1
         return ExampleTable(
             source=np.concatenate(cols["src"]),
@@ -165,6 +179,7 @@ class TargetStream(IterableDataset[Batch]):
             window=np.concatenate(cols["win"]),
             block=np.concatenate(cols["blk"]),
             num_blocks=first_block,
+            weight=np.concatenate(cols["wt"]).astype(np.float32),
         )
 
     # -- the plan -----------------------------------------------------------------------
@@ -323,7 +338,7 @@ class TargetStream(IterableDataset[Batch]):
             valid[row, :frames] = torch.from_numpy(example.valid)
         if self.level != "frame":
             y = y[:, 0]  # (B,)
-        weight = torch.from_numpy(self.weights[self.table.source[index]])  # (B,)
+        weight = torch.from_numpy(self.table.weight[index])  # (B,)
         soft = SoftTargets(idx, logp, tail, valid, weight)
         return Batch(x, lengths, y, np.asarray(index), soft)
 

@@ -38,9 +38,10 @@ def quality(logp: np.ndarray, hard: np.ndarray | int | None) -> tuple[Added, dic
     entropy = float(-(probs * np.where(probs > 0, logp, 0.0)).sum())
     correct = counted = 0
     if hard is not None:
-        labels = np.atleast_1d(np.asarray(hard))  # (R,)
+        labels = np.atleast_1d(np.asarray(hard))[: len(logp)]  # (R,), -1: no label
         labelled = labels >= 0
-        correct = int((logp.argmax(-1)[labelled] == labels[labelled]).sum())
+        top = logp.argmax(-1)[: len(labels)]  # (R,)
+        correct = int((top[labelled] == labels[labelled]).sum())
         counted = int(labelled.sum())
     rows = len(logp)
     columns = {

@@ -75,11 +75,15 @@ def utterance_table(
 ) -> pl.DataFrame:
     """One row per utterance: ``id``, ``frames``, ``mean_entropy``, ``mean_tail``,
     ``top1_agreement`` (teacher top-1 == hard label, over labelled frames; null without
-    hard labels). Frame-level stats where the store has them, else the clip target's."""
+    hard labels) of the stored essence; frame-level stats where the store has them, else
+    the clip target's. And the quality the teacher recorded (format 3, before the rule):
+    ``teacher_entropy``, ``teacher_agreement`` (null where unknown)."""
     import polars as pl
 
+    position = {utt_id: i for i, utt_id in enumerate(reader.ids)}
     frames = []
     for block in _blocks(reader, ids, max_frames):
+        at = np.array([position[utt_id] for utt_id in block.ids], dtype=np.int64)
         rows, hard, utt = _level(block)
         st = row_stats(rows)
         n = np.bincount(utt, minlength=len(block)).astype(np.float64)
@@ -102,6 +106,12 @@ def utterance_table(
                     "top1_agreement": pl.Series(agree, dtype=pl.Float32, nan_to_null=True)
                     if agree is not None
                     else pl.Series([None] * len(block), dtype=pl.Float32),
+                    **{
+                        f"teacher_{name}": pl.Series(
+                            reader.quality[name][at], dtype=pl.Float32, nan_to_null=True
+                        )
+                        for name in ("entropy", "agreement")
+                    },
                 }
             )
         )
@@ -113,6 +123,8 @@ def utterance_table(
                 "mean_entropy": pl.Float32,
                 "mean_tail": pl.Float32,
                 "top1_agreement": pl.Float32,
+                "teacher_entropy": pl.Float32,
+                "teacher_agreement": pl.Float32,
             }
         )
     return pl.concat(frames)

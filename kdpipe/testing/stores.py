@@ -21,6 +21,7 @@ import torch
 
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.essence import Rule, as_logprobs
+from kdpipe.store.posteriors import quality
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import StoreWriter
@@ -145,19 +146,22 @@ def corpus_store(
         else:
             n = -(-len(x) // subsampling) if lvl == "frame" else 1
             z = rng.normal(size=(n, c)).astype(np.float32) * 2
-        rows = rule.apply(as_logprobs(z, "logits"), rng=seed + i)
+        logp = as_logprobs(z, "logits")
+        rows = rule.apply(logp, rng=seed + i)
         kw: dict[str, Any] = {"input_window": (a, b) if record_windows else None}
+        labels_here: np.ndarray | int | None = None
         if lvl == "frame":
             kw["frame"] = rows
             if hard:
                 y = corpus.frame_labels(i)[a : None if b == -1 else b][::subsampling]
-                kw["hard_frame"] = y[: rows.num_rows]
+                labels_here = kw["hard_frame"] = y[: rows.num_rows]
         else:
             kw["utt"] = rows
             if hard:
                 if corpus.clip_labels is None:
                     raise ValueError("utterance hard labels need a clip-task corpus")
-                kw["hard_utt"] = int(corpus.clip_labels[i])
+                labels_here = kw["hard_utt"] = int(corpus.clip_labels[i])
+        kw["quality"] = quality(logp, labels_here)[1]  # as teach measures it
         utts[u] = kw
     return write_store(location, meta, utts, part_frames=part_frames, shard="t").location
 

@@ -133,7 +133,9 @@ def test_diff_measures_agreement(tmp_path):
 def test_polars_views(store_path):
     r = StoreReader(store_path)
     utts = utterance_table(r)
-    assert utts.columns == ["id", "frames", "mean_entropy", "mean_tail", "top1_agreement"]
+    assert utts.columns == ["id", "frames", "mean_entropy", "mean_tail", "top1_agreement",
+                            "teacher_entropy", "teacher_agreement"]  # fmt: skip
+    assert utts["teacher_entropy"].null_count() == len(r)  # written without quality
     assert utts["id"].to_list() == r.ids and utts["frames"].to_list() == r.num_frames.tolist()
     frames = frame_table(r)
     assert frames.height == r.total_frames
