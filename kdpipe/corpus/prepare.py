@@ -140,7 +140,7 @@ def prepare_corpus(
         task=corpus.task,
         labels=corpus.labels,
         config=cfg,
-        source=str(src),
+        source=str(src) if is_url(src) else str(Path(src).resolve()),  # teach re-reads audio
         source_format=corpus.format,
         overwrite=overwrite,
         external=None if corpus.external is None else corpus.external.record(),

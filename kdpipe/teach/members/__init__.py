@@ -16,7 +16,7 @@ from types import ModuleType
 
 import torch
 
-from kdpipe.errors import ModelError
+from kdpipe.errors import KdpipeError, ModelError
 from kdpipe.labels import LabelSet
 from kdpipe.teach.ensemble_yaml import KINDS, MemberConfig
 from kdpipe.teach.members.base import Declared, Network
@@ -53,7 +53,7 @@ def load(config: MemberConfig, declared: Declared, device: torch.device) -> Netw
     """The member's network on ``device`` (weights checked against ``declared``)."""
     try:
         network: Network = _kind(config.kind).load(config, declared, device)
-    except ModelError:
+    except KdpipeError:
         raise
     except Exception as error:  # a foreign model's own failure, named once
         raise ModelError(

@@ -14,7 +14,8 @@ dimension, S samples. Every source cuts the batch's view windows (input frames
 - ``Waveform``: the audio, read from the corpus the feature store was prepared from (or
   ``input.audio``), mono, resampled with soxr to the member's rate (``load_audio``, as
   ``prepare`` does); a window of frames [start, stop) is samples
-  [start * hop, (stop - 1) * hop + window) of the corpus' frame shift (hop) and length.
+  [start * hop, (stop - 1) * hop + window) of the corpus' frame shift (hop) and length
+  (both (window - hop) / 2 earlier, clamped at 0, without ``snip_edges``).
 """
 
 from __future__ import annotations
@@ -170,12 +171,17 @@ class Waveform:
         cfg = corpus.config
         self.hop = cfg.frame_shift_ms * self.rate / 1000  # samples per corpus frame
         self.window = cfg.frame_length_ms * self.rate / 1000
+        # frame i starts at i * hop with snip_edges (Kaldi's default), else it is centred on
+        # i * hop + hop / 2, so it starts (window - hop) / 2 earlier
+        self.offset = 0.0 if cfg.snip_edges else (self.window - self.hop) / 2
 
     def samples(self, window: tuple[int, int]) -> tuple[int, int | None]:
         """Samples [first, last) of input frames [start, stop) (stop -1: to the end)."""
         start, stop = window
-        first = round(start * self.hop)
-        return first, None if stop < 0 else round((stop - 1) * self.hop + self.window)
+        first = max(0, round(start * self.hop - self.offset))
+        if stop < 0:
+            return first, None
+        return first, max(first + 1, round((stop - 1) * self.hop + self.window - self.offset))
 
     def batch(
         self, index: Sequence[int], windows: Windows, raw: Raw, device: torch.device
