@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from kdpipe.corpus.featstore import FeatureStore
-from kdpipe.errors import ConfigError, CorpusError, LabelSetError, ModelError
+from kdpipe.errors import ConfigError, CorpusError, KdpipeError, LabelSetError, ModelError
 from kdpipe.labels import LabelSet
 from kdpipe.levels import Level
 from kdpipe.models.card import ModelCard
 from kdpipe.teach import members as kinds
 from kdpipe.teach.ensemble_yaml import EnsembleConfig, MemberConfig
-from kdpipe.teach.members.base import Declared, Network, check_classes, split_outputs
+from kdpipe.teach.members.base import Declared, Network, check_classes, one_line, split_outputs
 from kdpipe.teach.members.inputs import FRAME_TOLERANCE, InputSource, input_source
 
 
@@ -281,7 +281,14 @@ def member_logprobs(
     at the ensemble's rate (before fitting to its frames), and their lengths."""
     assert mb.network is not None, f"member {mb.name} not loaded"
     where = f"member {mb.name}"
-    result = mb.network(x, lengths)
+    try:
+        result = mb.network(x, lengths)
+    except KdpipeError:
+        raise
+    except Exception as error:  # a model's own failure (wrong input size...), on one line
+        raise ModelError(
+            f"{where}: forward on input of shape {list(x.shape)} failed: {one_line(error)}"
+        ) from error
     out, out_len = split_outputs(result, lengths, x.shape[1], level, where)  # (B, T_m, C_m)
     check_classes(out, mb.declared, where)
     bad = _bad_values(out, out_len, mb.declared.output, level)

@@ -19,7 +19,7 @@ import torch
 from kdpipe.errors import KdpipeError, ModelError
 from kdpipe.labels import LabelSet
 from kdpipe.teach.ensemble_yaml import KINDS, MemberConfig
-from kdpipe.teach.members.base import Declared, Network
+from kdpipe.teach.members.base import Declared, Network, one_line
 
 __all__ = ["KINDS", "Declared", "Network", "describe", "load", "runs_code"]
 
@@ -58,6 +58,6 @@ def load(config: MemberConfig, declared: Declared, device: torch.device) -> Netw
     except Exception as error:  # a foreign model's own failure, named once
         raise ModelError(
             f"member {config.display_name}: loading the {config.kind} model failed: "
-            f"{type(error).__name__}: {error}"
+            f"{one_line(error)}"
         ) from error
     return network
