@@ -12,13 +12,13 @@ import torch
 
 from kdpipe.corpus.views import crop_windows
 from kdpipe.errors import ConfigError
-from kdpipe.labels import LabelSet
 from kdpipe.essence import Rule
+from kdpipe.labels import LabelSet
 from kdpipe.teach import EnsembleConfig, MemberConfig, ViewConfig, load_ensemble, rule_from_flags
 from kdpipe.teach.ensemble import Member, _to_rate, combine, member_logprobs
 from kdpipe.teach.ensemble_yaml import ensemble_from_dict
-from kdpipe.teach.members.base import Declared
 from kdpipe.teach.job import parse_shard, plan_batches
+from kdpipe.teach.members.base import Declared
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ensemble-yaml.md"
 
