@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from kdpipe.cli._common import console, err_console, report_errors
+from kdpipe.cli.store_import import import_
 
 app = typer.Typer(
     help="Inspect, verify, copy and compare target stores (local paths or fsspec URLs).",
@@ -231,3 +232,6 @@ def export(
         highlight=False,
         soft_wrap=True,
     )
+
+
+app.command("import")(import_)  # `import` is a Python keyword: the function is import_
