@@ -34,8 +34,14 @@ class Added:
 def quality(logp: np.ndarray, hard: np.ndarray | int | None) -> tuple[Added, dict[str, float]]:
     """Entropy and agreement of (R, C) log-probs: the run statistics and the quality
     columns (``agreement`` NaN without hard labels)."""
-    probs = np.exp(logp.astype(np.float64))  # (R, C)
-    entropy = float(-(probs * np.where(probs > 0, logp, 0.0)).sum())
+    probs = np.exp(logp)  # (R, C), in logp's dtype: one pass, no float64 copy of the matrix
+    with np.errstate(invalid="ignore"):  # 0 * -inf in rows with a probability 0
+        plogp = np.einsum("rc,rc->r", probs, logp)  # (R,) sum_c p log p; NaN where -inf
+        missing = np.isnan(plogp)  # those rows alone, masked
+        if missing.any():
+            rows = logp[missing]
+            plogp[missing] = np.where(np.isneginf(rows), 0.0, probs[missing] * rows).sum(1)
+    entropy = -float(plogp.sum(dtype=np.float64))
     correct = counted = 0
     if hard is not None:
         labels = np.atleast_1d(np.asarray(hard))[: len(logp)]  # (R,), -1: no label

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdpipe import essence
 from kdpipe.errors import ConfigError
 from kdpipe.essence import Rule, as_logprobs, cumulative, full, sample, threshold, topk
 
@@ -36,6 +37,23 @@ def test_topk_keeps_the_k_largest_in_order_with_the_exact_tail(seed, k):
     assert all(len(set(row)) == k for row in r.indices.tolist())
     rest = np.exp(lp.astype(np.float64)).sum(1) - np.exp(want.astype(np.float64)).sum(1)
     np.testing.assert_allclose(r.tail_mass(), np.clip(rest, 0, 1), atol=2e-6)
+
+
+@given(seed=st.integers(0, 1000), k=st.integers(1, 12), ties=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_topk_over_many_classes_takes_the_block_maxima_shortcut_exactly(seed, k, ties):
+    # C = 400 (a multiple of SPLIT, >= 4 k SPLIT): the shortcut runs; ties (values
+    # repeated, -inf classes) make it fall back to the full partition
+    lp = _logp(seed, n=24, c=400, scale=6.0)
+    if ties:
+        lp[::3] = np.round(lp[::3], 1)
+        lp[1, 5:] = -np.inf
+    if not ties:
+        assert essence._top_candidates(lp, k) is not None  # the shortcut ran
+    r = topk(lp, k)
+    np.testing.assert_array_equal(r.values, np.sort(lp, axis=1)[:, ::-1][:, :k])
+    np.testing.assert_array_equal(np.take_along_axis(lp, r.indices, 1), r.values)
+    assert all(len(set(row)) == k for row in r.indices.tolist())
 
 
 def test_threshold_keeps_exactly_the_classes_above_p_min_and_the_top1():
