@@ -179,7 +179,7 @@ def load_checkpoint(
             f"checkpoint {root}: cannot rebuild the model from its card: {error}"
         ) from error
     _check_card_matches(model, card, model_level(model), model_subsampling(model))
-    _load_state(model, state, weights)
+    load_state(model, state, f"{weights} does not fit the model its card describes")
     target = device if isinstance(device, torch.device) else pick_device(device)
     return model.to(target).eval(), card
 
@@ -203,8 +203,9 @@ def _check_card_matches(model: nn.Module, card: ModelCard, level: Level, subsamp
         )
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
-    """Strict state-dict load with an error naming missing, unexpected and misshapen keys."""
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Strict state-dict load; ``ModelError`` "``what``: ..." naming the first missing,
+    unexpected and misshapen keys (checkpoints and ``module`` ensemble members)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -224,10 +225,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -
         more = " ..." if len(shapes) > 5 else ""
         problems.append("shape mismatch " + "; ".join(shapes[:5]) + more)
     if problems:
-        raise ModelError(
-            f"{where} does not fit the model its card describes: {', '.join(problems)}"
-        )
-    model.load_state_dict(state, strict=True)
+        raise ModelError(f"{what}: {', '.join(problems)}")
+    model.load_state_dict(dict(state), strict=True)
 
 
 def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from kdpipe.seeds import utt_rng
+from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import StoreWriter
 
 
@@ -29,6 +30,41 @@ class Added:
     tail_sum: float  # probability mass the rule dropped, summed over rows
     correct: int  # rows whose argmax equals the hard label
     counted: int  # rows with a hard label
+
+
+@dataclass(kw_only=True)
+class Totals:
+    """What a run (teach, import) added, and the means a summary prints."""
+
+    utterances: int = 0  # added by this run
+    frames: int = 0  # target rows written (output frames, or clips)
+    entropy_sum: float = 0.0  # nats of the full posterior, summed over rows
+    tail_sum: float = 0.0  # mass the rule dropped, summed over rows
+    correct: int = 0  # rows whose argmax is the hard label
+    counted: int = 0  # rows with a hard label
+
+    def count(self, added: Added) -> None:
+        self.utterances += 1
+        self.frames += added.rows
+        self.entropy_sum += added.entropy_sum
+        self.tail_sum += added.tail_sum
+        self.correct += added.correct
+        self.counted += added.counted
+
+    @property
+    def mean_entropy(self) -> float:
+        """Mean entropy (nats) of the teacher posterior per row, before the rule."""
+        return self.entropy_sum / max(self.frames, 1)
+
+    @property
+    def mean_tail_mass(self) -> float:
+        """Mean probability mass the rule dropped per row."""
+        return self.tail_sum / max(self.frames, 1)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Top-1 agreement with the corpus' hard labels; None without labels."""
+        return self.correct / self.counted if self.counted else None
 
 
 def quality(logp: np.ndarray, hard: np.ndarray | int | None) -> tuple[Added, dict[str, float]]:
@@ -57,11 +93,21 @@ def quality(logp: np.ndarray, hard: np.ndarray | int | None) -> tuple[Added, dic
     return Added(rows, entropy, 0.0, correct, counted), columns
 
 
+class Sink(Protocol):
+    """Where ``PosteriorWriter`` adds utterances: a ``StoreWriter``, or anything that
+    forwards to one (import's gate that keeps the source's order across threads)."""
+
+    @property
+    def meta(self) -> StoreMeta: ...
+
+    def add(self, utt_id: str, **targets: Any) -> bool: ...
+
+
 class PosteriorWriter:
     """Select, measure and add utterances to ``writer`` (its metadata says the rule, the
     level, the members and whether hard labels are stored)."""
 
-    def __init__(self, writer: StoreWriter, seed: int = 0) -> None:
+    def __init__(self, writer: Sink | StoreWriter, seed: int = 0) -> None:
         self.writer, self.meta, self.seed = writer, writer.meta, seed
         self.level = self.meta.levels[0]  # teach and import write one level
 

@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from kdpipe.labels import LabelSet
 from kdpipe.levels import Level
 from kdpipe.store.interop.sources import POSTERIOR, Data, Entry, Posteriors, Source, open_source
 from kdpipe.store.interop.sources import file_sha256 as _file_sha256
-from kdpipe.store.posteriors import Added, PosteriorWriter
+from kdpipe.store.posteriors import Added, PosteriorWriter, Totals
 from kdpipe.store.spec import StoreMeta, Teacher
 from kdpipe.store.writer import PART_FRAMES, StoreWriter
 
@@ -56,50 +56,29 @@ PROB_SLACK = 0.01  # a row of probabilities may sum to 1 + this (rounding in tex
 QUEUE_UTTERANCES = 6  # read ahead of the workers
 
 
-@dataclass
-class ImportSummary:
-    """What an import run did."""
+@dataclass(kw_only=True)
+class ImportSummary(Totals):
+    """What an import run did (``utterances``, ``frames``: imported by this run)."""
 
     store: str
     source: str
     format: str
     level: str = "frame"
     subsampling: int = 1
-    utterances: int = 0  # imported by this run
     skipped: int = 0  # already committed (resumed run), not read
     outside_split: int = 0  # source utterances not in ``split``, not imported
     not_in_source: int = 0  # utterances of the selection the source does not have
-    frames: int = 0  # target rows written
     trimmed: int = 0  # utterances whose rows were trimmed to ceil(T / s)
     padded: int = 0  # utterances padded with their last row
     bytes: int = 0  # bytes of the parts this run wrote
     source_bytes: int = 0  # bytes of stored source data read
     seconds: float = 0.0
     hash_seconds: float = 0.0  # hashing the source (provenance), part of ``seconds``
-    entropy_sum: float = 0.0
-    tail_sum: float = 0.0
-    correct: int = 0
-    counted: int = 0
     parts: list[str] = field(default_factory=list)
 
     @property
     def bytes_per_frame(self) -> float:
         return self.bytes / max(self.frames, 1)
-
-    @property
-    def mean_entropy(self) -> float:
-        """Mean entropy (nats) of the imported posterior per row, before the rule."""
-        return self.entropy_sum / max(self.frames, 1)
-
-    @property
-    def mean_tail_mass(self) -> float:
-        """Mean probability mass the rule dropped per row."""
-        return self.tail_sum / max(self.frames, 1)
-
-    @property
-    def accuracy(self) -> float | None:
-        """Top-1 agreement with the corpus' hard labels; None without labels."""
-        return self.correct / self.counted if self.counted else None
 
     @property
     def frames_per_second(self) -> float:
@@ -566,7 +545,7 @@ class _Workers:
         self.plan, self.summary = plan, summary
         self.gate = _InOrder(writer)
         # PosteriorWriter needs only ``meta`` and ``add`` of its writer
-        self.posteriors = PosteriorWriter(cast(StoreWriter, self.gate), seed)
+        self.posteriors = PosteriorWriter(self.gate, seed)
         self.queue: queue.Queue[_Item | None] = queue.Queue(maxsize=QUEUE_UTTERANCES)
         self.lock = threading.Lock()
         self.threads = [
@@ -620,12 +599,7 @@ class _Workers:
                 continue
             with self.lock:
                 s = self.summary
-                s.utterances += 1
-                s.frames += added.rows
-                s.entropy_sum += added.entropy_sum
-                s.tail_sum += added.tail_sum
-                s.correct += added.correct
-                s.counted += added.counted
+                s.count(added)
                 s.trimmed += fit < 0
                 s.padded += fit > 0
 
@@ -706,7 +680,8 @@ def import_posteriors(
     )  # fmt: skip
     with plan.source as source:
         summary = ImportSummary(
-            str(out), str(src), source.format, level=plan.level, subsampling=plan.subsampling,
+            store=str(out), source=str(src), format=source.format, level=plan.level,
+            subsampling=plan.subsampling,
             outside_split=plan.outside_split, not_in_source=plan.not_in_source,
             hash_seconds=plan.hash_seconds,
         )  # fmt: skip

@@ -26,7 +26,7 @@ from kdpipe.corpus.views import crop_windows, view_lengths
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
-from kdpipe.store.posteriors import PosteriorWriter
+from kdpipe.store.posteriors import PosteriorWriter, Totals
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import PART_FRAMES, StoreWriter
 from kdpipe.teach import job
@@ -39,42 +39,21 @@ READ_GAP = 16384  # input frames between two utterances of a window that still s
 RawUtterances = dict[int, tuple[np.ndarray, np.ndarray | None]]  # index -> (feats, labels)
 
 
-@dataclass
-class TeachSummary:
+@dataclass(kw_only=True)
+class TeachSummary(Totals):
     """What a teach run (one shard) did."""
 
     store: str
     shard: tuple[int, int]
-    utterances: int = 0  # labelled by this run
     skipped: int = 0  # already committed (resumed run), not recomputed
-    frames: int = 0  # target rows written (teacher output frames, or clips)
     bytes: int = 0  # bytes of the parts this run wrote
     seconds: float = 0.0
     forward_seconds: float = 0.0  # in the members' forward passes (+ copy to host)
-    entropy_sum: float = 0.0
-    tail_sum: float = 0.0
-    correct: int = 0
-    counted: int = 0
     parts: list[str] = field(default_factory=list)
 
     @property
     def bytes_per_frame(self) -> float:
         return self.bytes / max(self.frames, 1)
-
-    @property
-    def mean_entropy(self) -> float:
-        """Mean entropy (nats) of the ensemble posterior per row."""
-        return self.entropy_sum / max(self.frames, 1)
-
-    @property
-    def mean_tail_mass(self) -> float:
-        """Mean probability mass the rule dropped per row."""
-        return self.tail_sum / max(self.frames, 1)
-
-    @property
-    def accuracy(self) -> float | None:
-        """Top-1 agreement with the corpus' hard labels; None without labels."""
-        return self.correct / self.counted if self.counted else None
 
     @property
     def frames_per_second(self) -> float:
@@ -203,14 +182,8 @@ class _Writer(threading.Thread):
                 hard=utt.hard,
                 window=utt.window,
             )
-            if added is None:
-                continue
-            summary.utterances += 1
-            summary.frames += added.rows
-            summary.entropy_sum += added.entropy_sum
-            summary.tail_sum += added.tail_sum
-            summary.correct += added.correct
-            summary.counted += added.counted
+            if added is not None:
+                summary.count(added)
 
 
 def teach(
@@ -263,7 +236,7 @@ def teach(
         out, meta, storage_options=storage_options, overwrite=overwrite,
         part_frames=part_frames or PART_FRAMES, shard=f"shard{rank}of{world}",
     )  # fmt: skip
-    summary = TeachSummary(str(out), (rank, world))
+    summary = TeachSummary(store=str(out), shard=(rank, world))
     done = writer.committed
     todo = [
         (window, batch)

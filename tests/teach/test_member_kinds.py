@@ -293,7 +293,7 @@ def test_module_import_construct_and_weights_errors(tmp_path, corpus, teachers):
         ({"args": {**good.args, "hidden": 3}},
          ["member m: building kdpipe.models.dnn:Dnn(", "hidden=3", "TypeError"]),
         ({"args": {**good.args, "config": {**good.args["config"], "hidden_dim": 7}}},
-         ["member m", "does not fit kdpipe.models.dnn:Dnn", "shapes (file vs model)"]),
+         ["member m", "does not fit kdpipe.models.dnn:Dnn", "shape mismatch"]),
         ({"args": {**good.args, "config": {"bogus": 1}}}, ["member m", "bogus"]),
         ({"module": CLASS["blstm"], "args": {"num_features": 8, "num_classes": 5}},
          ["member m", "missing keys", "unexpected keys"]),

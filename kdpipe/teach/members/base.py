@@ -54,6 +54,28 @@ class Declared:
     feature_fingerprint: str = ""  # checkpoint kind: the features it was trained on
 
 
+def declared_by_config(
+    config: MemberConfig,
+    where: str,
+    labels: LabelSet,
+    weights_sha256: str,
+    card: dict[str, Any],
+    num_features: int | None = None,
+) -> Declared:
+    """What an outside member (module, torchscript, onnx) declares: its yaml keys say the
+    level, output, subsampling and frame shift; the model file the rest."""
+    return Declared(
+        labels=labels,
+        level=parse_level(config.level, where),
+        output=config.output,
+        subsampling=config.subsampling,
+        frame_shift_ms=config.frame_shift_ms,
+        num_features=num_features,
+        weights_sha256=weights_sha256,
+        card=card,
+    )
+
+
 def lengths_by_ratio(lengths: torch.Tensor, padded: int, frames: int) -> torch.Tensor:
     """Valid output frames of a network that does not say: ceil(lengths * T_m / T),
     clamped to [1, T_m] (a fixed-stride network gives ceil(L / s) frames for L inputs)."""

@@ -54,9 +54,8 @@ from torch import nn
 
 from kdpipe.errors import ConfigError, KdpipeError, ModelError
 from kdpipe.labels import LabelSet
-from kdpipe.levels import parse_level
 from kdpipe.models.base import ModelConfig
-from kdpipe.models.checkpoint import file_sha256
+from kdpipe.models.checkpoint import file_sha256, load_state
 from kdpipe.models.registry import import_class
 from kdpipe.teach.ensemble_yaml import MemberConfig
 from kdpipe.teach.members.base import (
@@ -64,6 +63,7 @@ from kdpipe.teach.members.base import (
     Network,
     TorchNetwork,
     check_attributes,
+    declared_by_config,
     existing_file,
     member_labels,
     one_line,
@@ -94,16 +94,7 @@ def describe(config: MemberConfig, where: str, corpus_labels: LabelSet | None) -
         "weights_format": _weights_format(file),
         "weights_sha256": sha,
     }
-    return Declared(
-        labels=labels,
-        level=parse_level(config.level, where),
-        output=config.output,
-        subsampling=config.subsampling,
-        frame_shift_ms=config.frame_shift_ms,
-        num_features=None,
-        weights_sha256=sha,
-        card=card,
-    )
+    return declared_by_config(config, where, labels, sha, card)
 
 
 def _config_class(cls: type) -> type[ModelConfig] | None:
@@ -173,33 +164,6 @@ def _read_state(data: bytes, file: Path, name: str) -> dict[str, torch.Tensor]:
             "model.state_dict() itself"
         )
     return dict(state)
-
-
-def _shown(keys: list[str]) -> str:
-    more = len(keys) - SHOWN_KEYS
-    return f"{keys[:SHOWN_KEYS]}" + (f" and {more} more" if more > 0 else "")
-
-
-def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Strict load; ``ModelError`` naming the first missing, unexpected, misshapen keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_shown(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_shown(unexpected)}")
-    if shapes:
-        problems.append(f"shapes (file vs model) {_shown(shapes)}")
-    if problems:
-        raise ModelError(f"{what}: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=True)
 
 
 def load(config: MemberConfig, declared: Declared, device: torch.device) -> Network:

@@ -72,12 +72,12 @@ import torch
 
 from kdpipe.errors import ModelError
 from kdpipe.labels import LabelSet
-from kdpipe.levels import parse_level
 from kdpipe.models.checkpoint import file_sha256
 from kdpipe.teach.ensemble_yaml import MemberConfig
 from kdpipe.teach.members.base import (
     Declared,
     Network,
+    declared_by_config,
     existing_file,
     labels_from_text,
     member_labels,
@@ -348,16 +348,7 @@ def describe(config: MemberConfig, where: str, corpus_labels: LabelSet | None) -
         "opset": header.opset,
         "producer": header.producer,
     }
-    return Declared(
-        labels=labels,
-        level=parse_level(config.level, where),
-        output=config.output,
-        subsampling=config.subsampling,
-        frame_shift_ms=config.frame_shift_ms,
-        num_features=features,
-        weights_sha256=sha,
-        card=card,
-    )
+    return declared_by_config(config, where, labels, sha, card, features)
 
 
 def providers_for(device: torch.device, available: list[str]) -> list[Any]:

@@ -40,7 +40,6 @@ import torch
 
 from kdpipe.errors import ModelError
 from kdpipe.labels import LabelSet
-from kdpipe.levels import parse_level
 from kdpipe.models.checkpoint import file_sha256
 from kdpipe.teach.ensemble_yaml import MemberConfig
 from kdpipe.teach.members.base import (
@@ -48,6 +47,7 @@ from kdpipe.teach.members.base import (
     Network,
     TorchNetwork,
     check_attributes,
+    declared_by_config,
     existing_file,
     labels_from_text,
     member_labels,
@@ -86,16 +86,7 @@ def describe(config: MemberConfig, where: str, corpus_labels: LabelSet | None) -
     labels, _ = member_labels(config, where, corpus_labels, own, f"the labels saved in {file.name}")
     sha = file_sha256(file)
     card = {"kind": "torchscript", "file": file.name, "weights_sha256": sha}
-    return Declared(
-        labels=labels,
-        level=parse_level(config.level, where),
-        output=config.output,
-        subsampling=config.subsampling,
-        frame_shift_ms=config.frame_shift_ms,
-        num_features=None,
-        weights_sha256=sha,
-        card=card,
-    )
+    return declared_by_config(config, where, labels, sha, card)
 
 
 def load(config: MemberConfig, declared: Declared, device: torch.device) -> Network:
