@@ -52,7 +52,11 @@ def teach(
         bool, typer.Option(help="Replace a store made with other settings.")
     ] = False,
     trust_custom_code: Annotated[
-        bool, typer.Option(help="Allow checkpoints of package.module:Class models.")
+        bool,
+        typer.Option(
+            help="Allow members that run code they came with: module and torchscript members, "
+            "checkpoints of package.module:Class models."
+        ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_: Annotated[
