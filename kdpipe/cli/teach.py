@@ -15,7 +15,10 @@ from kdpipe.errors import ConfigError
 def teach(
     model: Annotated[
         Path,
-        typer.Option(help="An ensemble.yaml (docs/ensemble-yaml.md) or one checkpoint directory."),
+        typer.Option(
+            help="An ensemble.yaml (docs/ensemble-yaml.md), or one model: a checkpoint "
+            "directory, an .onnx file, a Hugging Face model directory."
+        ),
     ],
     corpus: Annotated[str, typer.Option(help="Feature store made by `kdpipe corpus prepare`.")],
     out: Annotated[str, typer.Option(help="Target store to write (local path or s3://...).")],
@@ -38,7 +41,7 @@ def teach(
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Keep the dense posterior.")] = False,
     values: Annotated[
-        str | None, typer.Option(help="Value encoding for a checkpoint: uint8 or float16.")
+        str | None, typer.Option(help="Value encoding for one model: uint8 or float16.")
     ] = None,
     shard: Annotated[
         str | None, typer.Option(help="Label shard i/N of the batches (e.g. 0/4).")
@@ -73,7 +76,7 @@ def teach(
     from kdpipe.teach.run import teach as run_teach
 
     rule = rule_from_flags(topk, threshold, mass, sample, full)
-    if model.is_dir():
+    if model.is_dir() or model.suffix == ".onnx":
         settings = {} if values is None else {"values": values}
         ens = single_teacher(model, rule or Rule(), **settings)
     elif model.suffix in (".yaml", ".yml") or model.is_file():

@@ -10,6 +10,7 @@ Checkpoint paths in a file are relative to the file's directory.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -316,9 +317,29 @@ def load_ensemble(path: str | Path) -> EnsembleConfig:
     return ensemble_from_dict(data, str(file), file.parent)
 
 
-def single_teacher(checkpoint: str | Path, rule: Rule, **settings: Any) -> EnsembleConfig:
-    """One checkpoint as a one-member ensemble (``--model exp/teacher1``)."""
-    return EnsembleConfig(members=(MemberConfig(str(checkpoint)),), rule=rule, **settings)
+def single_teacher(model: str | Path, rule: Rule, **settings: Any) -> EnsembleConfig:
+    """One model as a one-member ensemble (``--model X``): a kdpipe checkpoint directory,
+    an ``.onnx`` file, or a Hugging Face model directory (``config.json`` and no kdpipe
+    ``card.json``; it reads the waveform at its ``preprocessor_config.json`` sampling rate).
+    Anything else needs an ensemble.yaml saying what it is."""
+    return EnsembleConfig(members=(_member_of(Path(model)),), rule=rule, **settings)
+
+
+def _member_of(path: Path) -> MemberConfig:
+    if path.is_file() and path.suffix == ".onnx":
+        return MemberConfig(kind="onnx", path=str(path))
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "card.json").exists():
+        rate = 16000  # transformers' default for audio models
+        pre = path / "preprocessor_config.json"
+        if pre.is_file():
+            try:
+                rate = json.loads(pre.read_text()).get("sampling_rate", rate)
+            except (ValueError, AttributeError):
+                raise ConfigError(f"{pre}: not a JSON object") from None
+        if isinstance(rate, bool) or not isinstance(rate, int):
+            raise ConfigError(f"{pre}: sampling_rate must be an integer, got {rate!r}")
+        return MemberConfig(kind="huggingface", path=str(path), input=InputConfig(waveform=rate))
+    return MemberConfig(str(path))
 
 
 def rule_from_flags(

@@ -502,3 +502,16 @@ def test_cli_runs_and_refuses_in_one_line(tmp_path, corpus, teachers):
     refused(teach_cli({"kind": "module", "module": "kdpipe.models.dnn:Dnn", "args": {"x": 1},
                        "weights": "dnn.pt", "name": "mine"}, "--trust-custom-code"),
             "member mine", "not a torch state dict")  # fmt: skip
+
+
+def test_cli_model_may_be_an_onnx_file(tmp_path, corpus, teachers, reference):
+    """``kdpipe teach --model m.onnx --topk K``: one ONNX member, no yaml."""
+    path = to_onnx(load_checkpoint(teachers["dnn"])[0], tmp_path / "dnn.onnx")
+    out = tmp_path / "cli.zarr"
+    k = RULE.params["k"]
+    r = CliRunner().invoke(app, ["teach", "--no-progress", "--model", str(path), "--corpus",
+                                 corpus.location, "--out", str(out), "--topk", str(k),
+                                 "--values", "float16", "--batch-frames", str(BATCH)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert StoreReader(out).meta.teachers[0].card["kind"] == "onnx"
+    assert_same_targets(out, reference("dnn"))

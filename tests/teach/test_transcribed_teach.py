@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.featstore import FeatureStore, FeatureStoreWriter
+from kdpipe.corpus.features import FbankConfig
 from kdpipe.errors import LabelSetError
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet

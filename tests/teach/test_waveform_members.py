@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from kdpipe.cli.main import app
 from kdpipe.corpus.audio import load_audio
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.prepare import prepare_corpus
@@ -25,7 +27,7 @@ from kdpipe.models import load_checkpoint
 from kdpipe.models.checkpoint import file_sha256
 from kdpipe.store.coding import quantization_step
 from kdpipe.store.reader import StoreReader
-from kdpipe.teach import EnsembleConfig, MemberConfig, teach
+from kdpipe.teach import EnsembleConfig, MemberConfig, single_teacher, teach
 from kdpipe.teach import members as kinds
 from kdpipe.teach.ensemble_yaml import InputConfig
 from kdpipe.teach.members import huggingface
@@ -401,3 +403,19 @@ def test_frame_shift_comes_from_the_conv_strides(tmp_path, models):
     (d / "config.json").write_text(json.dumps(config))
     assert kinds.describe(hf(d), "m", None).frame_shift_ms == 160.0
     assert huggingface.receptive_field(config) == 400
+
+
+def test_cli_model_may_be_a_hugging_face_directory(tmp_path, kaldi, models):
+    """``kdpipe teach --model DIR`` with a save_pretrained directory: one huggingface member
+    reading the waveform at the model's sampling rate, no yaml."""
+    _root, fs = kaldi
+    ens = single_teacher(models["ctc"], Rule("topk", {"k": 2}))
+    (member,) = ens.members
+    assert (member.kind, member.input.waveform) == ("huggingface", 16000)
+    out = tmp_path / "cli.zarr"
+    args = ["teach", "--no-progress", "--model", str(models["ctc"]), "--corpus", fs.location,
+            "--out", str(out), "--topk", "2"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    reader = StoreReader(out)
+    assert reader.meta.teachers[0].card["kind"] == "huggingface" and len(reader) == len(fs)
