@@ -203,6 +203,24 @@ def test_kaldi_posterior_of_the_topk_equals_teach(tmp_path, corpus, taught):
                           progress=False)  # fmt: skip
 
 
+def test_a_posterior_archive_written_by_kaldis_own_writer(tmp_path, corpus, taught):
+    """The same top-3 as a Posterior archive written by Kaldi's table code
+    (kaldi_native_io's C++ PosteriorWriter, what copy-post writes) imports as store A."""
+    kni = pytest.importorskip("kaldi_native_io")
+    a = StoreReader(taught())
+    ark, scp = tmp_path / "post.ark", tmp_path / "post.scp"
+    with kni.PosteriorWriter(f"ark,scp:{ark},{scp}") as writer:
+        for uid in a.ids:
+            rows = a.get(uid).frame
+            probs = np.exp(rows.logprobs().astype(np.float64))  # (T, 3)
+            writer.write(uid, [[(int(c), float(p)) for c, p in zip(ix, pr, strict=True)]
+                               for ix, pr in zip(rows.indices, probs, strict=True)])  # fmt: skip
+    out = tmp_path / "b.zarr"
+    import_posteriors(scp, corpus.location, out, kind="probs", rule=TOP3, values="float16",
+                      progress=False)  # fmt: skip
+    assert_like_teach(taught(), out, exact_quality=False)
+
+
 @pytest.mark.parametrize("text", ["kaldi", "lines"])
 def test_loglik_with_priors_equals_teach(tmp_path, corpus, logits, taught, text):
     counts = np.array([50.0, 10, 20, 5, 15])  # counts, not probabilities: normalised
