@@ -127,3 +127,15 @@ def view_lengths(windows: np.ndarray, num_frames: np.ndarray) -> np.ndarray:
     """(N,) input frames seen per utterance."""
     stop = np.where(windows[:, 1] < 0, num_frames, windows[:, 1])
     return (stop - windows[:, 0]).astype(np.int64)
+
+
+def labels_at_rate(
+    labels: np.ndarray, window: tuple[int, int], subsampling: int, rows: int
+) -> np.ndarray:
+    """(rows,) int64 hard labels at the teacher's output rate: label of input frame j * s
+    of the view [start, stop) (stop -1: to the end), -1 where there is none (as
+    ``kdpipe.losses.align_frame_labels``). Teach and import store them so."""
+    start, stop = window
+    y = labels[start : None if stop < 0 else stop][::subsampling][:rows].astype(np.int64)
+    y = np.where(y < 0, -1, y)
+    return np.concatenate([y, np.full(rows - len(y), -1, np.int64)]) if len(y) < rows else y

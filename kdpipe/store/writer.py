@@ -394,6 +394,19 @@ class StoreWriter:
     def close(self) -> None:
         self.flush()
 
+    def bytes_written(self) -> int:
+        """Bytes on storage of the parts this writer committed (0 where the filesystem
+        cannot tell, e.g. over HTTP)."""
+        from fsspec.core import url_to_fs  # fsspec is imported by zarr anyway; kept local
+
+        try:
+            filesystem, root = url_to_fs(self.location, **(self._options or {}))
+            return int(
+                sum(filesystem.du(f"{root.rstrip('/')}/parts/{p}") for p in self.parts_written)
+            )
+        except (OSError, ValueError, NotImplementedError):
+            return 0
+
     def __enter__(self) -> StoreWriter:
         return self
 

@@ -40,6 +40,7 @@ import numpy as np
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.manifest import TRANSCRIBED
+from kdpipe.corpus.views import labels_at_rate
 from kdpipe.errors import ConfigError, CorpusError, KdpipeError, LabelSetError, StoreError
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
@@ -635,9 +636,7 @@ def _hard(plan: _Plan, i: int) -> np.ndarray | int | None:
         assert corpus.clip_labels is not None
         return int(corpus.clip_labels[i])
     want = output_rows(int(corpus.num_frames[i]), plan.subsampling)
-    y = corpus.frame_labels(i)[:: plan.subsampling][:want].astype(np.int64)
-    y = np.where(y < 0, -1, y)
-    return np.concatenate([y, np.full(want - len(y), -1, np.int64)]) if len(y) < want else y
+    return labels_at_rate(corpus.frame_labels(i), (0, -1), plan.subsampling, want)
 
 
 def import_posteriors(
@@ -718,17 +717,6 @@ def import_posteriors(
         writer.close()
     summary.source_bytes = source.bytes_read
     summary.parts = list(writer.parts_written)
-    summary.bytes = _part_bytes(str(out), summary.parts, storage_options)
+    summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _part_bytes(location: str, parts: list[str], options: dict[str, Any] | None) -> int:
-    """Bytes on storage of the given parts (0 where the filesystem cannot tell)."""
-    from fsspec.core import url_to_fs
-
-    try:
-        filesystem, root = url_to_fs(location, **(options or {}))
-        return int(sum(filesystem.du(f"{root.rstrip('/')}/parts/{p}") for p in parts))
-    except (KdpipeError, OSError, ValueError, NotImplementedError):
-        return 0

@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from fsspec.core import url_to_fs
 
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
-from kdpipe.corpus.views import crop_windows, view_lengths
-from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.corpus.views import crop_windows, labels_at_rate, view_lengths
+from kdpipe.errors import ConfigError
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
 from kdpipe.store.posteriors import PosteriorWriter, Totals
@@ -106,12 +105,7 @@ def _hard_labels(
     if level == "utt":
         return int(store.clip_labels[utt.index]) if store.clip_labels is not None else None
     labels = raw[utt.index][1]
-    if labels is None:
-        return None
-    start, stop = utt.window
-    y = labels[start : None if stop < 0 else stop][::sub][:rows].astype(np.int64)  # (<=T',)
-    y = np.where(y < 0, -1, y)
-    return np.concatenate([y, np.full(rows - len(y), -1, np.int64)]) if len(y) < rows else y
+    return None if labels is None else labels_at_rate(labels, utt.window, sub, rows)
 
 
 def _rows_of(logp: np.ndarray, row: int, frames: int, level: Level) -> np.ndarray:
@@ -277,7 +271,7 @@ def teach(
     if worker.error is not None:
         raise worker.error
     summary.parts = list(writer.parts_written)
-    summary.bytes = _part_bytes(str(out), summary.parts, storage_options)
+    summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -328,12 +322,3 @@ def _view_frames(window: tuple[int, int], frames: int) -> int:
     """Input frames of a view [start, stop) (stop -1: to the end) of ``frames``."""
     start, stop = window
     return (frames if stop < 0 else min(stop, frames)) - start
-
-
-def _part_bytes(location: str, parts: list[str], options: dict[str, Any] | None) -> int:
-    """Bytes on storage of the given parts (0 where the filesystem cannot tell)."""
-    try:
-        filesystem, root = url_to_fs(location, **(options or {}))
-        return int(sum(filesystem.du(f"{root.rstrip('/')}/parts/{p}") for p in parts))
-    except (KdpipeError, OSError, ValueError, NotImplementedError):
-        return 0
