@@ -204,6 +204,7 @@ def _check_part(
             rep.error(f"{at}: array index/{name} is not a valid offsets array")
             return [], {}
     ids = [raw[off[i] : off[i + 1]].tobytes().decode("utf-8", "replace") for i in range(u)]
+    _check_quality(rep, at, data, ids)
     srcs = [""] + [f"members/{j}/" for j in range(len(meta.members))]
     for base in (f"{s}{lv}/" for s in srcs for lv in meta.levels):
         if all(p in data for p in part.arrays if p.startswith(base)):
@@ -213,6 +214,23 @@ def _check_part(
     rep.frames += part.num_frames
     index = {p.removeprefix("index/"): a for p, a in data.items() if p.startswith("index/")}
     return ids, index
+
+
+def _check_quality(rep: VerifyReport, at: str, data: dict[str, Any], ids: list[str]) -> None:
+    """Format 3's quality columns: entropy >= 0, agreement in [0, 1]; NaN is unknown."""
+    bounds = {"entropy": (0.0, np.inf), "agreement": (0.0, 1.0)}
+    for name, (low, high) in bounds.items():
+        column = data.get(f"index/quality/{name}")
+        if column is None:
+            continue
+        known = ~np.isnan(column)
+        bad = np.flatnonzero(known & ((column < low) | (column > high) | np.isinf(column)))
+        if len(bad):
+            i = int(bad[0])
+            rep.error(
+                f"{at}: utterance {ids[i]}: quality {name} {float(column[i])!r} outside "
+                f"[{low}, {high}] (index/quality/{name})"
+            )
 
 
 def verify_store(

@@ -97,6 +97,20 @@ def test_values_that_do_not_sum_to_one_name_the_utterance(store_path):
     assert any(f"utterance {u}: array utt/values: kept mass + tail" in e for e in rep.errors)
 
 
+def test_quality_out_of_range_names_the_utterance(store_path):
+    r = StoreReader(store_path)
+    part, u = r.parts[0].id, r._part_ids[0][1]
+    assert verify_store(store_path).ok
+
+    def bad(agreement):
+        agreement[1] = 1.5  # a fraction of frames
+        return agreement
+
+    _rewrite(store_path, part, "index/quality/agreement", bad)
+    rep = verify_store(store_path)
+    assert any(f"utterance {u}: quality agreement 1.5 outside" in e for e in rep.errors)
+
+
 def test_a_part_without_its_commit_record_is_invisible(store_path):
     r = StoreReader(store_path)
     part, n = r.parts[-1].id, len(r)
