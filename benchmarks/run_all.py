@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["store_size.py", "store_read.py", "train_throughput.py"]
+SCRIPTS = [
+    "store_size.py",
+    "store_read.py",
+    "train_throughput.py",
+    "onnx_member.py",
+    "export_size.py",
+    "import_speed.py",
+]
 
 if __name__ == "__main__":
     for script in SCRIPTS:
