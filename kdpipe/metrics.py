@@ -1,16 +1,20 @@
 """Evaluation metrics on label sequences (pure numpy).
 
 - frame / clip accuracy: fraction of argmax predictions equal to the reference;
+- error counts of token sequences (substitutions, deletions, insertions) by ``kaldialign``
+  (the k2 team's edit distance, what icefall scores with), per utterance and in total;
 - phone error rate (PER): collapse repeated frames of hypothesis and reference (best-path
   decoding, as for a hybrid system without a decoder), map sub-phone units to phones, drop
-  silence, then Levenshtein distance over reference length;
+  silence, then the error counts over the reference length;
 - confusion matrix: counts[ref, hyp].
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
+import kaldialign
 import numpy as np
 
 SILENCE = ("sil", "sp", "spn", "<sil>")
@@ -26,16 +30,54 @@ def collapse(seq: np.ndarray) -> np.ndarray:
     return seq[keep]
 
 
-def edit_distance(ref: Sequence[int], hyp: Sequence[int]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
-    ref, hyp = list(ref), list(hyp)
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Substitutions, deletions and insertions against ``ref_len`` reference tokens."""
+
+    sub: int = 0
+    dels: int = 0
+    ins: int = 0
+    ref_len: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.sub + self.dels + self.ins
+
+    @property
+    def rate(self) -> float:
+        """Errors over reference tokens (0 for an empty reference without errors, inf with)."""
+        if self.ref_len == 0:
+            return 0.0 if self.errors == 0 else float("inf")
+        return self.errors / self.ref_len
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        return ErrorCounts(
+            self.sub + other.sub,
+            self.dels + other.dels,
+            self.ins + other.ins,
+            self.ref_len + other.ref_len,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {"sub": self.sub, "del": self.dels, "ins": self.ins, "ref_len": self.ref_len,
+                "errors": self.errors, "rate": self.rate}  # fmt: skip
+
+
+def error_counts(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> ErrorCounts:
+    """The Levenshtein alignment's substitutions, deletions and insertions (all cost 1),
+    counted by ``kaldialign.edit_distance``."""
+    counts = kaldialign.edit_distance(list(ref), list(hyp))
+    return ErrorCounts(int(counts["sub"]), int(counts["del"]), int(counts["ins"]), len(ref))
+
+
+def total_errors(
+    refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]
+) -> ErrorCounts:
+    """Error counts summed over utterances (the corpus-level rate is their ``rate``)."""
+    total = ErrorCounts()
+    for ref, hyp in zip(refs, hyps, strict=True):
+        total = total + error_counts(ref, hyp)
+    return total
 
 
 def unit_to_phone(name: str) -> str:
@@ -54,13 +96,10 @@ def phone_error_rate(
     ids = {p: i for i, p in enumerate(sorted(set(phones)))}
     to_phone = np.array([ids[p] for p in phones])
     silent = {ids[p] for p in phones if p in SILENCE}
-    errors = total = 0
-    for r, h in zip(refs, hyps, strict=True):
-        r_ph = [p for p in collapse(to_phone[r]) if p not in silent]
-        h_ph = [p for p in collapse(to_phone[h]) if p not in silent]
-        errors += edit_distance(r_ph, h_ph)
-        total += len(r_ph)
-    return errors / max(total, 1)
+    ref_phones = [[int(p) for p in collapse(to_phone[r]) if p not in silent] for r in refs]
+    hyp_phones = [[int(p) for p in collapse(to_phone[h]) if p not in silent] for h in hyps]
+    total = total_errors(ref_phones, hyp_phones)
+    return total.errors / max(total.ref_len, 1)
 
 
 def confusion(refs: Sequence[np.ndarray], hyps: Sequence[np.ndarray], num_classes: int):

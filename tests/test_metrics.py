@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdpipe.metrics import collapse, confusion, edit_distance, phone_error_rate, unit_to_phone
+from kdpipe.metrics import (
+    ErrorCounts,
+    collapse,
+    confusion,
+    error_counts,
+    phone_error_rate,
+    total_errors,
+    unit_to_phone,
+)
 
 
-def test_collapse_and_edit_distance():
+def test_collapse_and_error_counts():
     assert collapse(np.array([1, 1, 2, 2, 1])).tolist() == [1, 2, 1]
-    assert edit_distance("kitten", "sitting") == 3
-    assert edit_distance([], [1, 2]) == 2
+    kitten = error_counts("kitten", "sitting")  # k->s, e->i, +g
+    assert (kitten.sub, kitten.dels, kitten.ins, kitten.ref_len) == (2, 0, 1, 6)
+    assert kitten.errors == 3 and kitten.rate == 0.5
+    assert error_counts([], [1, 2]) == ErrorCounts(0, 0, 2, 0)
+    assert error_counts([], []).rate == 0.0 and error_counts([], [1]).rate == float("inf")
+    words = total_errors(
+        [["the", "cat", "sat"], ["a", "dog"]], [["the", "cat"], ["a", "big", "dog"]]
+    )
+    assert (words.dels, words.ins, words.ref_len, words.rate) == (1, 1, 5, 0.4)
+    assert words.to_dict()["del"] == 1
 
 
 def test_unit_to_phone():
