@@ -18,19 +18,38 @@ PACKAGE = ROOT / "kdpipe"
 # The layers of docs/architecture.md, top to bottom, and what each may import from kdpipe
 # (besides itself). "base" is the top-level modules (kdpipe/*.py).
 MAY_IMPORT = {
-    "cli": {"pipeline", "teach", "learn", "align", "hmm", "store", "corpus", "models", "base"},
-    "pipeline": {"teach", "learn", "align", "hmm", "store", "corpus", "models", "base"},
+    "cli": {
+        "pipeline",
+        "teach",
+        "learn",
+        "align",
+        "decode",
+        "hmm",
+        "store",
+        "corpus",
+        "models",
+        "base",
+    },
+    "pipeline": {"teach", "learn", "align", "decode", "hmm", "store", "corpus", "models", "base"},
     "teach": {"store", "corpus", "models", "base"},
-    "learn": {"store", "corpus", "models", "base"},
+    "learn": {"decode", "store", "corpus", "models", "base"},
+    "decode": {"hmm", "corpus", "base"},
     "align": {"hmm", "corpus", "models", "base"},
     "hmm": {"corpus", "base"},
     "models": {"corpus", "base"},
     "store": {"base"},
     "corpus": {"base"},
     "base": set(),
-    "testing": {"teach", "learn", "align", "hmm", "store", "corpus", "models", "base"},
+    "testing": {"teach", "learn", "align", "decode", "hmm", "store", "corpus", "models", "base"},
 }
-NO_TORCH = {"store", "corpus", "pipeline", "cli", "hmm"}  # layers that must not import torch at all
+NO_TORCH = {
+    "store",
+    "corpus",
+    "pipeline",
+    "cli",
+    "hmm",
+    "decode",
+}  # layers that must not import torch at all
 NO_TORCH_BASE = {
     "errors", "schema", "labels", "levels", "sparse", "essence", "zarrio", "console", "seeds"
 }  # fmt: skip

@@ -32,23 +32,13 @@ from kdpipe.align.gmm import AlignOptions, align_scores
 from kdpipe.align.truth import agreement
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.lexicon import LexiconReport, read_lexicon
+from kdpipe.corpus.priors import label_priors
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.errors import AlignmentError, CorpusError
 from kdpipe.hmm.lang import GraphCompiler, Lang
 from kdpipe.hmm.model import GmmHmm
 from kdpipe.labels import LabelSet
 from kdpipe.models import load_checkpoint
-
-PRIOR_FLOOR = 1e-5  # a state never seen in training gets this prior (not log 0)
-
-
-def state_priors(store: FeatureStore, split: str = "train") -> np.ndarray:
-    """(C,) float64 prior of each label: its share of the split's frames, floored."""
-    counts = np.zeros(len(store.labels), dtype=np.float64)
-    for i in store.indices(split):
-        counts += np.bincount(store.frame_labels(int(i)), minlength=len(counts))
-    priors = counts / max(counts.sum(), 1.0)
-    return np.maximum(priors, PRIOR_FLOOR)
 
 
 def realign_data(
@@ -91,7 +81,7 @@ def realign_data(
             f"model {model}: realignment needs one output per frame "
             f"(its subsampling is {card.subsampling})"
         )
-    log_prior = np.log(state_priors(store))  # (C,)
+    log_prior = np.log(label_priors(store))  # (C,)
     lang = Lang.from_lexicon(lexicon)
     compiler = GraphCompiler(lang, hmm.tm, hmm.tree)
     opts = options or AlignOptions(

@@ -195,23 +195,44 @@ def evaluate(
     view_offset_ms: ViewOffsetMs = None,
     view_random: ViewRandom = None,
     view_seed: ViewSeed = None,
+    decode: Annotated[
+        bool,
+        typer.Option(
+            "--decode",
+            help="Also decode through a phone loop (priors and phone bigram from the train "
+            "split) for the decoded phone error rate.",
+        ),
+    ] = False,
+    acoustic_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="--decode: the acoustic scale of the pseudo log-likelihoods; default: the "
+            "best of a sweep on the dev split."
+        ),
+    ] = None,
+    beam: Annotated[float, typer.Option(help="--decode: the search beam.")] = 13.0,
 ) -> None:
     """Score checkpoints: accuracy, cross-entropy, phone error rate, confusion matrix.
 
-    --split takes a subset too (test[:50%]); --view-ms scores crop windows (as teach cuts).
+    --split takes a subset too (test[:50%]); --view-ms scores crop windows (as teach cuts);
+    --decode adds the decoded phone error rate (`decoded_per`; `phone_error_rate` is the
+    argmax collapsed without a decoder).
     """
     from rich.table import Table
 
     from kdpipe.corpus.views import view_from_options
+    from kdpipe.decode.hybrid import DecodeOptions
     from kdpipe.learn.evaluate import evaluate_checkpoint
 
     view = view_from_options(None, view_ms, view_offset_ms, view_random, view_seed)
+    options = DecodeOptions(acoustic_scale=acoustic_scale, beam=beam) if decode else None
     reports = []
     for checkpoint in model:
         where = None if out is None else (out if len(model) == 1 else out / checkpoint.name)
         report = evaluate_checkpoint(
-            checkpoint, corpus, split, where, trust_custom_code=trust_custom_code, view=view
-        )
+            checkpoint, corpus, split, where, trust_custom_code=trust_custom_code, view=view,
+            decode=options,
+        )  # fmt: skip
         reports.append(report.to_dict())
     if json_:
         typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports))
@@ -221,7 +242,8 @@ def evaluate(
     table.add_column("metric")
     for checkpoint in model:
         table.add_column(checkpoint.name, justify="right")
-    keys = [key for key in reports[0] if key not in ("model", "corpus", "split", "view")]
+    skip = ("model", "corpus", "split", "view", "decode")
+    keys = [key for key in reports[0] if key not in skip]
     for key in keys:
         cells = [report.get(key, "") for report in reports]
         table.add_row(key, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))

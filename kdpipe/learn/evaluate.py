@@ -6,7 +6,7 @@ Legend: B batch, T' output frames, C classes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,10 @@ from matplotlib.figure import Figure
 from kdpipe.batching import bucket_batches
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import ViewConfig
+from kdpipe.decode.hybrid import DecodeOptions
+from kdpipe.decode.phone_loop import PhoneLoop
+from kdpipe.decode.scoring import DecodedPer, decoded_per, training_graph, tune_scale
+from kdpipe.errors import ConfigError
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
 from kdpipe.metrics import confusion, phone_error_rate
@@ -31,6 +35,7 @@ class Predictions:
     counted: int
     hyp: list[np.ndarray] = field(default_factory=list)  # N x (T'_i,) or N x (1,)
     ref: list[np.ndarray] = field(default_factory=list)
+    logp: list[np.ndarray] = field(default_factory=list)  # N x (T'_i, C) when asked
 
     @property
     def accuracy(self) -> float:
@@ -44,14 +49,17 @@ def predict(
     batch_frames: int = 40000,
     device: torch.device | str = "cpu",
     keep: bool = False,
+    keep_logp: bool = False,
 ) -> Predictions:
-    """Evaluate ``model`` on ``data`` in length order; ``keep`` stores hyp/ref sequences."""
+    """Evaluate ``model`` on ``data`` in length order; ``keep`` stores hyp/ref sequences,
+    ``keep_logp`` (frame level) also each utterance's log-posteriors (to decode them)."""
     was_training = model.training
     model.eval()
     sub = int(getattr(model, "subsampling", 1))
     total_loss, correct, counted = 0.0, 0, 0
     hyp: dict[int, np.ndarray] = {}
     ref: dict[int, np.ndarray] = {}
+    logps: dict[int, np.ndarray] = {}
     for idx in bucket_batches(data.lengths, batch_frames):
         batch = data.batch(idx).to(torch.device(device))
         logits, out_lengths = model(batch.x, batch.lengths)  # (B, T', C) or (B, C)
@@ -64,10 +72,13 @@ def predict(
         if keep:
             pred = logits.argmax(-1).cpu().numpy()  # (B, T') or (B,)
             labels = y.cpu().numpy()
+            logp = torch.log_softmax(logits.float(), -1).cpu().numpy() if keep_logp else None
             for row, utt in enumerate(batch.index):
                 if data.level == "frame":
                     valid = labels[row] != IGNORE
                     hyp[int(utt)], ref[int(utt)] = pred[row][valid], labels[row][valid]
+                    if logp is not None:
+                        logps[int(utt)] = logp[row][valid]  # (T'_valid, C)
                 else:
                     hyp[int(utt)], ref[int(utt)] = pred[row : row + 1], labels[row : row + 1]
     if was_training:
@@ -76,6 +87,7 @@ def predict(
     if keep:
         out.hyp = [hyp[utt] for utt in range(len(data))]
         out.ref = [ref[utt] for utt in range(len(data))]
+        out.logp = [logps[utt] for utt in range(len(data))] if logps else []
     return out
 
 
@@ -94,6 +106,7 @@ class EvalReport:
     labels: list[str]
     confusion: np.ndarray  # (C, C) counts[ref, hyp]
     view: dict | None = None  # ViewConfig.to_dict() of the crop scored; None: whole utterances
+    decoded: DecodedPer | None = None  # phone-loop decoding, when asked (frame level)
 
     def to_dict(self) -> dict:
         key = "frame_accuracy" if self.level == "frame" else "clip_accuracy"
@@ -110,6 +123,9 @@ class EvalReport:
             out["phone_error_rate"] = self.phone_error_rate
         if self.view is not None:
             out["view"] = self.view
+        if self.decoded is not None:
+            out["decoded_per"] = self.decoded.per
+            out["decode"] = self.decoded.to_dict()
         return out
 
 
@@ -121,13 +137,19 @@ def evaluate_checkpoint(
     device: str = "auto",
     trust_custom_code: bool = False,
     view: ViewConfig | None = None,
+    decode: DecodeOptions | None = None,
+    tune_split: str = "dev",
 ) -> EvalReport:
     """Score checkpoint ``model_dir`` on ``split`` (a name or a subset such as
     ``test[:50%]``) of feature store ``corpus``; with ``view``, on each utterance's crop
     window (``LabelledData.from_store``).
 
     Refuses a corpus whose label set or feature config disagrees with the checkpoint's
-    card. With ``out``, writes ``metrics.json``, ``confusion.csv`` and ``confusion.png``.
+    card. With ``out``, writes ``metrics.json``, ``confusion.csv`` and ``confusion.png``
+    (and ``hyp.txt``, the decoded phones in Kaldi ``text`` format, when decoding).
+    ``decode`` (frame level): also decode every utterance through a phone loop (priors and
+    phone bigram from the corpus' train split, ``kdpipe.decode``) for the decoded PER; an
+    acoustic scale of None is the best of a sweep on ``tune_split`` (never the scored one).
     """
     store = FeatureStore.open(corpus)
     dev = pick_device(device)
@@ -142,7 +164,11 @@ def evaluate_checkpoint(
         name=f"checkpoint {model_dir}",
     )
     data = LabelledData.from_store(store, split, view)
-    pred = predict(model, data, device=dev, keep=True)
+    decoding = decode is not None and level == "frame"
+    if decode is not None and not decoding:
+        raise ConfigError("decode: a clip-level model has no phones to decode")
+    graph = training_graph(store) if decoding else None  # before the long work
+    pred = predict(model, data, device=dev, keep=True, keep_logp=decoding)
     names = list(store.labels.names)
     report = EvalReport(
         model=str(model_dir),
@@ -157,9 +183,42 @@ def evaluate_checkpoint(
         confusion=confusion(pred.ref, pred.hyp, len(names)),
         view=None if view is None else view.to_dict(),
     )
+    if graph is not None and decode is not None:
+        report.decoded = _decode(
+            model, store, graph, decode, pred, data, split, tune_split, view, dev
+        )
     if out is not None:
         write_report(report, Path(out))
     return report
+
+
+def _decode(
+    model: torch.nn.Module,
+    store: FeatureStore,
+    graph: tuple[PhoneLoop, np.ndarray],
+    decode: DecodeOptions,
+    pred: Predictions,
+    data: LabelledData,
+    split: str,
+    tune_split: str,
+    view: ViewConfig | None,
+    device: torch.device,
+) -> DecodedPer:
+    """The decoded PER of ``pred``; the acoustic scale given, or tuned on ``tune_split``."""
+    if decode.acoustic_scale is not None:
+        return decoded_per(*graph, pred.logp, pred.ref, data.ids, decode)
+    if tune_split == split:
+        raise ConfigError(
+            f"decode: the acoustic scale is tuned on {tune_split!r}, not on the scored split"
+        )
+    tune = LabelledData.from_store(store, tune_split, view)
+    tuned = predict(model, tune, device=device, keep=True, keep_logp=True)
+    scale, sweep = tune_scale(*graph, tuned.logp, tuned.ref, tune.ids, decode)
+    result = decoded_per(
+        *graph, pred.logp, pred.ref, data.ids, replace(decode, acoustic_scale=scale)
+    )
+    result.sweep, result.tuned_on = sweep, tune_split
+    return result
 
 
 def write_report(report: EvalReport, out: Path) -> None:
@@ -185,3 +244,6 @@ def write_report(report: EvalReport, out: Path) -> None:
     axes.set_title(f"{report.split}: accuracy {report.accuracy:.3f}")
     fig.tight_layout()
     fig.savefig(out / "confusion.png", dpi=100)
+    if report.decoded is not None:
+        lines = [f"{utt} {' '.join(phones)}\n" for utt, phones in report.decoded.hypotheses.items()]
+        (out / "hyp.txt").write_text("".join(lines))

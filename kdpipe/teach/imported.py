@@ -40,6 +40,7 @@ import numpy as np
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.manifest import TRANSCRIBED
+from kdpipe.corpus.priors import read_priors
 from kdpipe.corpus.views import labels_at_rate
 from kdpipe.errors import ConfigError, CorpusError, KdpipeError, LabelSetError, StoreError
 from kdpipe.essence import Rule
@@ -119,37 +120,6 @@ class ImportSummary(Totals):
 
 
 # -- values ----------------------------------------------------------------------------------
-
-
-def read_priors(path: str | Path, num_classes: int) -> np.ndarray:
-    """(C,) float64 log priors from a Kaldi vector: text ``[ 1 2 3 ]`` (``copy-vector
-    --binary=false``), one number a line, or binary (``\\0BFV``/``\\0BDV``); counts or
-    probabilities, normalised to sum 1. ``ConfigError`` naming the file otherwise."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"priors file not found: {p}")
-    raw = p.read_bytes()
-    if raw.startswith(b"\0B"):
-        from kaldiio.matio import read_kaldi
-
-        try:
-            with open(p, "rb") as f:
-                values = np.asarray(read_kaldi(f), dtype=np.float64).reshape(-1)
-        except (ValueError, AssertionError, RuntimeError) as error:
-            raise ConfigError(f"{p}: not a Kaldi vector of priors ({error})") from None
-    else:
-        words = raw.decode("utf-8", "replace").replace("[", " ").replace("]", " ").split()
-        try:
-            values = np.array([float(w) for w in words], dtype=np.float64)
-        except ValueError:
-            raise ConfigError(
-                f"{p}: priors must be numbers (a Kaldi vector '[ 1 2 3 ]' or one a line)"
-            ) from None
-    if len(values) != num_classes:
-        raise LabelSetError(f"{p}: {len(values)} priors; the label set has {num_classes} labels")
-    if not np.isfinite(values).all() or (values <= 0).any():
-        raise ConfigError(f"{p}: priors must be finite and > 0 (counts or probabilities)")
-    return np.log(values / values.sum())
 
 
 def to_logprobs(

@@ -1,0 +1,11 @@
+"""Decoding a frame model's posteriors into phone (later word) sequences (issue 15).
+
+- ``phone_loop``: a phone-loop decoding graph over a model's label units, built with
+  kaldifst: each label is a state of a phone, a phone bigram (from the training labels)
+  weighs the loop;
+- ``hybrid``: posteriors -> pseudo log-likelihoods (minus log priors, times the acoustic
+  scale) -> Kaldi's ``FasterDecoder`` (kaldi-hmm-gmm's binding) -> the best path's phones.
+
+Reads corpora and models, never the target store. Importing this package imports neither
+torch nor kaldifst.
+"""
