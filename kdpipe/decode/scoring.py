@@ -30,7 +30,7 @@ class DecodedPer:
 
     counts: ErrorCounts
     utterances: int
-    not_final: int  # utterances whose search lost every final state (best partial path)
+    not_final: int  # utterances whose search lost every final state: all deletions
     acoustic_scale: float
     hypotheses: dict[str, list[str]] = field(default_factory=dict)  # id -> phones
     sweep: dict[str, float] = field(default_factory=dict)  # scale -> PER on the tuning split
@@ -82,7 +82,8 @@ def decoded_per(
     for utt_id, logp, ref in zip(ids, logps, refs, strict=True):
         hyp = decode_scores(loop.fst, pseudo_loglik(logp, log_prior, opts.acoustic_scale), opts)
         not_final += not hyp.reached_final
-        hyp_phones = [p for p in hyp.symbols if p not in silent]
+        # an utterance the beam could not finish is counted as all deletions, never dropped
+        hyp_phones = [p for p in hyp.symbols if p not in silent] if hyp.reached_final else []
         ref_phones = [p for p in phone_sequences([ref], loop.label_phone)[0] if p not in silent]
         total = total + error_counts(ref_phones, hyp_phones)
         hyps[utt_id] = [loop.phones[p] for p in hyp_phones]

@@ -44,7 +44,7 @@ OPTIONS: dict[str, set[str]] = {
     "learn": {"corpus", "config", "student", "model", "train", "kd", "targets", "init"}
     | {"view", "train_split", "dev_split", "seeds", "eval"},
     "teach": {"corpus", "model", "members", "ensemble", "split", "batch_frames"},
-    "eval": {"corpus", "model", "split", "view"},
+    "eval": {"corpus", "model", "split", "view", "decode"},
 }
 REFS = {
     "prepare": ("corpus",),

@@ -53,10 +53,13 @@ def collect(report: RunReport) -> dict[str, Any]:
     for wanted in recipe.rows:
         acc = _scores(report, wanted["stage"], "accuracy")
         per = _scores(report, wanted["stage"], "phone_error_rate")
+        decoded = _scores(report, wanted["stage"], "decoded_per")
         row: dict[str, Any] = {"label": wanted["label"], "stage": wanted["stage"], "accuracy": acc}
         row["accuracy_mean"], row["accuracy_std"] = _mean_std(acc)
         if per:
             row["per_mean"], row["per_std"] = _mean_std(per)
+        if decoded:
+            row["decoded_per_mean"], row["decoded_per_std"] = _mean_std(decoded)
         row["parameters"] = _first(report, wanted["stage"], "parameters")
         if wanted.get("store") is not None:  # the store this row's model learnt from
             row["bytes_per_frame"] = _first(report, wanted["store"], "bytes_per_frame")
@@ -108,8 +111,10 @@ def _pm(mean: float | None, std: float | None) -> str:
 def to_markdown(res: dict[str, Any], command: str = "") -> str:
     """The table and the claims, as Markdown."""
     has_per = any("per_mean" in row for row in res["rows"])
+    has_decoded = any("decoded_per_mean" in row for row in res["rows"])
     has_bytes = any(row.get("bytes_per_frame") is not None for row in res["rows"])
-    head = ["Model", "Test accuracy (%)"] + ["PER (%)"] * has_per + ["Params"]
+    head = ["Model", "Test accuracy (%)"] + ["Decoded PER (%)"] * has_decoded
+    head += ["Collapsed PER (%)" if has_decoded else "PER (%)"] * has_per + ["Params"]
     head += ["Bytes/frame"] * has_bytes + ["Runs"]
     lines = [f"## {res['title'] or res['recipe']} ({res['size']})", ""]
     if res["paper"]:
@@ -117,6 +122,8 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in res["rows"]:
         cells = [row["label"], _pm(row["accuracy_mean"], row["accuracy_std"])]
+        if has_decoded:
+            cells.append(_pm(row.get("decoded_per_mean"), row.get("decoded_per_std")))
         if has_per:
             cells.append(_pm(row.get("per_mean"), row.get("per_std")))
         cells.append("-" if not row["parameters"] else f"{row['parameters']:,}")

@@ -127,16 +127,23 @@ def learn_run(call: StageCall) -> SupervisedRun | KdRun:
     )
 
 
-def score(model: str | Path, corpus: str, split: str, view: dict[str, Any] | None) -> dict:
-    """Test scores of checkpoint ``model``: accuracy (and PER for frames), parameters."""
+def score(
+    model: str | Path, corpus: str, split: str, view: dict[str, Any] | None, decode: Any = False
+) -> dict:
+    """Test scores of checkpoint ``model``: accuracy (and PER for frames), parameters; with
+    ``decode``, the decoded PER (phone loop, acoustic scale tuned on dev)."""
     # evaluate imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
+    from kdpipe.decode.hybrid import DecodeOptions
     from kdpipe.learn.evaluate import evaluate_checkpoint
 
+    if not isinstance(decode, bool):
+        raise ConfigError(f"eval: decode must be true or false, got {decode!r}")
     view_cfg = None if view is None else ViewConfig.from_dict(view)
     card = read_card(model)
     trust = is_custom(card.architecture)  # the recipe named this code itself
     report = evaluate_checkpoint(model, corpus, split=split, view=view_cfg, device="auto",
-                                 trust_custom_code=trust)  # fmt: skip
+                                 trust_custom_code=trust,
+                                 decode=DecodeOptions() if decode else None)  # fmt: skip
     return {
         **report.to_dict(),
         "accuracy": report.accuracy,
@@ -155,11 +162,12 @@ def run_learn(call: StageCall) -> dict[str, Any]:
         run, call.out, resume=call.resume, overwrite=not call.resume, progress=call.progress
     )
     evaluation = dict(call.options.get("eval") or {})
-    if set(evaluation) - {"split", "view"}:
-        raise ConfigError(f"eval: keys are split and view; got {sorted(evaluation)}")
+    if set(evaluation) - {"split", "view", "decode"}:
+        raise ConfigError(f"eval: keys are split, view and decode; got {sorted(evaluation)}")
     view = evaluation.get("view", run.view.to_dict() if run.view is not None else None)
+    split = str(evaluation.get("split", "test"))
     summary = {
-        **score(call.out, run.corpus, str(evaluation.get("split", "test")), view),
+        **score(call.out, run.corpus, split, view, evaluation.get("decode", False)),
         "best_dev_accuracy": result.best_dev_acc,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -174,7 +182,8 @@ def run_eval(call: StageCall) -> dict[str, Any]:
     options = call.options
     call.out.mkdir(parents=True, exist_ok=True)
     return score(call.inputs[options["model"]], call.inputs[options["corpus"]],
-                 str(options.get("split", "test")), options.get("view"))  # fmt: skip
+                 str(options.get("split", "test")), options.get("view"),
+                 options.get("decode", False))  # fmt: skip
 
 
 def ensemble(call: StageCall) -> EnsembleConfig:

@@ -37,6 +37,10 @@ def test_recipe_small(name, tmp_path):
             assert row["accuracy_std"] == pytest.approx(statistics.stdev(acc)), row["label"]
         else:
             assert row["accuracy_std"] is None, row["label"]
+    if name == "dark_knowledge_lstm":  # its learn stages decode (eval: {decode: true})
+        assert all(row.get("decoded_per_mean") is not None for row in res["rows"])
+        md = (tmp_path / name / "results.md").read_text()
+        assert "Decoded PER (%)" in md and "Collapsed PER (%)" in md
     for claim in res["claims"]:
         # the verdict follows from the table's numbers (results.md: "checked on the numbers
         # above"): A's mean minus B's, with a standard error where both have several seeds
