@@ -50,6 +50,14 @@ class PhoneLoop:
     label_phone: np.ndarray  # (C,) phone index of each label
 
 
+def label_phones(labels: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The phones of a label set (sorted) and each label's phone index, (C,)."""
+    units = [unit_state(name) for name in labels]
+    phones = tuple(sorted({phone for phone, _ in units}))
+    index = {phone: i for i, phone in enumerate(phones)}
+    return phones, np.array([index[phone] for phone, _ in units], dtype=np.int64)
+
+
 def phone_sequences(
     label_sequences: Iterable[np.ndarray], label_phone: np.ndarray
 ) -> list[list[int]]:
@@ -83,9 +91,7 @@ def build_phone_loop(
     import kaldifst  # a compiled extension: loaded when a graph is built
 
     units = [unit_state(name) for name in labels]
-    phones = tuple(sorted({phone for phone, _ in units}))
-    index = {phone: i for i, phone in enumerate(phones)}
-    label_phone = np.array([index[phone] for phone, _ in units], dtype=np.int64)
+    phones, label_phone = label_phones(labels)
     p = len(phones)
     if bigram is None:
         bigram = np.full((p + 1, p), np.log(p))

@@ -19,7 +19,13 @@ import numpy as np
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.priors import label_priors
 from kdpipe.decode.hybrid import SCALES, DecodeOptions, decode_scores, pseudo_loglik
-from kdpipe.decode.phone_loop import PhoneLoop, build_phone_loop, phone_bigram, phone_sequences
+from kdpipe.decode.phone_loop import (
+    PhoneLoop,
+    build_phone_loop,
+    label_phones,
+    phone_bigram,
+    phone_sequences,
+)
 from kdpipe.errors import ConfigError
 from kdpipe.metrics import SILENCE, ErrorCounts, error_counts
 
@@ -58,9 +64,9 @@ def training_graph(
     index = store.indices(split)
     if not len(index):
         raise ConfigError(f"{store.location}: no {split!r} utterances to count priors on")
-    loop = build_phone_loop(labels)  # the label -> phone map; the weights follow
-    sequences = phone_sequences((store.frame_labels(int(i)) for i in index), loop.label_phone)
-    bigram = phone_bigram(sequences, len(loop.phones))
+    phones, label_phone = label_phones(labels)
+    sequences = phone_sequences((store.frame_labels(int(i)) for i in index), label_phone)
+    bigram = phone_bigram(sequences, len(phones))
     return build_phone_loop(labels, bigram, lm_weight), np.log(label_priors(store, split))
 
 
