@@ -44,7 +44,6 @@ from __future__ import annotations
 import inspect
 import io
 import json
-import pickle
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,13 +141,15 @@ def _read_state(data: bytes, file: Path, name: str) -> dict[str, torch.Tensor]:
             ) from None
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelError(
-            f"member {name}: {file.name} holds Python objects besides tensors (a whole "
-            "pickled model?), which torch.load(weights_only=True) refuses and kdpipe never "
-            "unpickles: save model.state_dict(), or safetensors"
-        ) from None
     except Exception as error:
+        # torch's weights-only unpickler refusing an object (pickle.UnpicklingError; kdpipe
+        # imports no pickle module, so the class is recognised by name)
+        if type(error).__name__ == "UnpicklingError":
+            raise ModelError(
+                f"member {name}: {file.name} holds Python objects besides tensors (a whole "
+                "pickled model?), which torch.load(weights_only=True) refuses and kdpipe never "
+                "unpickles: save model.state_dict(), or safetensors"
+            ) from None
         raise ModelError(
             f"member {name}: {file.name} is not a torch state dict readable with "
             f"weights_only=True (kdpipe never unpickles code): {one_line(error)}"
