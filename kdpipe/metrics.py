@@ -80,12 +80,24 @@ def total_errors(
     return total
 
 
-def unit_to_phone(name: str) -> str:
-    """The phone a label unit belongs to: ``a`` -> a, ``a_2`` -> a, ``l-a+r_2`` -> a."""
-    base = name.rsplit("_", 1)[0] if "_" in name and name.rsplit("_", 1)[1].isdigit() else name
+def unit_state(name: str) -> tuple[str, int]:
+    """(phone, HMM state) of a label unit: trailing ``_<digits>`` are the state (and, for
+    an aligned tied state, its leaf: ``a_2_5`` is state 2 of a); a triphone ``l-p+r`` is
+    its centre phone p; a name without a state suffix is state 1 (``t_h`` is a phone)."""
+    parts = name.split("_")
+    digits = 0
+    while digits < 2 and len(parts) - digits > 1 and parts[-1 - digits].isdigit():
+        digits += 1
+    state = int(parts[-digits]) if digits else 1
+    base = "_".join(parts[: len(parts) - digits]) if digits else name
     if "-" in base and "+" in base:
         base = base.split("-", 1)[1].split("+", 1)[0]
-    return base
+    return base, state
+
+
+def unit_to_phone(name: str) -> str:
+    """The phone a label unit belongs to: ``a``, ``a_2``, ``l-a+r_2``, ``a_2_5`` -> a."""
+    return unit_state(name)[0]
 
 
 def phone_error_rate(

@@ -34,6 +34,7 @@ def test_unit_to_phone():
     assert unit_to_phone("a_2") == "a"
     assert unit_to_phone("l-a+r_2") == "a"
     assert unit_to_phone("t_h") == "t_h"  # a phone name with an underscore, not a state
+    assert unit_to_phone("a_2_5") == "a"  # an aligned tied state: phone, pdf class, leaf
 
 
 def test_phone_error_rate_ignores_silence_and_state_repeats():

@@ -5,15 +5,15 @@ Symbols: an arc's input symbol is a label index + 1 (0 is epsilon; column j of
 in ``PhoneLoop.phones`` (silence included; scoring drops it), on the arc that enters the
 phone.
 
-Each label is state k of a phone (``unit_state``: ``a`` -> (a, 1), ``a_2`` -> (a, 2),
-``l-a+r_2`` -> (a, 2), an aligned tied state ``a_2_5`` -> (a, 2)). A phone's HMM is its
-states in order; each state loops on its labels (several labels of one state, contexts or
-tied states, are alternatives) and moves on to the next state's labels. Leaving the last
-state returns to that phone's history state, from which entering phone q costs
-``lm_weight * -log P(q | p)``: a phone bigram estimated from the training labels with
-add-one smoothing (``phone_bigram``). Every history state is final. Transition
-probabilities inside a phone are 0 (free): next to the acoustic scores they matter
-little, and the acoustic scale is swept anyway.
+Each label is state k of a phone (``kdpipe.metrics.unit_state``: ``a`` -> (a, 1), ``a_2``
+-> (a, 2), ``l-a+r_2`` -> (a, 2), an aligned tied state ``a_2_5`` -> (a, 2)). A phone's
+HMM is its states in order; each state loops on its labels (several labels of one state,
+contexts or tied states, are alternatives) and moves on to the next state's labels.
+Leaving the last state returns to that phone's history state, from which entering phone q
+costs ``lm_weight * -log P(q | p)``: a phone bigram estimated from the training labels
+with add-one smoothing (``phone_bigram``). Every history state is final. Transition
+probabilities inside a phone are 0 (free): next to the acoustic scores they matter little,
+and the acoustic scale is swept anyway.
 """
 
 from __future__ import annotations
@@ -24,21 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kdpipe.errors import ConfigError
-
-
-def unit_state(name: str) -> tuple[str, int]:
-    """(phone, state) of a label unit: trailing ``_<digits>`` are the HMM state (and, for
-    an aligned tied state, its leaf: ``a_2_5`` is state 2 of a); a triphone ``l-p+r`` is
-    its centre phone p; a name without a state suffix is state 1."""
-    parts = name.split("_")
-    digits = 0
-    while digits < 2 and len(parts) - digits > 1 and parts[-1 - digits].isdigit():
-        digits += 1
-    state = int(parts[-digits]) if digits else 1
-    base = "_".join(parts[: len(parts) - digits]) if digits else name
-    if "-" in base and "+" in base:
-        base = base.split("-", 1)[1].split("+", 1)[0]
-    return base, state
+from kdpipe.metrics import unit_state
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from kdpipe.cli.main import app
 from kdpipe.corpus.priors import label_priors, read_priors, write_priors
 from kdpipe.decode.hybrid import DecodeOptions, decode_scores, pseudo_loglik
-from kdpipe.decode.phone_loop import build_phone_loop, phone_bigram, phone_sequences, unit_state
+from kdpipe.decode.phone_loop import build_phone_loop, phone_bigram, phone_sequences
 from kdpipe.errors import ConfigError, LabelSetError
 from kdpipe.learn.evaluate import evaluate_checkpoint
+from kdpipe.metrics import unit_state
 from kdpipe.testing.corpora import make_feature_store
 
 torch.set_num_threads(1)
