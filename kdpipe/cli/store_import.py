@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from kdpipe.cli._common import console, report_errors
+from kdpipe.cli._common import Full, Mass, Sample, Threshold, TopK, console, report_errors
 
 
 def import_(
@@ -59,17 +59,11 @@ def import_(
         int | None,
         typer.Option(help="Input frames per source row (default: inferred from the counts)."),
     ] = None,
-    topk: Annotated[int | None, typer.Option(help="Keep the K most probable classes.")] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Keep classes with probability >= P.")
-    ] = None,
-    mass: Annotated[
-        float | None, typer.Option(help="Keep the fewest classes reaching mass M.")
-    ] = None,
-    sample: Annotated[
-        int | None, typer.Option(help="Keep N draws (unbiased sampled targets).")
-    ] = None,
-    full: Annotated[bool, typer.Option("--full", help="Keep the dense posterior.")] = False,
+    topk: TopK = None,
+    threshold: Threshold = None,
+    mass: Mass = None,
+    sample: Sample = None,
+    full: Full = False,
     values: Annotated[str, typer.Option(help="Value encoding: uint8 or float16.")] = "uint8",
     part_frames: Annotated[
         int | None, typer.Option(help="Frames per committed store part (default 1M).")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kdpipe.cli._common import console, report_errors
+from kdpipe.cli._common import Full, Mass, Sample, Threshold, TopK, console, report_errors
 from kdpipe.errors import ConfigError
 
 
@@ -29,17 +29,11 @@ def teach(
     ids: Annotated[
         Path | None, typer.Option(help="File of utterance ids (one per line) instead of a split.")
     ] = None,
-    topk: Annotated[int | None, typer.Option(help="Keep the K most probable classes.")] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Keep classes with probability >= P.")
-    ] = None,
-    mass: Annotated[
-        float | None, typer.Option(help="Keep the fewest classes reaching mass M.")
-    ] = None,
-    sample: Annotated[
-        int | None, typer.Option(help="Keep N draws (unbiased sampled targets).")
-    ] = None,
-    full: Annotated[bool, typer.Option("--full", help="Keep the dense posterior.")] = False,
+    topk: TopK = None,
+    threshold: Threshold = None,
+    mass: Mass = None,
+    sample: Sample = None,
+    full: Full = False,
     values: Annotated[
         str | None, typer.Option(help="Value encoding for one model: uint8 or float16.")
     ] = None,

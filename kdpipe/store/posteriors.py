@@ -11,7 +11,7 @@ the teacher's quality on it (mean entropy, agreement with the hard labels: the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,6 +42,18 @@ class Totals:
     tail_sum: float = 0.0  # mass the rule dropped, summed over rows
     correct: int = 0  # rows whose argmax is the hard label
     counted: int = 0  # rows with a hard label
+    skipped: int = 0  # already committed (a resumed run), not recomputed
+    bytes: int = 0  # bytes of the parts this run wrote
+    seconds: float = 0.0
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_per_frame(self) -> float:
+        return self.bytes / max(self.frames, 1)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
 
     def count(self, added: Added) -> None:
         self.utterances += 1

@@ -31,7 +31,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,24 +67,12 @@ class ImportSummary(Totals):
     format: str
     level: str = "frame"
     subsampling: int = 1
-    skipped: int = 0  # already committed (resumed run), not read
     outside_split: int = 0  # source utterances not in ``split``, not imported
     not_in_source: int = 0  # utterances of the selection the source does not have
     trimmed: int = 0  # utterances whose rows were trimmed to ceil(T / s)
     padded: int = 0  # utterances padded with their last row
-    bytes: int = 0  # bytes of the parts this run wrote
     source_bytes: int = 0  # bytes of stored source data read
-    seconds: float = 0.0
     hash_seconds: float = 0.0  # hashing the source (provenance), part of ``seconds``
-    parts: list[str] = field(default_factory=list)
-
-    @property
-    def bytes_per_frame(self) -> float:
-        return self.bytes / max(self.frames, 1)
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / max(self.seconds, 1e-9)
 
     @property
     def read_mb_per_second(self) -> float:

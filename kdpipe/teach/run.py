@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +44,7 @@ class TeachSummary(Totals):
 
     store: str
     shard: tuple[int, int]
-    skipped: int = 0  # already committed (resumed run), not recomputed
-    bytes: int = 0  # bytes of the parts this run wrote
-    seconds: float = 0.0
     forward_seconds: float = 0.0  # in the members' forward passes (+ copy to host)
-    parts: list[str] = field(default_factory=list)
-
-    @property
-    def bytes_per_frame(self) -> float:
-        return self.bytes / max(self.frames, 1)
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / max(self.seconds, 1e-9)
 
     def to_dict(self) -> dict[str, Any]:
         return {
