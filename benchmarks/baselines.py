@@ -66,8 +66,8 @@ def main() -> None:
                 kdpipe("eval", "--model", str(out), "--corpus", corpus, "--split", "test", "--json")
             )
             accs.append(100 * rep[metric])
-            if "phone_error_rate" in rep:
-                pers.append(100 * rep["phone_error_rate"])
+            if "collapsed_per" in rep:
+                pers.append(100 * rep["collapsed_per"])
             card = json.loads((ROOT / out / "card.json").read_text())
             params = card["training"]["parameters"]
             print(f"{name} seed {seed}: {metric} {accs[-1]:.2f}", flush=True)

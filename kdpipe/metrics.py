@@ -3,7 +3,7 @@
 - frame / clip accuracy: fraction of argmax predictions equal to the reference;
 - error counts of token sequences (substitutions, deletions, insertions) by ``kaldialign``
   (the k2 team's edit distance, what icefall scores with), per utterance and in total;
-- phone error rate (PER): collapse repeated frames of hypothesis and reference (best-path
+- collapsed phone error rate: collapse repeated frames of hypothesis and reference (best-path
   decoding, as for a hybrid system without a decoder), map sub-phone units to phones, drop
   silence, then the error counts over the reference length;
 - confusion matrix: counts[ref, hyp].
@@ -100,10 +100,12 @@ def unit_to_phone(name: str) -> str:
     return unit_state(name)[0]
 
 
-def phone_error_rate(
+def collapsed_per(
     refs: Sequence[np.ndarray], hyps: Sequence[np.ndarray], label_names: Sequence[str]
 ) -> float:
-    """PER over utterances of frame-label sequences (indices into ``label_names``)."""
+    """The *collapsed* PER of frame-label sequences (indices into ``label_names``): the
+    argmax without a decoder, which a flickering argmax drives past 100%
+    (``kdpipe.decode`` gives the decoded PER)."""
     phones = [unit_to_phone(n) for n in label_names]
     ids = {p: i for i, p in enumerate(sorted(set(phones)))}
     to_phone = np.array([ids[p] for p in phones])

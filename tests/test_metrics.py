@@ -7,9 +7,9 @@ import numpy as np
 from kdpipe.metrics import (
     ErrorCounts,
     collapse,
+    collapsed_per,
     confusion,
     error_counts,
-    phone_error_rate,
     total_errors,
     unit_to_phone,
 )
@@ -37,13 +37,13 @@ def test_unit_to_phone():
     assert unit_to_phone("a_2_5") == "a"  # an aligned tied state: phone, pdf class, leaf
 
 
-def test_phone_error_rate_ignores_silence_and_state_repeats():
+def test_collapsed_per_ignores_silence_and_state_repeats():
     names = ["sil", "a_1", "a_2", "b_1", "b_2"]
     ref = np.array([0, 1, 2, 2, 3, 4, 0])  # sil a a a b b sil -> "a b"
     hyp = np.array([0, 1, 1, 0, 3, 3, 0])  # sil a a sil b b sil -> "a b"
-    assert phone_error_rate([ref], [hyp], names) == 0.0
+    assert collapsed_per([ref], [hyp], names) == 0.0
     hyp2 = np.array([0, 3, 3, 3, 3, 3, 0])  # "b": one deletion
-    assert phone_error_rate([ref], [hyp2], names) == 0.5
+    assert collapsed_per([ref], [hyp2], names) == 0.5
 
 
 def test_confusion_counts():

@@ -96,8 +96,8 @@ def synth_phones_cmd(
         str,
         typer.Option(
             "--labels",
-            help="true: frame labels (ali.txt) from eSpeak; aligned: transcripts and "
-            "lexicon.txt only, for `kdpipe corpus align`, the truth under OUT/reference.",
+            help="true: frame labels (ali.txt) from eSpeak; aligned: transcripts only, for "
+            "`kdpipe corpus align`, the truth under OUT/reference. Both write lexicon.txt.",
         ),
     ] = "true",
 ) -> None:

@@ -200,9 +200,27 @@ def evaluate(
         typer.Option(
             "--decode",
             help="Also decode through a phone loop (priors and phone bigram from the train "
-            "split) for the decoded phone error rate.",
+            "split) for the decoded phone error rate, and through a word graph for the WER "
+            "when the corpus has transcripts and a lexicon.",
         ),
     ] = False,
+    words: Annotated[
+        bool | None,
+        typer.Option(
+            "--words/--no-words",
+            help="--decode: insist on / skip the word error rate (default: when a lexicon "
+            "is given or lies beside the corpus).",
+        ),
+    ] = None,
+    lexicon: Annotated[
+        Path | None,
+        typer.Option(help="--decode: the word graph's lexicon (Kaldi lexicon.txt, CMUdict)."),
+    ] = None,
+    lm: Annotated[
+        Path | None,
+        typer.Option(help="--decode: an ARPA word LM; default: a bigram of the train transcripts."),
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="--decode: decoding worker processes.")] = 1,
     acoustic_scale: Annotated[
         float | None,
         typer.Option(
@@ -212,11 +230,11 @@ def evaluate(
     ] = None,
     beam: Annotated[float, typer.Option(help="--decode: the search beam.")] = 13.0,
 ) -> None:
-    """Score checkpoints: accuracy, cross-entropy, phone error rate, confusion matrix.
+    """Score checkpoints: accuracy, cross-entropy, error rates, confusion matrix.
 
     --split takes a subset too (test[:50%]); --view-ms scores crop windows (as teach cuts);
-    --decode adds the decoded phone error rate (`decoded_per`; `phone_error_rate` is the
-    argmax collapsed without a decoder).
+    --decode adds the decoded phone error rate (`decoded_per`) and, with words, the word
+    error rate (`decoded_wer`); `collapsed_per` is the argmax collapsed without a decoder.
     """
     from rich.table import Table
 
@@ -231,7 +249,7 @@ def evaluate(
         where = None if out is None else (out if len(model) == 1 else out / checkpoint.name)
         report = evaluate_checkpoint(
             checkpoint, corpus, split, where, trust_custom_code=trust_custom_code, view=view,
-            decode=options,
+            decode=options, words=words, lexicon=lexicon, lm=lm, jobs=jobs, progress=not json_,
         )  # fmt: skip
         reports.append(report.to_dict())
     if json_:
@@ -242,7 +260,7 @@ def evaluate(
     table.add_column("metric")
     for checkpoint in model:
         table.add_column(checkpoint.name, justify="right")
-    skip = ("model", "corpus", "split", "view", "decode")
+    skip = ("model", "corpus", "split", "view", "decode", "decode_words")
     keys = [key for key in reports[0] if key not in skip]
     for key in keys:
         cells = [report.get(key, "") for report in reports]

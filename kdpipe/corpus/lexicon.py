@@ -54,6 +54,9 @@ class Lexicon:
             if not prons or any(not p for p in prons):
                 raise CorpusError(f"lexicon: word {word!r} has an empty pronunciation")
             for pron in prons:
+                if isinstance(pron, str):  # ("a", "b") given for (("a", "b"),)
+                    raise CorpusError(f"lexicon: word {word!r}: a pronunciation is a tuple "
+                                      f"of phones, got the string {pron!r}")  # fmt: skip
                 unknown = [p for p in pron if p not in known]
                 if unknown:
                     raise CorpusError(f"lexicon: word {word!r}: unknown phone {unknown[0]!r}")
@@ -156,6 +159,22 @@ def read_lexicon(
         used = {ph for entries in prons.values() for pron in entries for ph in pron}
         phone_set = (silence, *sorted(used - {silence}))
     return Lexicon({w: tuple(e) for w, e in prons.items()}, phone_set, silence)
+
+
+BESIDE = ("lexicon.txt", "align/lexicon.txt", "../lexicon.txt")  # synth, align, a split dir
+
+
+def lexicon_beside(source: str | Path) -> Path | None:
+    """The lexicon that came with a corpus folder: ``lexicon.txt`` of a synthesized
+    corpus, ``align/lexicon.txt`` of ``kdpipe corpus align``'s output (or of the folder
+    above a split folder); None when there is none."""
+    if not str(source) or "://" in str(source):
+        return None
+    folder = Path(source)
+    for name in BESIDE:
+        if (folder / name).is_file():
+            return (folder / name).resolve()
+    return None
 
 
 def detect_format(path: Path, lines: list[tuple[int, str]]) -> str:

@@ -1,63 +1,86 @@
-"""Decoded phone error rate: a split's posteriors through the phone loop, scored against
-the reference phones with kaldialign (``kdpipe.metrics``).
+"""Decoded error rates: a split's posteriors through a decoding graph, scored against
+reference tokens with kaldialign (``kdpipe.metrics``).
 
-Legend: N utterances, T_i output frames, C labels. The reference of an utterance is its
-frame labels mapped to phones with runs merged; silence (``metrics.SILENCE``) is dropped
-from reference and hypothesis alike, as PER is usually reported. The priors and the phone
-bigram come from the corpus' training labels (what the model learnt from), so nothing of
-the scored split leaks into the graph.
+Legend: N utterances, T_i output frames, C labels. A phone reference is the utterance's
+frame labels mapped to phones with runs merged; a word reference its transcript. Silence
+(``metrics.SILENCE``) is dropped from phone references and hypotheses alike, as PER is
+usually reported. Priors, the phone bigram and the word LM come from the corpus'
+training split (what the model learnt from), so nothing of the scored split leaks into
+the graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.lexicon import Lexicon
 from kdpipe.corpus.priors import label_priors
-from kdpipe.decode.hybrid import SCALES, DecodeOptions, decode_scores, pseudo_loglik
-from kdpipe.decode.phone_loop import (
-    PhoneLoop,
-    build_phone_loop,
-    label_phones,
-    phone_bigram,
-    phone_sequences,
-)
+from kdpipe.decode.graph import DecodingGraph, Unit
+from kdpipe.decode.hybrid import SCALES, DecodeOptions
+from kdpipe.decode.jobs import Decoder
+from kdpipe.decode.phone_loop import build_phone_loop, label_phones, phone_bigram, phone_sequences
+from kdpipe.decode.word_graph import build_word_graph
 from kdpipe.errors import ConfigError
 from kdpipe.metrics import SILENCE, ErrorCounts, error_counts
 
+RATE_NAMES = {"phone": "PER", "word": "WER"}
+
 
 @dataclass
-class DecodedPer:
-    """Decoded phone errors of a split."""
+class Decoded:
+    """Decoded errors of a split, in phones or words."""
 
+    unit: Unit
     counts: ErrorCounts
     utterances: int
     not_final: int  # utterances whose search lost every final state: all deletions
     acoustic_scale: float
-    hypotheses: dict[str, list[str]] = field(default_factory=dict)  # id -> phones
-    sweep: dict[str, float] = field(default_factory=dict)  # scale -> PER on the tuning split
+    hypotheses: dict[str, list[str]] = field(default_factory=dict)  # id -> tokens
+    sweep: dict[str, float] = field(default_factory=dict)  # scale -> rate on the tuning split
     tuned_on: str | None = None  # the split the scale was picked on; None: given
+    out_of_vocabulary: int = 0  # reference tokens the graph cannot output (counted as errors)
 
     @property
-    def per(self) -> float:
+    def rate(self) -> float:
         return self.counts.rate
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"per": self.per, **self.counts.to_dict()}
+        out: dict[str, Any] = {"unit": self.unit, **self.counts.to_dict()}
         out.update(utterances=self.utterances, not_final=self.not_final)
-        out["acoustic_scale"] = self.acoustic_scale
+        out.update(acoustic_scale=self.acoustic_scale, out_of_vocabulary=self.out_of_vocabulary)
         if self.tuned_on is not None:
             out.update(tuned_on=self.tuned_on, sweep=self.sweep)
         return out
 
 
+def phone_references(labels: Sequence[str], frame_refs: Sequence[np.ndarray]) -> list[list[str]]:
+    """Each utterance's (T_i,) frame labels as its phones, runs merged, silence dropped."""
+    phones, label_phone = label_phones(labels)
+    return [[phones[p] for p in seq if phones[p] not in SILENCE]
+            for seq in phone_sequences(frame_refs, label_phone)]  # fmt: skip
+
+
+def word_references(store: FeatureStore, ids: Sequence[str]) -> list[list[str]]:
+    """The transcripts of ``ids`` as word lists (``ConfigError`` where one has none)."""
+    if store.texts is None:
+        raise ConfigError(f"{store.location}: no transcripts, so no word references to score")
+    where = {utt: i for i, utt in enumerate(store.ids)}
+    refs = [store.texts[where[utt]].split() for utt in ids]
+    empty = next((utt for utt, ref in zip(ids, refs, strict=True) if not ref), None)
+    if empty is not None:
+        raise ConfigError(f"{store.location}: utterance {empty} has no transcript to score")
+    return refs
+
+
 def training_graph(
     store: FeatureStore, split: str = "train", lm_weight: float = 1.0
-) -> tuple[PhoneLoop, np.ndarray]:
+) -> tuple[DecodingGraph, np.ndarray]:
     """The phone loop over the store's labels with a phone bigram of ``split``'s labels,
     and the (C,) log priors of those labels."""
     labels = list(store.labels.names)
@@ -70,46 +93,65 @@ def training_graph(
     return build_phone_loop(labels, bigram, lm_weight), np.log(label_priors(store, split))
 
 
-def decoded_per(
-    loop: PhoneLoop,
+def training_word_graph(
+    store: FeatureStore, lexicon: Lexicon, arpa: str | Path | None = None, split: str = "train"
+) -> DecodingGraph:
+    """The word graph over the store's labels: ``lexicon``, and the LM in ``arpa`` or a
+    bigram of ``split``'s transcripts."""
+    ids = [store.ids[int(i)] for i in store.indices(split)]
+    sentences = [] if arpa is not None else word_references(store, ids)
+    return build_word_graph(list(store.labels.names), lexicon, arpa, sentences)
+
+
+def decoded_errors(
+    graph: DecodingGraph,
     log_prior: np.ndarray,
     logps: Sequence[np.ndarray],
-    refs: Sequence[np.ndarray],
+    refs: Sequence[Sequence[str]],
     ids: Sequence[str],
     opts: DecodeOptions,
-) -> DecodedPer:
+    decoder: Decoder | None = None,
+) -> Decoded:
     """Decode each utterance's (T_i, C) log-posteriors at ``opts.acoustic_scale`` (which
-    must be set) and count the phone errors against its (T_i,) reference labels (silence
-    dropped from both)."""
+    must be set) and count the errors against its reference tokens (``phone_references``
+    or ``word_references``)."""
     if opts.acoustic_scale is None:
-        raise ConfigError("decode: decoded_per needs an acoustic scale (tune_scale picks one)")
-    silent = {i for i, phone in enumerate(loop.phones) if phone in SILENCE}
+        raise ConfigError("decode: decoded_errors needs an acoustic scale (tune_scale picks one)")
+    if not len(ids):
+        raise ConfigError("decode: no utterances to decode")
+    decoder = decoder or Decoder(graph.fst, progress=False)
+    label = f"decode {RATE_NAMES[graph.unit]} at scale {opts.acoustic_scale:g}"
+    paths = decoder.best_paths(logps, log_prior, opts, label)
     total, not_final, hyps = ErrorCounts(), 0, {}
-    for utt_id, logp, ref in zip(ids, logps, refs, strict=True):
-        hyp = decode_scores(loop.fst, pseudo_loglik(logp, log_prior, opts.acoustic_scale), opts)
-        not_final += not hyp.reached_final
+    for utt_id, path, ref in zip(ids, paths, refs, strict=True):
+        not_final += not path.reached_final
         # an utterance the beam could not finish is counted as all deletions, never dropped
-        hyp_phones = [p for p in hyp.symbols if p not in silent] if hyp.reached_final else []
-        ref_phones = [p for p in phone_sequences([ref], loop.label_phone)[0] if p not in silent]
-        total = total + error_counts(ref_phones, hyp_phones)
-        hyps[utt_id] = [loop.phones[p] for p in hyp_phones]
-    return DecodedPer(total, len(ids), not_final, opts.acoustic_scale, hyps)
+        hyp = graph.tokens(path.symbols) if path.reached_final else []
+        total = total + error_counts(list(ref), hyp)
+        hyps[utt_id] = hyp
+    known = set(graph.symbols)
+    oov = sum(token not in known for ref in refs for token in ref)
+    return Decoded(graph.unit, total, len(ids), not_final, opts.acoustic_scale, hyps,
+                   out_of_vocabulary=oov)  # fmt: skip
 
 
 def tune_scale(
-    loop: PhoneLoop,
+    graph: DecodingGraph,
     log_prior: np.ndarray,
     logps: Sequence[np.ndarray],
-    refs: Sequence[np.ndarray],
+    refs: Sequence[Sequence[str]],
     ids: Sequence[str],
     opts: DecodeOptions,
     scales: Sequence[float] = SCALES,
+    decoder: Decoder | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """The acoustic scale of ``scales`` with the lowest decoded PER on the given (tuning)
-    utterances, and every scale's PER (Kaldi's scoring picks its LM weight so, on dev)."""
+    """The acoustic scale of ``scales`` with the lowest decoded error rate on the given
+    (tuning) utterances, and every scale's rate (Kaldi's scoring picks its LM weight so,
+    on dev)."""
     sweep = {}
     for scale in scales:
-        result = decoded_per(loop, log_prior, logps, refs, ids, replace(opts, acoustic_scale=scale))
-        sweep[f"{scale:g}"] = result.per
+        result = decoded_errors(graph, log_prior, logps, refs, ids,
+                                replace(opts, acoustic_scale=scale), decoder)  # fmt: skip
+        sweep[f"{scale:g}"] = result.rate
     best = min(scales, key=lambda scale: (sweep[f"{scale:g}"], scale))
     return float(best), sweep

@@ -15,14 +15,24 @@ from matplotlib.figure import Figure
 
 from kdpipe.batching import bucket_batches
 from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.lexicon import lexicon_beside, read_lexicon
 from kdpipe.corpus.views import ViewConfig
+from kdpipe.decode.graph import DecodingGraph
 from kdpipe.decode.hybrid import DecodeOptions
-from kdpipe.decode.phone_loop import PhoneLoop
-from kdpipe.decode.scoring import DecodedPer, decoded_per, training_graph, tune_scale
+from kdpipe.decode.jobs import Decoder
+from kdpipe.decode.scoring import (
+    Decoded,
+    decoded_errors,
+    phone_references,
+    training_graph,
+    training_word_graph,
+    tune_scale,
+    word_references,
+)
 from kdpipe.errors import ConfigError
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
-from kdpipe.metrics import confusion, phone_error_rate
+from kdpipe.metrics import collapsed_per, confusion
 from kdpipe.models import load_checkpoint, pick_device
 
 
@@ -102,11 +112,13 @@ class EvalReport:
     utterances: int
     cross_entropy: float
     accuracy: float  # frame accuracy (frame level) or clip accuracy (utterance level)
-    phone_error_rate: float | None  # frame level only
+    collapsed_per: float | None  # frame level only: the argmax collapsed, no decoder
     labels: list[str]
     confusion: np.ndarray  # (C, C) counts[ref, hyp]
     view: dict | None = None  # ViewConfig.to_dict() of the crop scored; None: whole utterances
-    decoded: DecodedPer | None = None  # phone-loop decoding, when asked (frame level)
+    decoded: Decoded | None = None  # phone-loop decoding, when asked (frame level)
+    decoded_words: Decoded | None = None  # word-graph decoding, when asked and possible
+    lexicon: str | None = None  # the word graph's lexicon
 
     def to_dict(self) -> dict:
         key = "frame_accuracy" if self.level == "frame" else "clip_accuracy"
@@ -119,13 +131,16 @@ class EvalReport:
             "cross_entropy": self.cross_entropy,
             key: self.accuracy,
         }
-        if self.phone_error_rate is not None:
-            out["phone_error_rate"] = self.phone_error_rate
+        if self.collapsed_per is not None:
+            out["collapsed_per"] = self.collapsed_per
         if self.view is not None:
             out["view"] = self.view
         if self.decoded is not None:
-            out["decoded_per"] = self.decoded.per
+            out["decoded_per"] = self.decoded.rate
             out["decode"] = self.decoded.to_dict()
+        if self.decoded_words is not None:
+            out["decoded_wer"] = self.decoded_words.rate
+            out["decode_words"] = {**self.decoded_words.to_dict(), "lexicon": self.lexicon}
         return out
 
 
@@ -139,6 +154,11 @@ def evaluate_checkpoint(
     view: ViewConfig | None = None,
     decode: DecodeOptions | None = None,
     tune_split: str = "dev",
+    words: bool | None = None,
+    lexicon: str | Path | None = None,
+    lm: str | Path | None = None,
+    jobs: int = 1,
+    progress: bool = False,
 ) -> EvalReport:
     """Score checkpoint ``model_dir`` on ``split`` (a name or a subset such as
     ``test[:50%]``) of feature store ``corpus``; with ``view``, on each utterance's crop
@@ -146,10 +166,17 @@ def evaluate_checkpoint(
 
     Refuses a corpus whose label set or feature config disagrees with the checkpoint's
     card. With ``out``, writes ``metrics.json``, ``confusion.csv`` and ``confusion.png``
-    (and ``hyp.txt``, the decoded phones in Kaldi ``text`` format, when decoding).
+    (and ``hyp.txt`` / ``hyp_words.txt``, the decoded phones / words in Kaldi ``text``
+    format, when decoding).
+
     ``decode`` (frame level): also decode every utterance through a phone loop (priors and
-    phone bigram from the corpus' train split, ``kdpipe.decode``) for the decoded PER; an
-    acoustic scale of None is the best of a sweep on ``tune_split`` (never the scored one).
+    phone bigram from the corpus' train split, ``kdpipe.decode``) for the decoded PER, and
+    through a word graph for the WER: ``words`` None decodes words when the store has
+    transcripts and a ``lexicon`` is given or lies beside the corpus it was prepared from
+    (``corpus.lexicon.lexicon_beside``), True insists, False never; ``lm`` an ARPA file
+    (None: a bigram of the train transcripts). An acoustic scale of None is the best of a
+    sweep on ``tune_split`` (never the scored one), per graph. ``jobs`` worker processes
+    decode.
     """
     store = FeatureStore.open(corpus)
     dev = pick_device(device)
@@ -167,7 +194,18 @@ def evaluate_checkpoint(
     decoding = decode is not None and level == "frame"
     if decode is not None and not decoding:
         raise ConfigError("decode: a clip-level model has no phones to decode")
-    graph = training_graph(store) if decoding else None  # before the long work
+    if decode is not None and decode.acoustic_scale is None and tune_split == split:
+        raise ConfigError(
+            f"decode: the acoustic scale is tuned on {tune_split!r}, not on the scored split"
+        )
+    graphs: dict[str, tuple[DecodingGraph, np.ndarray]] = {}
+    lexicon_path = None
+    if decoding:  # graphs before the long work: a bad lexicon or LM fails at once
+        graphs["phone"] = training_graph(store)
+        lexicon_path = _word_lexicon(store, words, lexicon, lm, view)
+        if lexicon_path is not None:
+            graph = training_word_graph(store, read_lexicon(lexicon_path), lm)
+            graphs["word"] = (graph, graphs["phone"][1])
     pred = predict(model, data, device=dev, keep=True, keep_logp=decoding)
     names = list(store.labels.names)
     report = EvalReport(
@@ -178,46 +216,85 @@ def evaluate_checkpoint(
         utterances=len(data),
         cross_entropy=pred.loss,
         accuracy=pred.accuracy,
-        phone_error_rate=phone_error_rate(pred.ref, pred.hyp, names) if level == "frame" else None,
+        collapsed_per=collapsed_per(pred.ref, pred.hyp, names) if level == "frame" else None,
         labels=names,
         confusion=confusion(pred.ref, pred.hyp, len(names)),
         view=None if view is None else view.to_dict(),
+        lexicon=None if lexicon_path is None else str(lexicon_path),
     )
-    if graph is not None and decode is not None:
-        report.decoded = _decode(
-            model, store, graph, decode, pred, data, split, tune_split, view, dev
-        )
+    if decode is not None and graphs:
+        tuned = None
+        if decode.acoustic_scale is None:
+            tune = LabelledData.from_store(store, tune_split, view)
+            tuned = (tune, predict(model, tune, device=dev, keep=True, keep_logp=True))
+        for unit, (graph, log_prior) in graphs.items():
+            with Decoder(graph.fst, jobs, progress) as decoder:
+                result = _decode(store, graph, log_prior, decode, pred, data, tuned, decoder)
+            if unit == "phone":
+                report.decoded = result
+            else:
+                report.decoded_words = result
+        if tuned is not None:
+            for done in (report.decoded, report.decoded_words):
+                if done is not None:
+                    done.tuned_on = tune_split
     if out is not None:
         write_report(report, Path(out))
     return report
 
 
-def _decode(
-    model: torch.nn.Module,
+def _word_lexicon(
     store: FeatureStore,
-    graph: tuple[PhoneLoop, np.ndarray],
+    words: bool | None,
+    lexicon: str | Path | None,
+    lm: str | Path | None,
+    view: ViewConfig | None,
+) -> Path | None:
+    """The lexicon of the word graph, or None when words are not decoded."""
+    if words is False:
+        return None
+    found = Path(lexicon) if lexicon is not None else lexicon_beside(store.attrs.get("source", ""))
+    asked = words is True or lexicon is not None or lm is not None
+    why = None
+    if store.texts is None or not any(store.texts):
+        why = f"{store.location} has no transcripts"
+    elif found is None:
+        why = f"no lexicon beside {store.attrs.get('source') or store.location} (give --lexicon)"
+    elif view is not None:
+        why = "a crop window has no words to score"
+    if why is not None:
+        if asked:
+            raise ConfigError(f"decode: no word error rate: {why}")
+        return None
+    return found
+
+
+def _decode(
+    store: FeatureStore,
+    graph: DecodingGraph,
+    log_prior: np.ndarray,
     decode: DecodeOptions,
     pred: Predictions,
     data: LabelledData,
-    split: str,
-    tune_split: str,
-    view: ViewConfig | None,
-    device: torch.device,
-) -> DecodedPer:
-    """The decoded PER of ``pred``; the acoustic scale given, or tuned on ``tune_split``."""
-    if decode.acoustic_scale is not None:
-        return decoded_per(*graph, pred.logp, pred.ref, data.ids, decode)
-    if tune_split == split:
-        raise ConfigError(
-            f"decode: the acoustic scale is tuned on {tune_split!r}, not on the scored split"
-        )
-    tune = LabelledData.from_store(store, tune_split, view)
-    tuned = predict(model, tune, device=device, keep=True, keep_logp=True)
-    scale, sweep = tune_scale(*graph, tuned.logp, tuned.ref, tune.ids, decode)
-    result = decoded_per(
-        *graph, pred.logp, pred.ref, data.ids, replace(decode, acoustic_scale=scale)
-    )
-    result.sweep, result.tuned_on = sweep, tune_split
+    tuned: tuple[LabelledData, Predictions] | None,
+    decoder: Decoder,
+) -> Decoded:
+    """The decoded errors of ``pred``; the acoustic scale given, or tuned on ``tuned``."""
+
+    def refs(part: LabelledData, predictions: Predictions) -> list[list[str]]:
+        if graph.unit == "word":
+            return word_references(store, part.ids)
+        return phone_references(list(store.labels.names), predictions.ref)
+
+    scale, sweep = decode.acoustic_scale, dict[str, float]()
+    if scale is None:
+        assert tuned is not None
+        tune, tune_pred = tuned
+        scale, sweep = tune_scale(graph, log_prior, tune_pred.logp, refs(tune, tune_pred),
+                                  tune.ids, decode, decoder=decoder)  # fmt: skip
+    result = decoded_errors(graph, log_prior, pred.logp, refs(data, pred), data.ids,
+                            replace(decode, acoustic_scale=scale), decoder)  # fmt: skip
+    result.sweep = sweep
     return result
 
 
@@ -244,6 +321,7 @@ def write_report(report: EvalReport, out: Path) -> None:
     axes.set_title(f"{report.split}: accuracy {report.accuracy:.3f}")
     fig.tight_layout()
     fig.savefig(out / "confusion.png", dpi=100)
-    if report.decoded is not None:
-        lines = [f"{utt} {' '.join(phones)}\n" for utt, phones in report.decoded.hypotheses.items()]
-        (out / "hyp.txt").write_text("".join(lines))
+    for result, name in ((report.decoded, "hyp.txt"), (report.decoded_words, "hyp_words.txt")):
+        if result is not None:
+            lines = [f"{utt} {' '.join(tokens)}\n" for utt, tokens in result.hypotheses.items()]
+            (out / name).write_text("".join(lines))

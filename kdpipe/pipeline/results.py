@@ -52,14 +52,17 @@ def collect(report: RunReport) -> dict[str, Any]:
     rows = []
     for wanted in recipe.rows:
         acc = _scores(report, wanted["stage"], "accuracy")
-        per = _scores(report, wanted["stage"], "phone_error_rate")
+        per = _scores(report, wanted["stage"], "collapsed_per")
         decoded = _scores(report, wanted["stage"], "decoded_per")
+        wer = _scores(report, wanted["stage"], "decoded_wer")
         row: dict[str, Any] = {"label": wanted["label"], "stage": wanted["stage"], "accuracy": acc}
         row["accuracy_mean"], row["accuracy_std"] = _mean_std(acc)
         if per:
             row["per_mean"], row["per_std"] = _mean_std(per)
         if decoded:
             row["decoded_per_mean"], row["decoded_per_std"] = _mean_std(decoded)
+        if wer:
+            row["wer_mean"], row["wer_std"] = _mean_std(wer)
         row["parameters"] = _first(report, wanted["stage"], "parameters")
         if wanted.get("store") is not None:  # the store this row's model learnt from
             row["bytes_per_frame"] = _first(report, wanted["store"], "bytes_per_frame")
@@ -112,9 +115,10 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     """The table and the claims, as Markdown."""
     has_per = any("per_mean" in row for row in res["rows"])
     has_decoded = any("decoded_per_mean" in row for row in res["rows"])
+    has_wer = any("wer_mean" in row for row in res["rows"])
     has_bytes = any(row.get("bytes_per_frame") is not None for row in res["rows"])
-    head = ["Model", "Test accuracy (%)"] + ["Decoded PER (%)"] * has_decoded
-    head += ["Collapsed PER (%)" if has_decoded else "PER (%)"] * has_per + ["Params"]
+    head = ["Model", "Test accuracy (%)"] + ["WER (%)"] * has_wer
+    head += ["Decoded PER (%)"] * has_decoded + ["Collapsed PER (%)"] * has_per + ["Params"]
     head += ["Bytes/frame"] * has_bytes + ["Runs"]
     lines = [f"## {res['title'] or res['recipe']} ({res['size']})", ""]
     if res["paper"]:
@@ -122,6 +126,8 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in res["rows"]:
         cells = [row["label"], _pm(row["accuracy_mean"], row["accuracy_std"])]
+        if has_wer:
+            cells.append(_pm(row.get("wer_mean"), row.get("wer_std")))
         if has_decoded:
             cells.append(_pm(row.get("decoded_per_mean"), row.get("decoded_per_std")))
         if has_per:

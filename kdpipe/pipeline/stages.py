@@ -130,8 +130,9 @@ def learn_run(call: StageCall) -> SupervisedRun | KdRun:
 def score(
     model: str | Path, corpus: str, split: str, view: dict[str, Any] | None, decode: Any = False
 ) -> dict:
-    """Test scores of checkpoint ``model``: accuracy (and PER for frames), parameters; with
-    ``decode``, the decoded PER (phone loop, acoustic scale tuned on dev)."""
+    """Test scores of checkpoint ``model``: accuracy (and the collapsed PER for frames),
+    parameters; with ``decode``, the decoded PER (phone loop, acoustic scale tuned on dev)
+    and, where the corpus has transcripts and a lexicon beside it, the decoded WER."""
     # evaluate imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.decode.hybrid import DecodeOptions
     from kdpipe.learn.evaluate import evaluate_checkpoint

@@ -11,6 +11,8 @@
 - ``make_hdf5_archive``: an HDF5 feature archive in the layout of ``readers/hdf5.py``.
 - ``make_feature_store``: a feature store of random class-dependent features, written
   straight through ``FeatureStoreWriter`` (in memory by default).
+- ``make_word_store``: a frame store of transcribed word sequences (labels = their phones)
+  with ``lexicon.txt`` beside it, for word graphs.
 - ``file_digests``: the sha256 of every file under a folder, to compare two generated corpora.
 
 Every builder is deterministic for a given ``seed``. Shapes: S samples, C channels,
@@ -479,3 +481,52 @@ def file_digests(root: str | Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+PRONS = {"ab": ("a", "b"), "ba": ("b", "a"), "cab": ("c", "a", "b"), "c": ("c",)}
+
+
+def make_word_store(
+    location: str | Path,
+    words: dict[str, tuple[str, ...]] | None = None,
+    per_split: dict[str, int] | None = None,
+    num_mel_bins: int = 8,
+    separation: float = 2.0,
+    seed: int = 0,
+) -> FeatureStore:
+    """A frame store whose labels are the phones of transcribed word sequences: each
+    utterance says 2-5 random ``words`` (word -> phones; default ``PRONS``), each phone
+    4-9 frames, silence (``sil``, 5 frames) at the edges and, at random, between words;
+    the features are class means plus noise (``make_feature_store``'s). Writes
+    ``lexicon.txt`` beside the store, as its ``source``."""
+    prons = words or PRONS
+    rng = np.random.default_rng(seed)
+    per_split = per_split or {"train": 24, "dev": 6, "test": 6}
+    phones = ("sil", *sorted({p for pron in prons.values() for p in pron}))
+    index = {p: i for i, p in enumerate(phones)}
+    folder = Path(location).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"{w} {' '.join(pron)}\n" for w, pron in sorted(prons.items())]
+    (folder / "lexicon.txt").write_text("".join(lines))
+    cfg = FbankConfig(num_mel_bins=num_mel_bins)
+    w = FeatureStoreWriter(location, task="frame", labels=LabelSet(phones), config=cfg,
+                           source=str(folder), source_format="dummy")  # fmt: skip
+    vocabulary = sorted(prons)
+    for split, n in per_split.items():
+        for i in range(n):
+            said = [
+                vocabulary[int(k)] for k in rng.integers(len(vocabulary), size=rng.integers(2, 6))
+            ]
+            frames = [0] * 5
+            for j, word in enumerate(said):
+                if j and rng.random() < 0.5:
+                    frames += [0] * 5
+                for phone in prons[word]:
+                    frames += [index[phone]] * int(rng.integers(4, 10))
+            frames += [0] * 5
+            lab = np.array(frames, dtype=np.int32)
+            feats = _class_features(lab, len(phones), num_mel_bins, rng, separation)
+            w.add(f"{split}-u{i}", feats, speaker=f"spk{i % 3}", split=split,
+                  frame_labels=lab, text=" ".join(said))  # fmt: skip
+    w.close()
+    return FeatureStore.open(location)

@@ -75,7 +75,7 @@ def test_same_audio_and_transcripts_as_the_true_corpus(twins):
     true_files, aligned_files = file_digests(true), file_digests(aligned)
     wavs = [name for name in true_files if name.startswith("wav/")]
     assert len(wavs) == NUM_UTTS
-    for name in wavs + [f"{split}/{f}" for split in SPLITS for f in KALDI_FILES]:
+    for name in wavs + ["lexicon.txt"] + [f"{split}/{f}" for split in SPLITS for f in KALDI_FILES]:
         assert aligned_files[name] == true_files[name], name
     for split in SPLITS:  # the true phones are today's --units phones ali.txt, byte for byte
         ref = aligned_files[f"reference/{split}/phones.txt"]
@@ -180,8 +180,10 @@ def test_default_output_is_unchanged(tmp_path):
     synth_phones(tmp_path / "out", cfg, jobs=1, progress=False)
     digests = file_digests(tmp_path / "out")
     meta = json.loads((tmp_path / "out" / "synth.json").read_text())
-    assert not {"labels", "reference", "lexicon"} & set(meta)
-    del digests["synth.json"]
+    assert not {"labels", "reference"} & set(meta)
+    # every file as before; lexicon.txt is new beside them (for word graphs)
+    assert meta["lexicon"]["file"] == "lexicon.txt" and "lexicon.txt" in digests
+    del digests["synth.json"], digests["lexicon.txt"]
     assert hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest() == DEFAULT_PIN
     with pytest.raises(ConfigError, match="labels must be one of"):
         tiny(labels="forced")

@@ -65,7 +65,7 @@ def test_clip_model_learns_and_evaluates(clip_store, tmp_path):
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
     rep = evaluate_checkpoint(tmp_path / "m", clip_store, "test", out=tmp_path / "ev")
     assert rep.level == "utt" and rep.utterances == 8
-    assert rep.confusion.sum() == 8 and rep.phone_error_rate is None
+    assert rep.confusion.sum() == 8 and rep.collapsed_per is None
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["clip_accuracy"] == pytest.approx(rep.accuracy)
     assert (tmp_path / "ev" / "confusion.png").is_file()
@@ -156,7 +156,7 @@ def test_cli_learn_and_eval(frame_store, tmp_path):
     r = runner.invoke(app, ["eval", "--model", str(out), "--corpus", frame_store, "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
-    assert 0 <= d["frame_accuracy"] <= 1 and d["phone_error_rate"] >= 0
+    assert 0 <= d["frame_accuracy"] <= 1 and d["collapsed_per"] >= 0
     r = runner.invoke(app, ["learn", "--corpus", frame_store, "--out", str(tmp_path / "n")])
     assert r.exit_code == 1 and "no student" in r.output
     r = runner.invoke(app, [*args[:-2], "-s", "epoch=3", "--overwrite"])

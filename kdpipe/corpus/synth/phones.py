@@ -8,6 +8,7 @@ Layout::
     OUT/{train,dev,test}/utt2spk, spk2utt
     OUT/{train,dev,test}/ali.txt          <utt> <label> <label> ...  (one per 10 ms frame)
     OUT/labels.txt                        the label set, one name per line, index order
+    OUT/lexicon.txt                       <word> <phone> ...  as spoken (``spoken``)
     OUT/synth.json                        seed, settings, counts, voices
 
 Utterance ids are ``<speaker>-<index>`` so Kaldi's sort orders agree. Frame ``i`` is
@@ -18,7 +19,6 @@ With ``labels="aligned"`` the corpus is a transcribed one, for an aligner to lab
 audio, sentences and voices as with ``labels="true"``): the split folders have no ali.txt,
 there is no OUT/labels.txt, and the truth is kept apart::
 
-    OUT/lexicon.txt                       <word> <phone> ...  as spoken (``spoken``)
     OUT/reference/labels.txt              the --units label set (OUT/labels.txt otherwise)
     OUT/reference/{split}/phones.txt      <utt> <phone> <phone> ...  (one per 10 ms frame)
     OUT/reference/{split}/<units>.txt     --units states / cd: <utt> <label> ... (ali.txt)
@@ -40,7 +40,7 @@ from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
 from kdpipe.corpus.synth.runner import SynthSummary, resolve_jobs, synthesize_plan, write_marker
 from kdpipe.corpus.synth.settings import PhoneSynthConfig
-from kdpipe.corpus.synth.spoken import SpokenLexicon, SpokenSentence, spoken_lexicon
+from kdpipe.corpus.synth.spoken import SpokenSentence, spoken_lexicon
 from kdpipe.corpus.synth.units import (
     Unit,
     frame_units,
@@ -147,7 +147,12 @@ def synth_phones(
     per_split: dict[str, list[KeptUtterance]] = {name: [] for name in SPLITS}
     for utterance in sorted(kept, key=lambda utterance: utterance.utt_id):
         per_split[split[utterance.speaker]].append(utterance)
-    lexicon = None
+    accents = {voice.speaker_id: voice.accent for voice in voices}
+    lexicon = spoken_lexicon(  # the words as spoken: for alignment, and word graphs
+        SpokenSentence(utterance.job.text, accents[utterance.speaker], utterance.result.words)
+        for utterance in kept
+    )
+    lexicon.write(out / LEXICON)
     if config.labels == "true":
         labels.write(out / "labels.txt")
         for name, rows in per_split.items():
@@ -157,12 +162,6 @@ def synth_phones(
         for name, rows in per_split.items():
             _write_kaldi_dir(out / name, rows, {})
         _write_reference(out / REFERENCE, per_split, config, labels, cd)
-        accents = {voice.speaker_id: voice.accent for voice in voices}
-        lexicon = spoken_lexicon(
-            SpokenSentence(utterance.job.text, accents[utterance.speaker], utterance.result.words)
-            for utterance in kept
-        )
-        lexicon.write(out / LEXICON)
     text_sha = _sha256(config.text_file) if config.text_file else None
     summary = SynthSummary(
         task="phones",
@@ -193,7 +192,8 @@ def synth_phones(
             "dropped": summary.dropped,
             "wav_paths": "relative to this folder",
             "voices": [{**voice.to_dict(), "split": split[voice.speaker_id]} for voice in voices],
-            **(_aligned_marker(config, lexicon) if lexicon is not None else {}),
+            "lexicon": {"file": LEXICON, **lexicon.counts.to_dict()},
+            **(_aligned_marker(config) if config.labels == "aligned" else {}),
         },
     )
     summary.seconds = time.perf_counter() - started
@@ -263,8 +263,8 @@ def _write_reference(
         _write_lines(folder / name / "phones.ctm", ctm)
 
 
-def _aligned_marker(config: PhoneSynthConfig, lexicon: SpokenLexicon) -> dict[str, Any]:
-    """What synth.json adds for an aligned corpus: where the truth and lexicon are."""
+def _aligned_marker(config: PhoneSynthConfig) -> dict[str, Any]:
+    """What synth.json adds for an aligned corpus: where the truth is."""
     alignments = ["phones"] + ([config.units] if config.units != "phones" else [])
     return {
         "labels": config.labels,
@@ -274,7 +274,6 @@ def _aligned_marker(config: PhoneSynthConfig, lexicon: SpokenLexicon) -> dict[st
             "alignments": {kind: f"{REFERENCE}/{{split}}/{kind}.txt" for kind in alignments},
             "spans": f"{REFERENCE}/{{split}}/phones.ctm",
         },
-        "lexicon": {"file": LEXICON, **lexicon.counts.to_dict()},
     }
 
 
