@@ -1,7 +1,9 @@
 """Supervised baselines on the synthetic corpora: accuracy (mean +- std over seeds) and time.
 
 Runs ``kdpipe learn --config pipelines/baselines/X.yaml`` and ``kdpipe eval`` for each
-config and seed, on held-out voices (the test split), and prints a markdown table.
+config and seed, on held-out voices (the test split), and prints a markdown table; frame
+models are also decoded (``kdpipe eval --decode``: the decoded PER, and the WER where the
+corpus has a lexicon).
 
     python benchmarks/baselines.py --seeds 0,1,2 [--workdir exp/baselines] [--threads 1]
 """
@@ -42,7 +44,7 @@ def main() -> None:
     for name, corpus, metric in RUNS:
         if args.only and name not in args.only.split(","):
             continue
-        accs, pers, secs, params = [], [], [], 0
+        accs, pers, decoded, wers, secs, params = [], [], [], [], [], 0
         for seed in seeds:
             out = Path(args.workdir) / f"{name}-s{seed}"
             t0 = time.perf_counter()
@@ -62,29 +64,35 @@ def main() -> None:
                     "--overwrite",
                 )
             secs.append(time.perf_counter() - t0)
-            rep = json.loads(
-                kdpipe("eval", "--model", str(out), "--corpus", corpus, "--split", "test", "--json")
-            )
+            frames = metric == "frame_accuracy"  # frame models are decoded too
+            ask = ["eval", "--model", str(out), "--corpus", corpus, "--split", "test", "--json"]
+            rep = json.loads(kdpipe(*ask, *(["--decode"] if frames else [])))
             accs.append(100 * rep[metric])
-            if "collapsed_per" in rep:
-                pers.append(100 * rep["collapsed_per"])
+            for key, values in (("collapsed_per", pers), ("decoded_per", decoded),
+                                ("decoded_wer", wers)):  # fmt: skip
+                if key in rep:
+                    values.append(100 * rep[key])
             card = json.loads((ROOT / out / "card.json").read_text())
             params = card["training"]["parameters"]
             print(f"{name} seed {seed}: {metric} {accs[-1]:.2f}", flush=True)
-        rows.append((name, params, metric, accs, pers, secs))
-    print("\n| model | parameters | test accuracy % (held-out voices) | PER % | time / seed |")
-    print("| --- | ---: | --- | --- | ---: |")
-    for name, params, metric, accs, pers, secs in rows:
+        rows.append((name, params, metric, accs, wers, decoded, pers, secs))
+    print("\n| model | parameters | test accuracy % (held-out voices) | WER % | decoded PER % "
+          "| collapsed PER % | time / seed |")  # fmt: skip
+    print("| --- | ---: | --- | --- | --- | --- | ---: |")
+    for name, params, metric, accs, wers, decoded, pers, secs in rows:
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        per = (
-            f"{statistics.mean(pers):.1f} +- {statistics.stdev(pers) if len(pers) > 1 else 0:.1f}"
-            if pers
-            else "-"
-        )
+        rates = " | ".join(_pm(values) for values in (wers, decoded, pers))
         print(
-            f"| {name} | {params:,} | {metric} {statistics.mean(accs):.1f} +- {sd:.1f} | {per} | "
-            f"{statistics.mean(secs):.0f} s |"
+            f"| {name} | {params:,} | {metric} {statistics.mean(accs):.1f} +- {sd:.1f} | "
+            f"{rates} | {statistics.mean(secs):.0f} s |"
         )
+
+
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} +- {sd:.1f}"
 
 
 if __name__ == "__main__":

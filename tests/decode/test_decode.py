@@ -90,16 +90,11 @@ def test_posteriors_are_divided_by_the_priors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_small_dnn):
     d = tmp_path_factory.mktemp("dec")
     fs = make_feature_store(d / "f.zarr", per_split={"train": 24, "dev": 6, "test": 6},
                             num_mel_bins=8, frames=(30, 60))  # fmt: skip
-    out = d / "m"
-    r = CliRunner().invoke(app, ["learn", "--corpus", fs.location, "--student", "dnn",
-                                 "--out", str(out), "--epochs", "3", "-m", "hidden_dim=32",
-                                 "-m", "num_layers=1", "-s", "lr=0.01"])  # fmt: skip
-    assert r.exit_code == 0, r.output
-    return fs, out
+    return fs, train_small_dnn(fs, d / "m")
 
 
 def test_a_trained_model_decodes_and_is_scored(trained, tmp_path):

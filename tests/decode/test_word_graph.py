@@ -160,15 +160,10 @@ def test_decoded_errors_are_kaldialigns_counts_and_lost_searches_are_deletions()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_small_dnn):
     d = tmp_path_factory.mktemp("words")
     fs = make_word_store(d / "corpus" / "f.zarr")
-    out = d / "m"
-    r = CliRunner().invoke(app, ["learn", "--corpus", fs.location, "--student", "dnn",
-                                 "--out", str(out), "--epochs", "3", "-m", "hidden_dim=32",
-                                 "-m", "num_layers=1", "-s", "lr=0.01"])  # fmt: skip
-    assert r.exit_code == 0, r.output
-    return fs, out
+    return fs, train_small_dnn(fs, d / "m")
 
 
 def test_a_trained_model_is_scored_in_words_with_the_lexicon_beside_it(trained, tmp_path):

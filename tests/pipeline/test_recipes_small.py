@@ -37,10 +37,16 @@ def test_recipe_small(name, tmp_path):
             assert row["accuracy_std"] == pytest.approx(statistics.stdev(acc)), row["label"]
         else:
             assert row["accuracy_std"] is None, row["label"]
-    if name == "dark_knowledge_lstm":  # its learn stages decode (eval: {decode: true})
-        assert all(row.get("decoded_per_mean") is not None for row in res["rows"])
+    phones = any(st.kind == "synth" and st.options.get("task") == "phones" for st in recipe.stages)
+    decoded = [row for row in res["rows"] if phones and recipe.stage(row["stage"]).kind == "learn"]
+    # every frame-level learn stage decodes (eval: {decode: true}): phones, and words with
+    # the lexicon that synth writes beside the corpus
+    for row in decoded:
+        assert row.get("decoded_per_mean") is not None, row["label"]
+        assert row.get("wer_mean") is not None, row["label"]
+    if decoded:
         md = (tmp_path / name / "results.md").read_text()
-        assert "Decoded PER (%)" in md and "Collapsed PER (%)" in md
+        assert all(f"{rate} (%)" in md for rate in ("WER", "Decoded PER", "Collapsed PER"))
     for claim in res["claims"]:
         # the verdict follows from the table's numbers (results.md: "checked on the numbers
         # above"): A's mean minus B's, with a standard error where both have several seeds
