@@ -33,6 +33,7 @@ class DecodingGraph:
     symbols: tuple[str, ...]  # output symbol i + 1 is symbols[i]
     unit: Unit
     ignored: frozenset[str] = frozenset()  # silence phones: dropped before scoring
+    kind: str = ""  # how it was built, for reports: "phone loop", "HCLG (alignment tree)"...
 
     def tokens(self, outputs: Sequence[int]) -> list[str]:
         """The scored tokens of a best path's output symbols minus 1 (``Hypothesis``)."""

@@ -77,4 +77,4 @@ def build_phone_loop(
             fst.add_arc(history[h], kaldifst.StdArc(0, q + 1, cost, entry[q]))
         add_hmm(fst, entry[q], history[q], hmms[phone], 0, 0.0)
     ignored = frozenset(phone for phone in phones if phone in SILENCE)
-    return DecodingGraph(fst, phones, "phone", ignored)
+    return DecodingGraph(fst, phones, "phone", ignored, "phone loop, phone bigram")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from kdpipe.decode.phone_loop import build_phone_loop, label_phones, phone_bigra
 from kdpipe.decode.word_graph import build_word_graph
 from kdpipe.errors import ConfigError
 from kdpipe.metrics import SILENCE, ErrorCounts, error_counts
+
+if TYPE_CHECKING:
+    from kdpipe.hmm.model import GmmHmm
 
 RATE_NAMES = {"phone": "PER", "word": "WER"}
 
@@ -45,6 +48,7 @@ class Decoded:
     sweep: dict[str, float] = field(default_factory=dict)  # scale -> rate on the tuning split
     tuned_on: str | None = None  # the split the scale was picked on; None: given
     out_of_vocabulary: int = 0  # reference tokens the graph cannot output (counted as errors)
+    graph: str = ""  # DecodingGraph.kind
 
     @property
     def rate(self) -> float:
@@ -54,6 +58,7 @@ class Decoded:
         out: dict[str, Any] = {"unit": self.unit, **self.counts.to_dict()}
         out.update(utterances=self.utterances, not_final=self.not_final)
         out.update(acoustic_scale=self.acoustic_scale, out_of_vocabulary=self.out_of_vocabulary)
+        out["graph"] = self.graph
         if self.tuned_on is not None:
             out.update(tuned_on=self.tuned_on, sweep=self.sweep)
         return out
@@ -94,13 +99,17 @@ def training_graph(
 
 
 def training_word_graph(
-    store: FeatureStore, lexicon: Lexicon, arpa: str | Path | None = None, split: str = "train"
+    store: FeatureStore,
+    lexicon: Lexicon,
+    arpa: str | Path | None = None,
+    split: str = "train",
+    model: GmmHmm | None = None,
 ) -> DecodingGraph:
     """The word graph over the store's labels: ``lexicon``, and the LM in ``arpa`` or a
-    bigram of ``split``'s transcripts."""
+    bigram of ``split``'s transcripts; through the tree of alignment ``model`` if given."""
     ids = [store.ids[int(i)] for i in store.indices(split)]
     sentences = [] if arpa is not None else word_references(store, ids)
-    return build_word_graph(list(store.labels.names), lexicon, arpa, sentences)
+    return build_word_graph(list(store.labels.names), lexicon, arpa, sentences, model)
 
 
 def decoded_errors(
@@ -132,7 +141,7 @@ def decoded_errors(
     known = set(graph.symbols)
     oov = sum(token not in known for ref in refs for token in ref)
     return Decoded(graph.unit, total, len(ids), not_final, opts.acoustic_scale, hyps,
-                   out_of_vocabulary=oov)  # fmt: skip
+                   out_of_vocabulary=oov, graph=graph.kind)  # fmt: skip
 
 
 def tune_scale(

@@ -29,6 +29,7 @@ from kdpipe.decode.scoring import (
     tune_scale,
     word_references,
 )
+from kdpipe.decode.word_graph import alignment_model_beside
 from kdpipe.errors import ConfigError
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
@@ -174,7 +175,9 @@ def evaluate_checkpoint(
     through a word graph for the WER: ``words`` None decodes words when the store has
     transcripts and a ``lexicon`` is given or lies beside the corpus it was prepared from
     (``corpus.lexicon.lexicon_beside``), True insists, False never; ``lm`` an ARPA file
-    (None: a bigram of the train transcripts). An acoustic scale of None is the best of a
+    (None: a bigram of the train transcripts); the graph is Kaldi's HCLG from the
+    alignment's tree where the corpus was labelled by ``kdpipe corpus align``, context-free
+    otherwise (``kdpipe.decode.word_graph``). An acoustic scale of None is the best of a
     sweep on ``tune_split`` (never the scored one), per graph. ``jobs`` worker processes
     decode.
     """
@@ -200,14 +203,16 @@ def evaluate_checkpoint(
         )
     graphs: dict[str, tuple[DecodingGraph, np.ndarray]] = {}
     lexicon_path = None
+    names = list(store.labels.names)
     if decoding:  # graphs before the long work: a bad lexicon or LM fails at once
         graphs["phone"] = training_graph(store)
         lexicon_path = _word_lexicon(store, words, lexicon, lm, view)
         if lexicon_path is not None:
-            graph = training_word_graph(store, read_lexicon(lexicon_path), lm)
+            # the alignment's tree where the labels are its tied states, context-free else
+            tree = alignment_model_beside(store.attrs.get("source", ""), names)
+            graph = training_word_graph(store, read_lexicon(lexicon_path), lm, model=tree)
             graphs["word"] = (graph, graphs["phone"][1])
     pred = predict(model, data, device=dev, keep=True, keep_logp=decoding)
-    names = list(store.labels.names)
     report = EvalReport(
         model=str(model_dir),
         corpus=str(corpus),

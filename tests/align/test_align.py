@@ -19,10 +19,15 @@ from kdpipe.align.align_config import AlignConfig, StageConfig
 from kdpipe.align.data_dir import align_data
 from kdpipe.align.realign import realign_data
 from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.corpus.lexicon import lexicon_beside, read_lexicon
 from kdpipe.corpus.prepare import prepare_corpus
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.corpus.synth import PhoneSynthConfig, synth_phones
-from kdpipe.errors import AlignmentError, CorpusError
+from kdpipe.decode.hybrid import DecodeOptions
+from kdpipe.decode.scoring import decoded_errors, training_word_graph, word_references
+from kdpipe.decode.word_graph import alignment_model_beside, build_word_graph
+from kdpipe.errors import AlignmentError, ConfigError, CorpusError
+from kdpipe.learn.evaluate import evaluate_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -137,6 +142,46 @@ def test_learn_on_the_alignment_then_realign_with_the_network(aligned, tmp_path)
     # a small DNN on 150 sentences: measured 0.75; the GMM's is 0.80 (README, benchmarks)
     assert again.agreement["frame_agreement"] > 0.6
     prepare_corpus(tmp_path / "re", tmp_path / "re.zarr", progress=False, jobs=1)
+    # decoded in words through Kaldi's HCLG from the alignment's own tree
+    report = evaluate_checkpoint(tmp_path / "dnn", feats, "test",
+                                 decode=DecodeOptions(acoustic_scale=0.3))  # fmt: skip
+    words = report.decoded_words
+    assert words is not None and words.graph == "HCLG (alignment tree)"
+    assert report.lexicon == str((out / "align" / "lexicon.txt").resolve())
+    assert words.counts.ref_len > 0 and words.rate < 1.0
+
+
+def test_the_alignment_tree_graph_decodes_its_own_tied_states(aligned, tmp_path):
+    """Posteriors that put 0.9 on each frame's aligned tied state decode, through HCLG
+    built from the tree, to (almost) the transcript; the pdf of every transition id is
+    the label the decoder scores."""
+    out, _, _ = aligned
+    fs = FeatureStore.open(
+        prepare_corpus(out, tmp_path / "f.zarr", progress=False, jobs=1).location
+    )
+    tree = alignment_model_beside(fs.attrs["source"], list(fs.labels.names))
+    assert tree is not None
+    lexicon = read_lexicon(lexicon_beside(fs.attrs["source"]))
+    graph = training_word_graph(fs, lexicon, model=tree)
+    free = training_word_graph(fs, lexicon)
+    assert graph.kind == "HCLG (alignment tree)" and free.kind == "L o G, context-free"
+    index = fs.indices("test")
+    ids = [fs.ids[int(i)] for i in index]
+    c = len(fs.labels)
+    logps = []
+    for i in index:
+        labels = fs.frame_labels(int(i))
+        logp = np.full((len(labels), c), np.log(0.1 / (c - 1)), np.float32)
+        logp[np.arange(len(labels)), labels] = np.log(0.9)
+        logps.append(logp)
+    refs = word_references(fs, ids)
+    opts = DecodeOptions(acoustic_scale=1.0)
+    exact = decoded_errors(graph, np.zeros(c), logps, refs, ids, opts)
+    loose = decoded_errors(free, np.zeros(c), logps, refs, ids, opts)
+    assert exact.not_final == 0 and exact.rate < 0.1  # homophones may still differ
+    assert exact.rate <= loose.rate
+    with pytest.raises(ConfigError, match=r"tree has \d+ tied states, the model 3 labels"):
+        build_word_graph(["a", "b", "c"], lexicon, sentences=[], model=tree)
 
 
 def test_an_utterance_too_short_for_its_transcript_is_named_or_left_out(synthetic, tmp_path):
