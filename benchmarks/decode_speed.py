@@ -33,6 +33,7 @@ from kdpipe.decode.scoring import (
     tune_scale,
     word_references,
 )
+from kdpipe.decode.word_graph import alignment_model_beside
 from kdpipe.learn.data import LabelledData
 from kdpipe.learn.evaluate import predict
 from kdpipe.models import load_checkpoint
@@ -65,8 +66,9 @@ def main() -> None:
     lexicon = args.lexicon or lexicon_beside(store.attrs.get("source", ""))
     if lexicon is not None and store.texts is not None:
         started = time.perf_counter()
-        graphs.append((training_word_graph(store, read_lexicon(Path(lexicon))),
-                       time.perf_counter() - started))  # fmt: skip
+        tree = alignment_model_beside(store.attrs.get("source", ""), labels)
+        graph = training_word_graph(store, read_lexicon(Path(lexicon)), model=tree)
+        graphs.append((graph, time.perf_counter() - started))
     for graph, build in graphs:
         name = RATE_NAMES[graph.unit]
 
@@ -78,7 +80,7 @@ def main() -> None:
         scale, _ = tune_scale(graph, log_prior, tuned.logp, refs(dev, tuned), dev.ids,
                               DecodeOptions())  # fmt: skip
         size = f"{graph.fst.num_states:,} states"  # type: ignore[attr-defined]
-        print(f"\n{graph.unit} graph: {len(graph.symbols)} symbols, {size}, built in "
+        print(f"\n{graph.kind}: {len(graph.symbols)} symbols, {size}, built in "
               f"{build:.1f} s; acoustic scale {scale:g} (tuned on dev)\n")  # fmt: skip
         print(f"| beam | decode s | RTF per core | x real time | decoded {name} (%) | not final |")
         print("|---:|---:|---:|---:|---:|---:|")

@@ -118,6 +118,12 @@ def test_bad_lms_and_lexicons_are_one_line_errors(tmp_path):
     (tmp_path / "broken.arpa").write_text(broken)
     with pytest.raises(ConfigError, match="kaldilm cannot read it"):
         grammar_fst(tmp_path / "broken.arpa", words)
+    graph = build_word_graph(LABELS, LEXICON, sentences=[["ab"]])
+    with pytest.raises(ConfigError, match="no utterances to decode"):
+        decoded_errors(graph, np.zeros(4), [], [], [], DecodeOptions(acoustic_scale=1.0))
+    with pytest.raises(ConfigError, match="4 classes of posteriors but 3 priors"):
+        decoded_errors(graph, np.zeros(3), [peaked([1, 2], 4)], [["ab"]], ["u"],
+                       DecodeOptions(acoustic_scale=1.0))  # fmt: skip
     with pytest.raises(ConfigError, match="lexicon's phone 'd' has no HMM among the model's 4"):
         build_word_graph(LABELS, Lexicon({"d": (("d",),)}, ("sil", "d")), sentences=[["d"]])
 
