@@ -71,25 +71,14 @@ def collect(report: RunReport) -> dict[str, Any]:
     for claim in recipe.claims:
         better = _scores(report, claim["better"], "accuracy")
         than = _scores(report, claim["than"], "accuracy")
-        better_mean, better_std = _mean_std(better)
-        than_mean, than_std = _mean_std(than)
-        item: dict[str, Any] = {**claim, "better_accuracy": better_mean, "than_accuracy": than_mean}
-        if better_mean is not None and than_mean is not None:
-            se = math.sqrt(
-                ((better_std or 0) ** 2) / len(better) + ((than_std or 0) ** 2) / len(than)
-            )
-            better_error, than_error = 100 - better_mean, 100 - than_mean
-            known = len(better) > 1 and len(than) > 1  # a standard error needs seeds on both
-            item.update(
-                holds=better_mean > than_mean,
-                difference=better_mean - than_mean,
-                standard_error=se if known else None,
-                # a difference inside two standard errors could be seed noise
-                within_noise=known and abs(better_mean - than_mean) <= 2 * se,
-                relative_error_reduction=(
-                    (than_error - better_error) / than_error if than_error > 0 else None
-                ),
-            )
+        item: dict[str, Any] = {**claim, "better_accuracy": _mean_std(better)[0],
+                                "than_accuracy": _mean_std(than)[0]}  # fmt: skip
+        item.update(_verdict(better, than, errors=False))
+        for key, name in ERROR_RATES:  # the papers' measures, where the stages decoded
+            rates = _verdict(_scores(report, claim["better"], key),
+                             _scores(report, claim["than"], key), errors=True)  # fmt: skip
+            if rates:
+                item[name] = rates
         claims.append(item)
     return {
         "recipe": recipe.name,
@@ -103,6 +92,45 @@ def collect(report: RunReport) -> dict[str, Any]:
         "seconds": report.seconds,
         "compute_seconds": report.compute_seconds,
     }
+
+
+ERROR_RATES = (("decoded_wer", "wer"), ("decoded_per", "decoded_per"))  # summary key, claim key
+
+
+def _verdict(better: list[float], than: list[float], errors: bool) -> dict[str, Any]:
+    """Whether ``better`` beats ``than`` (per-seed values in %; higher is better unless
+    ``errors``): means, difference, standard error, seed noise, relative error reduction."""
+    better_mean, better_std = _mean_std(better)
+    than_mean, than_std = _mean_std(than)
+    if better_mean is None or than_mean is None:
+        return {}
+    se = math.sqrt(((better_std or 0) ** 2) / len(better) + ((than_std or 0) ** 2) / len(than))
+    known = len(better) > 1 and len(than) > 1  # a standard error needs seeds on both
+    better_error, than_error = (
+        (better_mean, than_mean) if errors else (100 - better_mean, 100 - than_mean)
+    )
+    out: dict[str, Any] = {"better": better_mean, "than": than_mean} if errors else {}
+    out.update(
+        holds=better_error < than_error,
+        difference=better_mean - than_mean,
+        standard_error=se if known else None,
+        # a difference inside two standard errors could be seed noise
+        within_noise=known and abs(better_mean - than_mean) <= 2 * se,
+        relative_error_reduction=(
+            (than_error - better_error) / than_error if than_error > 0 else None
+        ),
+    )
+    return out
+
+
+def _verdict_text(claim: dict[str, Any]) -> str:
+    se = "" if claim["standard_error"] is None else f" +- {claim['standard_error']:.1f}"
+    rer = claim["relative_error_reduction"]
+    rer_txt = "" if rer is None else f"; relative error reduction {100 * rer:.1f}%"
+    verdict = "holds" if claim["holds"] else "does not hold"
+    if claim["within_noise"]:
+        verdict = "within seed noise"
+    return f"**{verdict}** ({{}}{claim['difference']:+.1f}{se} points{rer_txt})"
 
 
 def _pm(mean: float | None, std: float | None) -> str:
@@ -144,17 +172,16 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         if claim.get("holds") is None:
             lines.append(f"- {claim['text']}: not measured")
             continue
-        se = "" if claim["standard_error"] is None else f" +- {claim['standard_error']:.1f}"
-        rer = claim["relative_error_reduction"]
-        rer_txt = "" if rer is None else f"; relative error reduction {100 * rer:.1f}%"
-        verdict = "holds" if claim["holds"] else "does not hold"
-        if claim["within_noise"]:
-            verdict = "within seed noise"
-        lines.append(
-            f"- {claim['text']}: **{verdict}** ({claim['better']} "
-            f"{claim['better_accuracy']:.1f} vs {claim['than']} {claim['than_accuracy']:.1f}: "
-            f"{claim['difference']:+.1f}{se} points{rer_txt})"
-        )
+        pair = (f"{claim['better']} {claim['better_accuracy']:.1f} vs {claim['than']} "
+                f"{claim['than_accuracy']:.1f}: ")  # fmt: skip
+        line = f"- {claim['text']}: " + _verdict_text(claim).format(pair)
+        for key, name in (("wer", "WER"), ("decoded_per", "decoded PER")):
+            if key in claim:
+                rates = claim[key]
+                line += f"; on {name}: " + _verdict_text(rates).format(
+                    f"{rates['better']:.1f} vs {rates['than']:.1f}: "
+                )
+        lines.append(line)
     if command:
         minutes = res["compute_seconds"] / 60
         lines += ["", f"Made by `{command}`: {minutes:.0f} min of compute in all stages."]

@@ -123,6 +123,10 @@ def test_claim_verdicts_and_noise():
     scores = {"a": [0.70, 0.71, 0.72], "b": [0.60, 0.61, 0.62], "c": [0.705, 0.715, 0.71]}
     plan_ = [ex(s, i) for s in scores for i in range(3)]
     summaries = {f"{s}@{i}": {"accuracy": v[i]} for s, v in scores.items() for i in range(3)}
+    wers = {"a": [0.30, 0.31, 0.32], "b": [0.40, 0.41, 0.42], "c": [0.20, 0.21, 0.22]}
+    for stage, values in wers.items():  # decoded: word error rates, lower is better
+        for i, value in enumerate(values):
+            summaries[f"{stage}@{i}"]["decoded_wer"] = value
     recipe = SimpleNamespace(
         name="r", title="t", paper="", claim="", size="full", seeds=(0, 1, 2),
         rows=(), claims=(
@@ -138,3 +142,13 @@ def test_claim_verdicts_and_noise():
     md = to_markdown(res)
     assert "a>b: **holds**" in md and "b>a: **does not hold**" in md
     assert "a>c: **within seed noise**" in md
+    # the papers' measure beside accuracy: a beats b on WER too; a loses to c on WER
+    wer = [c["wer"] for c in res["claims"]]
+    assert [(w["holds"], w["within_noise"]) for w in wer] == [(True, False), (False, False),
+                                                              (False, False)]  # fmt: skip
+    assert abs(wer[0]["relative_error_reduction"] - (41 - 31) / 41) < 1e-9
+    assert abs(wer[0]["difference"] - (31 - 41)) < 1e-9
+    assert "a>b: **holds** (a 71.0 vs b 61.0: +10.0 +- 0.8 points" in md
+    assert "; on WER: **holds** (31.0 vs 41.0: -10.0 +- 0.8 points" in md
+    assert "a>c: **within seed noise**" in md and "on WER: **does not hold** (31.0 vs 21.0" in md
+    assert "decoded_per" not in res["claims"][0]  # not decoded in phones: no verdict
