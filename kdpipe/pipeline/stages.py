@@ -132,19 +132,21 @@ def score(
 ) -> dict:
     """Test scores of checkpoint ``model``: accuracy (and the collapsed PER for frames),
     parameters; with ``decode``, the decoded PER (phone loop, acoustic scale tuned on dev)
-    and, where the corpus has transcripts and a lexicon beside it, the decoded WER."""
+    and, where the corpus has transcripts and a lexicon beside it, the decoded WER
+    (``decode: phones``: the phone loop only)."""
     # evaluate imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.decode.hybrid import DecodeOptions
     from kdpipe.learn.evaluate import evaluate_checkpoint
 
-    if not isinstance(decode, bool):
-        raise ConfigError(f"eval: decode must be true or false, got {decode!r}")
+    if decode not in (True, False, "phones"):
+        raise ConfigError(f"eval: decode must be true, false or phones, got {decode!r}")
     view_cfg = None if view is None else ViewConfig.from_dict(view)
     card = read_card(model)
     trust = is_custom(card.architecture)  # the recipe named this code itself
     report = evaluate_checkpoint(model, corpus, split=split, view=view_cfg, device="auto",
                                  trust_custom_code=trust,
-                                 decode=DecodeOptions() if decode else None)  # fmt: skip
+                                 decode=DecodeOptions() if decode else None,
+                                 words=False if decode == "phones" else None)  # fmt: skip
     return {
         **report.to_dict(),
         "accuracy": report.accuracy,

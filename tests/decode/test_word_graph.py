@@ -209,3 +209,15 @@ def test_word_decoding_without_what_it_needs_is_a_one_line_error(trained, tmp_pa
                                  "--decode", "--acoustic-scale", "0.5", "--jobs", "2"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert re.search(r"decoded_wer\s+\S+", r.output) and "decoded_per" in r.output
+
+
+def test_a_recipe_eval_decodes_phones_only_when_told(trained):
+    from kdpipe.pipeline.stages import score
+
+    fs, model = trained
+    both = score(model, fs.location, "test", None, True)
+    phones = score(model, fs.location, "test", None, "phones")
+    assert "decoded_wer" in both and "decoded_per" in both
+    assert "decoded_wer" not in phones and phones["decoded_per"] == both["decoded_per"]
+    with pytest.raises(ConfigError, match="decode must be true, false or phones, got 'words'"):
+        score(model, fs.location, "test", None, "words")
