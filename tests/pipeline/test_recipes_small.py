@@ -41,12 +41,15 @@ def test_recipe_small(name, tmp_path):
     decoded = [row for row in res["rows"] if phones and recipe.stage(row["stage"]).kind == "learn"]
     # every frame-level learn stage decodes (eval: {decode: true}): phones, and words with
     # the lexicon that synth writes beside the corpus
+    # (small sizes decode words in dark_knowledge_lstm only: the word sweep is slow)
     for row in decoded:
+        words = recipe.stage(row["stage"]).options["eval"]["decode"] is True
         assert row.get("decoded_per_mean") is not None, row["label"]
-        assert row.get("wer_mean") is not None, row["label"]
+        assert (row.get("wer_mean") is not None) == words, row["label"]
     if decoded:
         md = (tmp_path / name / "results.md").read_text()
-        assert all(f"{rate} (%)" in md for rate in ("WER", "Decoded PER", "Collapsed PER"))
+        assert all(f"{rate} (%)" in md for rate in ("Decoded PER", "Collapsed PER"))
+        assert ("WER (%)" in md) == (name == "dark_knowledge_lstm")
     for claim in res["claims"]:
         # the verdict follows from the table's numbers (results.md: "checked on the numbers
         # above"): A's mean minus B's, with a standard error where both have several seeds
