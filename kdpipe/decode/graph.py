@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from kdpipe.metrics import unit_state
 
@@ -78,18 +78,27 @@ def expand_phones(fst: object, hmm_of: Callable[[int], list[list[int]] | None]) 
     disambiguation symbols) an epsilon arc; outputs, weights and final weights kept."""
     import kaldifst
 
-    out = kaldifst.StdVectorFst()
-    for _ in kaldifst.StateIterator(fst):
-        out.add_state()
-    out.start = fst.start  # type: ignore[attr-defined]
+    out = copy_states(fst)
     for state in kaldifst.StateIterator(fst):
-        final = fst.final(state).value  # type: ignore[attr-defined]
-        if final != float("inf"):
-            out.set_final(state, final)
         for arc in kaldifst.ArcIterator(fst, state):
             hmm = hmm_of(arc.ilabel) if arc.ilabel else None
             if hmm is None:
                 out.add_arc(state, kaldifst.StdArc(0, arc.olabel, arc.weight.value, arc.nextstate))
             else:
                 add_hmm(out, state, arc.nextstate, hmm, arc.olabel, arc.weight.value)
+    return out
+
+
+def copy_states(fst: Any) -> Any:
+    """A new FST with ``fst``'s states, start and final weights, and no arcs yet."""
+    import kaldifst
+
+    out = kaldifst.StdVectorFst()
+    for _ in kaldifst.StateIterator(fst):
+        out.add_state()
+    out.start = fst.start
+    for state in kaldifst.StateIterator(fst):
+        final = fst.final(state).value
+        if final != float("inf"):
+            out.set_final(state, final)
     return out

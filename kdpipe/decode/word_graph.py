@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdpipe.corpus.lexicon import Lexicon
-from kdpipe.decode.graph import DecodingGraph, expand_phones, phone_hmms
+from kdpipe.decode.graph import DecodingGraph, copy_states, expand_phones, phone_hmms
 from kdpipe.decode.ngram import BOS, EOS, bigram_arpa, grammar_fst
 from kdpipe.errors import ConfigError
 
@@ -141,14 +141,8 @@ def _relabel(fst: Any, inputs: dict[int, int]) -> Any:
     """A copy of ``fst`` with input symbols mapped by ``inputs`` (others kept)."""
     import kaldifst
 
-    out = kaldifst.StdVectorFst()
-    for _ in kaldifst.StateIterator(fst):
-        out.add_state()
-    out.start = fst.start
+    out = copy_states(fst)
     for state in kaldifst.StateIterator(fst):
-        final = fst.final(state).value
-        if final != float("inf"):
-            out.set_final(state, final)
         for arc in kaldifst.ArcIterator(fst, state):
             label = inputs.get(arc.ilabel, arc.ilabel)
             out.add_arc(state, kaldifst.StdArc(label, arc.olabel, arc.weight.value, arc.nextstate))
