@@ -18,6 +18,7 @@ from kdpipe.errors import ConfigError
 
 SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # the sweep of acoustic scales (Kaldi's
 # scoring sweeps LM weights 7..17 against acwt 1, i.e. acoustic scales 1/17..1/7, and more)
+PATIENCE = 2  # the sweep stops after this many scales in a row worse than its best
 
 
 @dataclass(frozen=True)

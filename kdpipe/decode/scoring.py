@@ -22,7 +22,7 @@ from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.lexicon import Lexicon
 from kdpipe.corpus.priors import label_priors
 from kdpipe.decode.graph import DecodingGraph, Unit
-from kdpipe.decode.hybrid import SCALES, DecodeOptions
+from kdpipe.decode.hybrid import PATIENCE, SCALES, DecodeOptions
 from kdpipe.decode.jobs import Decoder
 from kdpipe.decode.phone_loop import build_phone_loop, label_phones, phone_bigram, phone_sequences
 from kdpipe.decode.word_graph import build_word_graph
@@ -153,14 +153,28 @@ def tune_scale(
     opts: DecodeOptions,
     scales: Sequence[float] = SCALES,
     decoder: Decoder | None = None,
+    patience: int | None = PATIENCE,
 ) -> tuple[float, dict[str, float]]:
     """The acoustic scale of ``scales`` with the lowest decoded error rate on the given
-    (tuning) utterances, and every scale's rate (Kaldi's scoring picks its LM weight so,
-    on dev)."""
-    sweep = {}
-    for scale in scales:
+    (tuning) utterances, and the rate of every scale visited (Kaldi's scoring picks its LM
+    weight so, on dev).
+
+    The sweep runs from the largest scale down and stops after ``patience`` scales in a
+    row worse than the best so far (None: every scale). The rate is unimodal in the scale
+    in practice, and the small scales, where the LM dominates and the beam admits the most
+    hypotheses, are the slow ones: stopping there saves most of the sweep's time."""
+    if not len(scales) or (patience is not None and patience < 1):
+        raise ConfigError("decode: the sweep needs scales and a patience >= 1 (None: all)")
+    sweep: dict[str, float] = {}
+    best, worse = None, 0
+    for scale in sorted(scales, reverse=True):
         result = decoded_errors(graph, log_prior, logps, refs, ids,
                                 replace(opts, acoustic_scale=scale), decoder)  # fmt: skip
         sweep[f"{scale:g}"] = result.rate
-    best = min(scales, key=lambda scale: (sweep[f"{scale:g}"], scale))
-    return float(best), sweep
+        if best is None or result.rate <= sweep[f"{best:g}"]:  # ties: the smaller scale
+            best, worse = scale, 0
+        else:
+            worse += 1
+            if patience is not None and worse >= patience:
+                break
+    return float(best), sweep  # type: ignore[arg-type]  # scales is not empty

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
 from kdpipe.corpus.priors import label_priors, read_priors, write_priors
-from kdpipe.decode.hybrid import DecodeOptions, decode_scores, pseudo_loglik
+from kdpipe.decode import scoring
+from kdpipe.decode.hybrid import PATIENCE, SCALES, DecodeOptions, decode_scores, pseudo_loglik
 from kdpipe.decode.phone_loop import build_phone_loop, label_phones, phone_bigram, phone_sequences
 from kdpipe.errors import ConfigError, LabelSetError
 from kdpipe.learn.evaluate import evaluate_checkpoint
@@ -102,9 +103,13 @@ def test_a_trained_model_decodes_and_is_scored(trained, tmp_path):
     report = evaluate_checkpoint(model, fs.location, "test", tmp_path / "ev",
                                  decode=DecodeOptions())  # fmt: skip
     decoded = report.decoded
-    assert decoded is not None and decoded.tuned_on == "dev" and len(decoded.sweep) == 7
+    assert decoded is not None and decoded.tuned_on == "dev" and "1" in decoded.sweep
     best = min(decoded.sweep, key=lambda s: (decoded.sweep[s], float(s)))  # ties: the smaller
     assert decoded.acoustic_scale == float(best)
+    visited = sorted(decoded.sweep, key=float, reverse=True)  # large to small, then stopped
+    assert visited == [f"{s:g}" for s in sorted(SCALES, reverse=True)][: len(visited)]
+    if len(visited) < len(SCALES):  # stopped: the last PATIENCE visited are worse than best
+        assert all(decoded.sweep[s] > decoded.sweep[best] for s in visited[-PATIENCE:])
     assert decoded.utterances == 6 and decoded.counts.ref_len > 0
     assert 0 <= decoded.rate < 1  # a model better than chance: below 100%
     hyp = (tmp_path / "ev" / "hyp.txt").read_text().splitlines()
@@ -128,3 +133,49 @@ def test_eval_cli_prints_the_decoded_per(trained):
     bad = CliRunner().invoke(app, ["eval", "--model", str(model), "--corpus", fs.location,
                                    "--decode", "--acoustic-scale", "-1"])  # fmt: skip
     assert bad.exit_code == 1 and "acoustic_scale and beam must be > 0" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("rates", "patience", "visited", "best"),
+    [
+        # falls to 0.3, then two worse in a row: 0.1 and 0.05 (the slow ones) never decoded
+        (
+            {1.0: 0.6, 0.7: 0.5, 0.5: 0.4, 0.3: 0.3, 0.2: 0.35, 0.1: 0.5, 0.05: 0.2},
+            2,
+            ["1", "0.7", "0.5", "0.3", "0.2", "0.1"],
+            0.3,
+        ),
+        # one worse scale, then a better one: the sweep goes on and finds it
+        (
+            {1.0: 0.6, 0.7: 0.65, 0.5: 0.4, 0.3: 0.5, 0.2: 0.6, 0.1: 0.1, 0.05: 0.1},
+            2,
+            ["1", "0.7", "0.5", "0.3", "0.2"],
+            0.5,
+        ),
+        # None: every scale; a tie goes to the smaller scale
+        (
+            {1.0: 0.6, 0.7: 0.65, 0.5: 0.4, 0.3: 0.5, 0.2: 0.6, 0.1: 0.1, 0.05: 0.1},
+            None,
+            ["1", "0.7", "0.5", "0.3", "0.2", "0.1", "0.05"],
+            0.05,
+        ),
+    ],
+)
+def test_the_sweep_runs_down_the_scales_and_stops_after_patience_worse(
+    monkeypatch, rates, patience, visited, best
+):
+    decoded: list[float] = []
+
+    def fake_errors(graph, log_prior, logps, refs, ids, opts, decoder):
+        decoded.append(opts.acoustic_scale)
+        return type("R", (), {"rate": rates[opts.acoustic_scale]})()
+
+    monkeypatch.setattr(scoring, "decoded_errors", fake_errors)
+    scale, sweep = scoring.tune_scale(None, None, [], [], [], DecodeOptions(),
+                                      patience=patience)  # fmt: skip
+    assert list(sweep) == visited and [f"{s:g}" for s in decoded] == visited
+    assert scale == best
+    with pytest.raises(ConfigError, match="patience >= 1"):
+        scoring.tune_scale(None, None, [], [], [], DecodeOptions(), patience=0)
+    with pytest.raises(ConfigError, match="needs scales"):
+        scoring.tune_scale(None, None, [], [], [], DecodeOptions(), scales=())
