@@ -85,7 +85,7 @@ class Decoder:
         ]
         out: list[Hypothesis] = []
         with progress_bar(label, len(logps), enabled=self.progress, unit="utts") as advance:
-            if self._pool is None:
+            if self._pool is None or len(chunks) == 1:  # one task: no worker to start
                 for chunk in chunks:
                     out += _best_paths(self.fst, chunk, log_prior, opts)
                     advance(len(chunk))

@@ -8,6 +8,7 @@ records and the results table reads (``accuracy`` for learn and teach stages).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,9 @@ def learn_run(call: StageCall) -> SupervisedRun | KdRun:
     )
 
 
+DECODE_JOBS = min(os.cpu_count() or 1, 4)  # decoding workers: the machine's cores, a few
+
+
 def score(
     model: str | Path, corpus: str, split: str, view: dict[str, Any] | None, decode: Any = False
 ) -> dict:
@@ -146,7 +150,8 @@ def score(
     report = evaluate_checkpoint(model, corpus, split=split, view=view_cfg, device="auto",
                                  trust_custom_code=trust,
                                  decode=DecodeOptions() if decode else None,
-                                 words=False if decode == "phones" else None)  # fmt: skip
+                                 words=False if decode == "phones" else None,
+                                 jobs=DECODE_JOBS)  # fmt: skip
     return {
         **report.to_dict(),
         "accuracy": report.accuracy,
