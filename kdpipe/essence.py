@@ -10,6 +10,7 @@ probability order, and the log of the mass not kept (the tail). Pure numpy.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -206,6 +207,17 @@ RULES: dict[str, tuple[Any, tuple[str, ...], Layout]] = {
 }
 
 
+def _check_param(rule: str, key: str, value: Any) -> None:
+    """``k`` and ``n`` are integers >= 1; ``p_min`` and ``mass`` numbers in (0, 1]."""
+    if key in ("k", "n"):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigError(f"rule {rule}: {key} must be an integer >= 1, got {value!r}")
+    elif (
+        isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) <= 1
+    ):
+        raise ConfigError(f"rule {rule}: {key} must be a number in (0, 1], got {value!r}")
+
+
 @dataclass(frozen=True)
 class Rule:
     """A selection rule as data: ``Rule("topk", {"k": 8})``."""
@@ -221,6 +233,8 @@ class Rule:
             raise ConfigError(
                 f"rule {self.name} takes parameters {sorted(want)}, got {sorted(self.params)}"
             )
+        for key, value in self.params.items():  # ranges here, before any store records them
+            _check_param(self.name, key, value)
 
     @property
     def layout(self) -> Layout:

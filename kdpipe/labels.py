@@ -96,15 +96,19 @@ class LabelSet:
         p = Path(path)
         if not p.is_file():
             raise LabelSetError(f"label file not found: {p}")
-        lines = [line.split() for line in p.read_text().splitlines() if line.strip()]
-        if lines and all(len(f) == 2 and f[1].lstrip("-").isdigit() for f in lines):
-            ids = sorted((int(i), name) for name, i in lines)
-            if [i for i, _ in ids] != list(range(len(ids))):
-                raise LabelSetError(f"{p}: symbol ids must be 0..{len(ids) - 1}, each once")
-            return cls(tuple(name for _, name in ids))
-        if any(len(f) != 1 for f in lines):
-            raise LabelSetError(f"{p}: one label a line (or 'name id' lines), no spaces in names")
+        try:  # a UTF-8 BOM (Windows editors) is not part of the first label
+            text = p.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise LabelSetError(f"{p}: not UTF-8 text (byte {error.start})") from None
+        lines = [line.split() for line in text.splitlines() if line.strip()]
         try:
+            if lines and all(len(f) == 2 and f[1].lstrip("-").isdigit() for f in lines):
+                ids = sorted((int(i), name) for name, i in lines)
+                if [i for i, _ in ids] != list(range(len(ids))):
+                    raise LabelSetError(f"symbol ids must be 0..{len(ids) - 1}, each once")
+                return cls(tuple(name for _, name in ids))
+            if any(len(f) != 1 for f in lines):
+                raise LabelSetError("one label a line (or 'name id' lines), no spaces in names")
             return cls(tuple(f[0] for f in lines))
         except LabelSetError as error:
             raise LabelSetError(f"{p}: {error}") from None

@@ -280,6 +280,48 @@ def info(
     )
 
 
+@app.command("verify")
+@report_errors
+def verify(
+    store: Annotated[str, typer.Argument(help="Feature store path or URL.", show_default=False)],
+) -> None:
+    """Read a whole feature store: every chunk's CRC, every array's sha256, offsets, ids and
+    labels against each other, features finite; exit 1 on any problem."""
+    from rich.markup import escape
+
+    from kdpipe.corpus.featverify import verify_feature_store
+
+    rep = verify_feature_store(store)
+    for problem in rep.problems[:50]:  # (a problem may quote [shapes]: escaped)
+        err_console.print(f"[red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if len(rep.problems) > 50:
+        err_console.print(f"[red]... and {len(rep.problems) - 50} more problems[/]")
+    summary = (
+        f"{rep.utterances:,} utterances, {rep.frames:,} frames, {rep.arrays} arrays, "
+        f"{rep.chunks} chunks read"
+    )
+    if not rep.checksums and rep.utterances:
+        err_console.print(
+            "[yellow]warning:[/] this store records no checksums (written before kdpipe "
+            "checked feature stores): damaged chunks could not be detected unless they failed "
+            "to decode; prepare it again to get them",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if rep.ok:
+        checked = "CRCs and sha256 checked" if rep.checksums else "no checksums to check"
+        console.print(
+            f"[green]OK[/] {store}: {summary}; {checked}", highlight=False, soft_wrap=True
+        )
+        return
+    console.print(
+        f"[red]FAILED[/] {store}: {len(rep.problems)} problem(s); {summary}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
+
+
 # --- align (kdpipe.align) --------------------------------------------------------------
 
 

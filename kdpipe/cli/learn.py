@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -10,22 +11,27 @@ from typing import Annotated, Any
 
 import typer
 
-from kdpipe.cli._common import console, report_errors
+from kdpipe.cli._common import check_number, console, report_errors
 from kdpipe.errors import ConfigError
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 
 
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["hidden=256", "dropout=0.1"]`` -> ``{"hidden": 256, "dropout": 0.1}`` (YAML values)."""
-    import yaml  # imported when a command runs: kdpipe --help stays fast
+    """``["hidden=256", "dropout=0.1"]`` -> ``{"hidden": 256, "dropout": 0.1}`` (YAML values;
+    ``nan`` and ``inf`` are numbers, so the config's range check names them)."""
+    from kdpipe.schema import parse_yaml  # imported when a command runs: --help stays fast
 
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{what}: expected KEY=VALUE, got {item!r}")
-        parsed = yaml.safe_load(value)
+        parsed = parse_yaml(value, f"{what} {item}")
         if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed):
             parsed = float(parsed)  # YAML 1.1 reads 1e-9 (no dot) as a string
+        elif isinstance(parsed, str) and parsed.strip().lower() in _NON_FINITE:
+            parsed = _NON_FINITE[parsed.strip().lower()]
         out[key.strip()] = parsed
     return out
 
@@ -39,7 +45,15 @@ def _targets(items: list[str], weights: list[float] | None) -> list[tuple] | Non
     given = list(weights or [])
     if given and len(given) != len(items):
         raise ConfigError(f"--weight given {len(given)} times for {len(items)} --targets")
+    for value in given:
+        check_number(value, "--weight", low=0, low_open=True)
     return [(store, float(given[i]) if given else 1.0) for i, store in enumerate(items)]
+
+
+def _check_view(view_ms: float | None, offset_ms: float | None, seed: int | None) -> None:
+    check_number(view_ms, "--view-ms", low=0, low_open=True)
+    check_number(offset_ms, "--view-offset-ms", low=0)
+    check_number(seed, "--view-seed", low=0)
 
 
 ViewMs = Annotated[
@@ -132,6 +146,11 @@ def learn(
     from kdpipe.learn.runs import build_run, train_run
     from kdpipe.schema import load_yaml
 
+    check_number(epochs, "--epochs", low=1)
+    check_number(seed, "--seed", low=0)
+    check_number(temperature, "--temperature", low=0, low_open=True)
+    check_number(alpha, "--alpha", low=0, high=1)
+    _check_view(view_ms, view_offset_ms, view_seed)
     file: dict[str, Any] = {}
     if config is not None:
         file = load_yaml(config) or {}
@@ -242,6 +261,10 @@ def evaluate(
     from kdpipe.decode.hybrid import DecodeOptions
     from kdpipe.learn.evaluate import evaluate_checkpoint
 
+    _check_view(view_ms, view_offset_ms, view_seed)
+    check_number(jobs, "--jobs", low=1)
+    check_number(acoustic_scale, "--acoustic-scale", low=0, low_open=True)
+    check_number(beam, "--beam", low=0, low_open=True)
     view = view_from_options(None, view_ms, view_offset_ms, view_random, view_seed)
     options = DecodeOptions(acoustic_scale=acoustic_scale, beam=beam) if decode else None
     reports = []

@@ -32,7 +32,9 @@ def inspect(
     plot: Annotated[
         Path | None, typer.Option(help="Write tail/entropy/confusion PNGs into this folder.")
     ] = None,
-    max_frames: Annotated[int, typer.Option(help="Frames read for the histograms.")] = 2_000_000,
+    max_frames: Annotated[
+        int, typer.Option(min=1, help="Frames read for the histograms.")
+    ] = 2_000_000,
 ) -> None:
     """Summarise a store: size, label set, teachers, rule, tail and entropy histograms."""
     from kdpipe.store.reader import StoreReader
@@ -72,7 +74,7 @@ def verify(
         Path | None, typer.Option(help="Label file (one per line) the store must match.")
     ] = None,
     frame_tolerance: Annotated[
-        int | None, typer.Option(help="Allowed |frames - input frames / subsampling|.")
+        int | None, typer.Option(min=0, help="Allowed |frames - input frames / subsampling|.")
     ] = None,
 ) -> None:
     """Check checksums, shapes, ranges, sums and coverage; exit 1 on any error."""
@@ -94,6 +96,8 @@ def verify(
     )
     for warning in rep.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for unchecked in rep.unchecked:
+        err_console.print(f"not checked: {unchecked}", highlight=False, soft_wrap=True)
     for error in rep.errors:
         err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
     if rep.more_errors:
@@ -118,7 +122,7 @@ def copy(
     src: StoreArg,
     dst: Annotated[str, typer.Argument(help="Destination path or fsspec URL.")],
     chunk_rows: Annotated[
-        int | None, typer.Option(help="Re-chunk to this many rows per chunk.")
+        int | None, typer.Option(min=1, help="Re-chunk to this many rows per chunk.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing destination.")] = False,
 ) -> None:
@@ -139,7 +143,9 @@ def copy(
 def diff(
     a: StoreArg,
     b: StoreArg,
-    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    max_frames: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many frames.")
+    ] = None,
 ) -> None:
     """Agreement of two stores' teachers: top-1 agreement and mean KL on shared utterances."""
     from rich.table import Table

@@ -57,7 +57,9 @@ def import_(
     ] = None,
     subsampling: Annotated[
         int | None,
-        typer.Option(help="Input frames per source row (default: inferred from the counts)."),
+        typer.Option(
+            min=1, help="Input frames per source row (default: inferred from the counts)."
+        ),
     ] = None,
     topk: TopK = None,
     threshold: Threshold = None,
@@ -66,10 +68,10 @@ def import_(
     full: Full = False,
     values: Annotated[str, typer.Option(help="Value encoding: uint8 or float16.")] = "uint8",
     part_frames: Annotated[
-        int | None, typer.Option(help="Frames per committed store part (default 1M).")
+        int | None, typer.Option(min=1, help="Frames per committed store part (default 1M).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Worker threads (default: the CPUs, at most 4).")
+        int | None, typer.Option(min=1, help="Worker threads (default: the CPUs, at most 4).")
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace a store made with other settings.")

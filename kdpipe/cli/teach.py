@@ -40,9 +40,11 @@ def teach(
     shard: Annotated[
         str | None, typer.Option(help="Label shard i/N of the batches (e.g. 0/4).")
     ] = None,
-    batch_frames: Annotated[int, typer.Option(help="Padded input frames per batch.")] = 20000,
+    batch_frames: Annotated[
+        int, typer.Option(min=1, help="Padded input frames per batch.")
+    ] = 20000,
     part_frames: Annotated[
-        int | None, typer.Option(help="Frames per committed store part (default 1M).")
+        int | None, typer.Option(min=1, help="Frames per committed store part (default 1M).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     overwrite: Annotated[

@@ -5,12 +5,14 @@ in [-1, 1] at ``sample_rate``: channels averaged (downmix to mono), the ``[start
 segment cut out (Kaldi ``segments``), then resampled with soxr (``HQ``, deterministic).
 
 Every failure a user can cause (missing file, unreadable or corrupt file, empty audio,
-NaN/inf samples, a segment outside the file) is an ``AudioError`` naming the utterance and
-the file.
+NaN/inf samples, a segment outside the file, a WAV file shorter than its header says) is an
+``AudioError`` naming the utterance and the file. libsndfile reads a truncated WAV file as
+the samples that are there, so ``wav_claimed_frames`` reads what its header promises.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,12 @@ def load_audio(
             file_rate, file_len = int(f.samplerate), int(f.frames)
             if file_len == 0:
                 raise AudioError(f"{who}audio file {p} is empty (no samples)")
+            claimed = wav_claimed_frames(p) if f.format in ("WAV", "WAVEX") else None
+            if claimed is not None and claimed > file_len:
+                raise AudioError(
+                    f"{who}audio file {p} is truncated: its header says {claimed} samples, "
+                    f"it holds {file_len}"
+                )
             first = round(start * file_rate)
             last = file_len if end is None else round(end * file_rate)
             if first >= file_len or last - file_len > MAX_OVERSHOOT_S * file_rate:
@@ -65,6 +73,30 @@ def load_audio(
     if file_rate != sample_rate:
         wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")  # (S,)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def wav_claimed_frames(path: Path) -> int | None:
+    """The samples per channel a RIFF WAV file's header promises (its ``data`` chunk size
+    over the frame size in ``fmt``), or None where it cannot say: not RIFF, or a size of 0
+    or 0xFFFFFFFF (streaming writers leave the length open)."""
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block = 0
+        for _ in range(64):  # chunks before "data": fmt, LIST, fact, ... (a bounded walk)
+            top = f.read(8)
+            if len(top) < 8:
+                return None
+            name, size = top[:4], struct.unpack("<I", top[4:])[0]
+            if name == b"data":
+                if block <= 0 or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block
+            body = f.read(size + (size & 1))  # chunks are padded to even sizes
+            if name == b"fmt " and len(body) >= 14:
+                block = struct.unpack_from("<H", body, 12)[0]  # nBlockAlign: bytes per frame
+    return None
 
 
 def _short(e: BaseException) -> str:

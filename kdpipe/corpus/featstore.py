@@ -14,9 +14,9 @@ T_total = sum T_i. Layout (format ``kdpipe.features``, version 1)::
             source, fingerprint} (``ExternalFeatures.record()`` plus the sha256, 16 hex
             digits, of that record and every utterance's (T, F) shape)
     feats           float32 (T_total, F), utterances concatenated in store order,
-                    chunks (16384, F), zstd level 3. RAW features: no CMVN applied.
+                    chunks (16384, F). RAW features: no CMVN applied.
     offsets         int64 (N + 1): utterance i is feats[offsets[i]:offsets[i + 1]]
-    ids, speakers   string columns (kdpipe.zarrio.write_strings)
+    ids, speakers   string columns: NAME/utf8 (uint8) and NAME/offsets (int64, N + 1)
     split           uint8 (N): index into attrs split_names
     durations       float32 (N): seconds of audio
     clip_labels     int32 (N): label index (clip task only)
@@ -25,6 +25,16 @@ T_total = sum T_i. Layout (format ``kdpipe.features``, version 1)::
                     whenever the corpus has any (always for a transcribed store)
     cmvn/mean, cmvn/std   float32 (F): global stats over the train split (all utterances
                     when there is no train split), used when CMVN is "global"
+
+Every array is in the checked layout of ``kdpipe.chunks`` (blosc zstd, then a CRC32C per
+chunk: every read of a damaged chunk is a ``StoreIntegrityError`` naming the store and the
+array), and ``attrs.arrays`` records, per array path, its shape, dtype, chunks and the
+sha256 of its content, written with the other attrs before ``format``. Opening checks the
+record against each array's metadata, the small arrays it reads whole (offsets, ids,
+splits, ...) against their digests, and the offsets, ids and labels against each other;
+the features and frame labels are CRC-checked chunk by chunk as they are read, and their
+digests are checked by ``verify_feature_store`` (``kdpipe corpus verify``). A store written
+before the record (zstd chunks without CRCs) still opens, read by zarr.
 
 ``prepare`` writes utterances grouped by split (train, dev, test, others), so
 ``load_split`` reads a split in a few large slices; ``read_utterances`` reads any sorted
@@ -43,10 +53,13 @@ are kept, not hashed).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,18 +67,23 @@ from typing import Any
 import numpy as np
 
 from kdpipe import __version__
+from kdpipe.chunks import ChunkedArray, ChunkError, checked_codecs, read_rows, sha256
+from kdpipe.chunks import run as run_sync
 from kdpipe.corpus.features import Cmvn, CmvnStats, FbankConfig, apply_cmvn
 from kdpipe.corpus.manifest import TASKS, TRANSCRIBED, transcripts_only
 from kdpipe.corpus.subsets import parse_split, subset, unknown_split
-from kdpipe.errors import CorpusError, StoreError, StoreFormatError
+from kdpipe.errors import CorpusError, StoreError, StoreFormatError, StoreIntegrityError
 from kdpipe.labels import LabelSet
 from kdpipe.levels import Level, task_level
 from kdpipe.schema import fingerprint as short_hash
-from kdpipe.zarrio import is_url, open_group, read_strings, write_strings
+from kdpipe.zarrio import is_url, open_group
 
 FORMAT = "kdpipe.features"
 VERSION = 1
 CHUNK_FRAMES = 16384  # 16384 x 40 x 4 B = 2.5 MiB per chunk before compression
+ZSTD_LEVEL = 3  # of the frame arrays: prepare writes them at ~100 MB/s on one core
+ARRAYS_ATTR = "arrays"  # {path: {shape, dtype, chunks, sha256}}: the record of the content
+STRING_COLUMNS = ("ids", "speakers", "texts")  # each a utf8 + offsets pair of arrays
 
 
 class FeatureStoreWriter:
@@ -86,8 +104,6 @@ class FeatureStoreWriter:
     ) -> None:
         """``labels`` is None exactly for task ``transcribed``; ``external`` is the
         ``ExternalFeatures.record()`` of features that came with the corpus."""
-        from zarr.codecs import ZstdCodec  # zarr stays out of light importers (prepare, pipeline)
-
         if task not in TASKS:
             raise CorpusError(f"unknown task {task!r}; expected 'clip', 'frame' or 'transcribed'")
         if (labels is None) != (task == TRANSCRIBED):
@@ -97,15 +113,14 @@ class FeatureStoreWriter:
         self.location, self.task, self.labels, self.config = str(location), task, labels, config
         self.source, self.source_format, self.external = source, source_format, external
         self.group = _create(location, overwrite)
-        dim, zstd = config.num_mel_bins, ZstdCodec(level=3)
-        self._feats = self.group.create_array(
-            "feats", shape=(0, dim), chunks=(chunk_frames, dim), dtype="float32", compressors=zstd
-        )
+        dim = config.num_mel_bins
+        self._record: dict[str, dict[str, Any]] = {}  # path -> what was written (ARRAYS_ATTR)
+        self._digests = {"feats": hashlib.sha256()}  # of the frame arrays, as they grow
+        self._feats = _create_array(self.group, "feats", (chunk_frames, dim), "float32")
         self._labels_arr = None
         if task == "frame":
-            self._labels_arr = self.group.create_array(
-                "frame_labels", shape=(0,), chunks=(chunk_frames,), dtype="int32", compressors=zstd
-            )
+            self._labels_arr = _create_array(self.group, "frame_labels", (chunk_frames,), "int32")
+            self._digests["frame_labels"] = hashlib.sha256()
         self._chunk = chunk_frames
         self._buf: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._buffered = self._written = 0
@@ -144,6 +159,8 @@ class FeatureStoreWriter:
                 f"utterance {utt_id}: features of shape {feats.shape}, expected "
                 f"(T > 0, {self.config.num_mel_bins})"
             )
+        if not np.isfinite(feats).all():  # NaN/inf would also poison the CMVN stats
+            raise CorpusError(f"utterance {utt_id}: features hold NaN or infinite values")
         labels: np.ndarray | None = None
         if self.task == "frame":
             if frame_labels is None or np.shape(frame_labels) != (n,):
@@ -190,9 +207,11 @@ class FeatureStoreWriter:
         start, end = self._written, self._written + n
         self._feats.resize((end, feats.shape[1]))
         self._feats[start:end] = feats[:n]
+        self._digests["feats"].update(feats[:n].tobytes())  # C order, little-endian float32
         if labs is not None and self._labels_arr is not None:
             self._labels_arr.resize((end,))
             self._labels_arr[start:end] = labs[:n]
+            self._digests["frame_labels"].update(labs[:n].astype("<i4").tobytes())
         self._written = end
         rest = (feats[n:], None if labs is None else labs[n:])
         self._buf = [rest] if len(rest[0]) else []
@@ -210,23 +229,29 @@ class FeatureStoreWriter:
         if len(split_names) > 255:
             raise StoreError(f"{self.location}: {len(split_names)} splits; at most 255 fit")
         codes = np.array([split_names.index(s) for s in self.splits], dtype=np.uint8)
-        group.create_array("offsets", data=offsets, chunks=(len(offsets),))
-        group.create_array("split", data=codes, chunks=(len(codes),))
-        durations = np.array(self.durations, np.float32)
-        group.create_array("durations", data=durations, chunks=(len(codes),))
-        if self.task == "clip":
-            group.create_array(
-                "clip_labels", data=np.array(self.clip_labels, np.int32), chunks=(len(codes),)
-            )
-        write_strings(group, "ids", self.ids)
-        write_strings(group, "speakers", self.speakers)
-        if self._any_text:
-            write_strings(group, "texts", self.texts)
         stats_on = "train" if "train" in self._stats else "all"
         stats = self._stats.get("train") or CmvnStats.merged(list(self._stats.values()))
-        cmvn = group.require_group("cmvn")
-        cmvn.create_array("mean", data=stats.mean, chunks=(len(stats.mean),))
-        cmvn.create_array("std", data=stats.std, chunks=(len(stats.std),))
+        columns: dict[str, np.ndarray] = {
+            "offsets": offsets,
+            "split": codes,
+            "durations": np.array(self.durations, np.float32),
+            "cmvn/mean": stats.mean,
+            "cmvn/std": stats.std,
+        }
+        if self.task == "clip":
+            columns["clip_labels"] = np.array(self.clip_labels, np.int32)
+        strings = {"ids": self.ids, "speakers": self.speakers}
+        if self._any_text:
+            strings["texts"] = self.texts
+        for name, values in strings.items():
+            columns[f"{name}/utf8"], columns[f"{name}/offsets"] = _encode_strings(values)
+        for path, data in columns.items():
+            _write_array(group, path, data, self._record)
+        for path, arr in (("feats", self._feats), ("frame_labels", self._labels_arr)):
+            if arr is not None:
+                self._record[path] = _array_record(
+                    arr.shape, arr.dtype, arr.chunks, self._digests[path].hexdigest()
+                )
         fingerprint = self._hash.hexdigest()[:16]
         attrs = {
             "version": VERSION,
@@ -244,6 +269,7 @@ class FeatureStoreWriter:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "kdpipe_version": __version__,
             "skipped": [[utt_id, reason] for utt_id, reason in (skipped or [])],
+            ARRAYS_ATTR: self._record,
         }
         if self.external is not None:
             shapes = [[n, self.config.num_mel_bins] for n in self.lengths]
@@ -278,24 +304,34 @@ class FeatureStore:
         self.fingerprint: str = attrs["fingerprint"]
         if self.config.cmvn != stored.cmvn:
             self.fingerprint = short_hash([self.fingerprint, "cmvn", self.config.cmvn])
-        self.offsets = group["offsets"][:].astype(np.int64)  # (N + 1,)
+        # True: every array's chunks carry CRCs and its content a recorded sha256
+        self.checksummed = attrs.get(ARRAYS_ATTR) is not None
+        self._arrays = open_arrays(group, location, attrs)
+        small = [path for path in self._arrays if path not in FRAME_ARRAYS]
+        data = read_whole(self._arrays, small, location, attrs)  # digests checked
+        problems = structure_problems(attrs, self._arrays, data)
+        if problems:
+            raise StoreIntegrityError(f"{location}: {problems[0]}")
+        self.offsets = data["offsets"].astype(np.int64)  # (N + 1,)
         self.num_frames = np.diff(self.offsets)  # (N,)
-        self.ids = read_strings(group, "ids")
-        self.speakers = read_strings(group, "speakers")
+        self.ids = decode_strings(data, "ids")
+        self.speakers = decode_strings(data, "speakers")
         # transcripts ("" where an utterance has none); None: the store keeps none
-        self.texts: list[str] | None = read_strings(group, "texts") if "texts" in group else None
+        self.texts: list[str] | None = (
+            decode_strings(data, "texts") if "texts/utf8" in data else None
+        )
         self._split_names = list(attrs["split_names"])
-        self._split_codes = group["split"][:]  # (N,) uint8
+        self._split_codes = data["split"]  # (N,) uint8
         self.splits = [self._split_names[c] for c in self._split_codes]
-        self.durations = group["durations"][:].astype(np.float32)  # (N,)
+        self.durations = data["durations"].astype(np.float32)  # (N,)
         self.clip_labels = (
-            group["clip_labels"][:].astype(np.int64) if self.task == "clip" else None
+            data["clip_labels"].astype(np.int64) if self.task == "clip" else None
         )  # (N,)
-        self.cmvn_mean = group["cmvn/mean"][:]  # (F,)
-        self.cmvn_std = group["cmvn/std"][:]  # (F,)
+        self.cmvn_mean = data["cmvn/mean"]  # (F,)
+        self.cmvn_std = data["cmvn/std"]  # (F,)
         self.skipped = [tuple(entry) for entry in attrs.get("skipped", [])]
-        self._feats = group["feats"]
-        self._frame_labels = group["frame_labels"] if self.task == "frame" else None
+        self._feats = self._arrays["feats"]
+        self._frame_labels = self._arrays["frame_labels"] if self.task == "frame" else None
         self._index = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._cache: dict[str, tuple[int, int, Any]] = {}
 
@@ -310,7 +346,13 @@ class FeatureStore:
             raise CorpusError(
                 f"feature store not found or not a Zarr group: {location} ({type(error).__name__})"
             ) from None
-        return cls(group, str(location), cmvn)
+        try:
+            return cls(group, str(location), cmvn)
+        except (KeyError, TypeError, IndexError, AttributeError) as error:
+            raise StoreFormatError(
+                f"{location}: feature store attributes damaged or incomplete "
+                f"({type(error).__name__}: {error})"
+            ) from None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -379,7 +421,7 @@ class FeatureStore:
         if block is None or lo < first or hi > stop:
             chunk = array.chunks[0]
             first, stop = lo // chunk * chunk, min(-(-hi // chunk) * chunk, array.shape[0])
-            block = array[first:stop]
+            block = read_array(array, first, stop, self.location, name)
             block.flags.writeable = False
             self._cache[name] = (first, stop, block)
         return block[lo - first : hi - first]
@@ -427,8 +469,12 @@ class FeatureStore:
         out: list[tuple[np.ndarray, np.ndarray | None]] = []
         for run in np.split(np.arange(len(index)), breaks):  # positions into index
             lo, hi = int(starts[run[0]]), int(stops[run[-1]])
-            feats = self._feats[lo:hi]  # (T_run, F)
-            labels = None if self._frame_labels is None else self._frame_labels[lo:hi]
+            feats = read_array(self._feats, lo, hi, self.location, "feats")  # (T_run, F)
+            labels = (
+                None
+                if self._frame_labels is None
+                else read_array(self._frame_labels, lo, hi, self.location, "frame_labels")
+            )
             for pos in run:
                 first, stop = int(starts[pos]) - lo, int(stops[pos]) - lo
                 out.append((feats[first:stop], None if labels is None else labels[first:stop]))
@@ -477,3 +523,241 @@ def _create(location: str | Path, overwrite: bool) -> Any:
         return open_group(location, mode="w" if overwrite else "w-")
     except FileExistsError:
         raise StoreError(f"{location} already exists; pass --overwrite to replace it") from None
+
+
+# --- the arrays: written and read in the checked layout of kdpipe.chunks --------------
+
+FRAME_ARRAYS = ("feats", "frame_labels")  # (T_total, ...): read in row ranges, never whole
+
+
+def _create_array(group: Any, path: str, chunks: tuple[int, ...], dtype: str) -> Any:
+    """An empty growable frame array in the checked layout (every chunk written, zeros too:
+    the checked reader refuses a missing chunk)."""
+    size = int(np.prod(chunks)) * np.dtype(dtype).itemsize
+    return group.create_array(
+        path,
+        shape=(0, *chunks[1:]),
+        chunks=chunks,
+        dtype=dtype,
+        config={"write_empty_chunks": True},
+        **checked_codecs(np.dtype(dtype).itemsize, size, clevel=ZSTD_LEVEL),
+    )
+
+
+def _array_record(shape: Any, dtype: Any, chunks: Any, digest: str) -> dict[str, Any]:
+    return {
+        "shape": [int(n) for n in shape],
+        "dtype": np.dtype(dtype).name,
+        "chunks": [int(n) for n in chunks],
+        "sha256": digest,
+    }
+
+
+def _write_array(group: Any, path: str, data: np.ndarray, record: dict[str, Any]) -> None:
+    """Write a whole (N, ...) array in the checked layout, one chunk, into ``record``."""
+    chunks = (max(1, len(data)), *data.shape[1:])
+    group.create_array(
+        path,
+        data=data,
+        chunks=chunks,
+        config={"write_empty_chunks": True},
+        **checked_codecs(data.dtype.itemsize, max(1, data.nbytes)),
+    )
+    record[path] = _array_record(data.shape, data.dtype, chunks, sha256(data))
+
+
+def _encode_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A string column: (uint8 UTF-8 bytes, int64 offsets of length N + 1)."""
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    if encoded:
+        offsets[1:] = np.cumsum([len(b) for b in encoded])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def decode_strings(data: dict[str, np.ndarray], name: str) -> list[str]:
+    """The string column ``name`` of arrays read whole (``structure_problems`` checked it)."""
+    raw, off = data[f"{name}/utf8"].tobytes(), data[f"{name}/offsets"].tolist()
+    return [raw[off[i] : off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]
+
+
+def array_paths(attrs: dict[str, Any], has: Any) -> list[str]:
+    """Every array a store of ``attrs`` holds; ``has(name)`` tells whether an optional
+    column (the transcripts) is there in a store without a record."""
+    task, record = attrs.get("task"), attrs.get(ARRAYS_ATTR)
+    texts = ("texts/utf8" in record) if isinstance(record, dict) else has("texts")
+    paths = ["offsets", "split", "durations", "cmvn/mean", "cmvn/std", "feats"]
+    paths += ["clip_labels"] if task == "clip" else ["frame_labels"] if task == "frame" else []
+    for name in STRING_COLUMNS:
+        if name != "texts" or texts:
+            paths += [f"{name}/utf8", f"{name}/offsets"]
+    return paths
+
+
+def open_arrays(
+    group: Any, location: str, attrs: dict[str, Any], problems: list[str] | None = None
+) -> dict[str, Any]:
+    """path -> array (``ChunkedArray``; a zarr array in a store without a record) of every
+    array of the store, their metadata fetched concurrently and checked against the record.
+    A failure is a ``StoreIntegrityError``, or, with ``problems``, a line appended to it
+    (and the array left out)."""
+    record = attrs.get(ARRAYS_ATTR)
+    if record is not None and not isinstance(record, dict):
+        raise StoreIntegrityError(f"{location}: attrs.{ARRAYS_ATTR} is not a record of arrays")
+    paths = array_paths(attrs, lambda name: name in group)
+    prefix = group.path
+
+    async def go() -> list[Any]:
+        keys = [f"{prefix}/{p}".lstrip("/") for p in paths]
+        found = (ChunkedArray.load(group.store, key) for key in keys)
+        return await asyncio.gather(*found, return_exceptions=True)
+
+    out: dict[str, Any] = {}
+    for path, res in zip(paths, run_sync(go()), strict=True):
+        try:
+            out[path] = _checked_open(group, location, path, res, record)
+        except StoreIntegrityError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+    return out
+
+
+def _checked_open(group: Any, location: str, path: str, res: Any, record: Any) -> Any:
+    at = f"{location}: array {path}"
+    if isinstance(res, BaseException):
+        raise StoreIntegrityError(f"{at}: zarr.json unreadable ({type(res).__name__})")
+    doc, fast = res
+    if doc is None:
+        raise StoreIntegrityError(f"{at} is missing")
+    if record is None:  # written before checksums: zarr reads it
+        if fast is not None:
+            return fast
+        with _reading(at):
+            return group[path]
+    rec = record.get(path)
+    if not isinstance(rec, dict):
+        raise StoreIntegrityError(f"{at}: not in the store's record of its arrays")
+    if fast is None:
+        raise StoreIntegrityError(f"{at}: zarr.json is not the checked layout (damaged?)")
+    got = [list(fast.shape), fast.dtype.name, list(fast.chunks)]
+    if got != [rec.get("shape"), rec.get("dtype"), rec.get("chunks")]:
+        want = [rec.get("shape"), rec.get("dtype"), rec.get("chunks")]
+        raise StoreIntegrityError(
+            f"{at}: shape, dtype, chunks {got} differ from the record {want} (damaged?)"
+        )
+    return fast
+
+
+def read_array(arr: Any, lo: int, hi: int, location: str, path: str) -> np.ndarray:
+    """Rows [lo, hi) of one array of the store; a damaged chunk (CRC, decoding) is a
+    ``StoreIntegrityError`` naming the store and the array."""
+    with _reading(f"{location}: array {path}"):
+        return np.asarray(run_sync(read_rows(arr, lo, hi)))
+
+
+def read_whole(
+    arrays: dict[str, Any],
+    paths: list[str],
+    location: str,
+    attrs: dict[str, Any],
+    problems: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays at ``paths`` read whole (concurrently), each checked against its sha256
+    where the store records one; failures raise or, with ``problems``, are appended."""
+    record = attrs.get(ARRAYS_ATTR) or {}
+
+    async def go() -> list[Any]:
+        reads = (read_rows(arrays[p], 0, arrays[p].shape[0]) for p in paths)
+        return await asyncio.gather(*reads, return_exceptions=True)
+
+    out: dict[str, np.ndarray] = {}
+    for path, res in zip(paths, run_sync(go()), strict=True):
+        at = f"{location}: array {path}"
+        try:
+            if isinstance(res, BaseException):
+                with _reading(at):
+                    raise res
+            data = np.asarray(res)
+            want = (record.get(path) or {}).get("sha256")
+            if want is not None and sha256(data) != want:
+                raise StoreIntegrityError(f"{at}: sha256 differs from the record (damaged?)")
+            out[path] = data
+        except StoreIntegrityError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+    return out
+
+
+@contextlib.contextmanager
+def _reading(at: str) -> Iterator[None]:
+    """Whatever a damaged chunk or document causes (a CRC mismatch, zstd or blosc errors,
+    bad JSON) as one ``StoreIntegrityError`` line starting with ``at``."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except ChunkError as error:  # it names the chunk and what is wrong
+        raise StoreIntegrityError(f"{at}: {error}") from None
+    except Exception as error:  # zarr, numcodecs and zstd raise plain Exceptions too
+        msg = " ".join(str(error).split())[:200] or type(error).__name__
+        raise StoreIntegrityError(f"{at}: cannot read: {msg}") from None
+
+
+def structure_problems(
+    attrs: dict[str, Any], arrays: dict[str, Any], data: dict[str, np.ndarray]
+) -> list[str]:
+    """What is inconsistent between the attrs, the arrays' shapes and the small arrays
+    read whole (``data``; arrays missing from it are not checked): offsets against the
+    frames, every per-utterance column against N, labels and split codes in range, string
+    columns decodable, CMVN stats finite."""
+    out: list[str] = []
+    offsets = data.get("offsets")
+    feats = arrays.get("feats")
+    dim = (attrs.get("features") or {}).get("num_mel_bins")
+    if feats is not None and (len(feats.shape) != 2 or feats.shape[1] != dim):
+        out.append(f"array feats: shape {list(feats.shape)}, the features say F={dim}")
+    n = None
+    if offsets is not None:
+        n = len(offsets) - 1
+        total = None if feats is None else int(feats.shape[0])
+        if n < 1 or offsets[0] != 0 or (np.diff(offsets) <= 0).any():
+            out.append("array offsets: not increasing from 0 (damaged?)")
+        elif total is not None and int(offsets[-1]) != total:
+            out.append(f"array offsets: end at frame {int(offsets[-1])}, feats has {total}")
+        got = arrays["frame_labels"].shape[0] if "frame_labels" in arrays else total
+        if total is not None and got != total:
+            out.append(f"array frame_labels: {got} labels for {total} frames")
+        if attrs.get("num_utterances") != n:
+            out.append(f"{n} utterances, the attrs say {attrs.get('num_utterances')}")
+    for name in ("split", "durations", "clip_labels"):
+        if name in data and n is not None and len(data[name]) != n:
+            out.append(f"array {name}: {len(data[name])} entries for {n} utterances")
+    if "split" in data and len(data["split"]):
+        names = attrs.get("split_names") or []
+        if int(data["split"].max()) >= len(names):
+            out.append(f"array split: a code outside the {len(names)} split names")
+    labels = attrs.get("labels") or []
+    if "clip_labels" in data and len(data["clip_labels"]):
+        lab = data["clip_labels"]
+        if int(lab.min()) < 0 or int(lab.max()) >= len(labels):
+            out.append(f"array clip_labels: a label outside 0..{len(labels) - 1}")
+    if "durations" in data and not np.isfinite(data["durations"]).all():
+        out.append("array durations: not finite")
+    for name in ("cmvn/mean", "cmvn/std"):
+        if name in data and (data[name].shape != (dim,) or not np.isfinite(data[name]).all()):
+            out.append(f"array {name}: not {dim} finite values")
+    for name in STRING_COLUMNS:
+        if f"{name}/utf8" in data and f"{name}/offsets" in data:
+            raw, off = data[f"{name}/utf8"], data[f"{name}/offsets"]
+            if (n is not None and len(off) != n + 1) or not len(off) or off[0] != 0:
+                out.append(f"column {name}: {len(off) - 1} entries for {n} utterances")
+            elif (np.diff(off) < 0).any() or int(off[-1]) != len(raw):
+                out.append(f"column {name}: offsets do not fit its {len(raw)} bytes")
+            else:
+                try:
+                    decode_strings(data, name)
+                except UnicodeDecodeError as error:
+                    out.append(f"column {name}: not UTF-8 ({error.reason})")
+    return out

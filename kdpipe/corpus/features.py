@@ -16,6 +16,7 @@ CMVN: the feature store keeps raw features; ``apply_cmvn`` normalises on read, p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +52,20 @@ class FbankConfig:
         if self.dither < 0:
             raise ConfigError("features.dither must be >= 0")
 
+    def check_computable(self) -> None:
+        """``ConfigError`` unless kaldi-native-fbank can compute these features from audio:
+        3 to ``max_mel_bins`` mel bins for the window and sample rate (Kaldi's own rule, so
+        prepare fails in one line before any work). Not part of construction: a config
+        also records the dimension of features a corpus brought (Kaldi, lhotse, HDF5),
+        which no window limits."""
+        most = max_mel_bins(self.sample_rate, self.window_samples)
+        if not 3 <= self.num_mel_bins <= most:
+            raise ConfigError(
+                f"features.num_mel_bins={self.num_mel_bins}: a {self.frame_length_ms:g} ms "
+                f"window at {self.sample_rate} Hz gives 3 to {most} mel bins (each needs an "
+                "FFT bin of its own); use fewer bins or a longer frame_length_ms"
+            )
+
     @property
     def shift_samples(self) -> int:
         return round(self.sample_rate * self.frame_shift_ms / 1000)
@@ -85,6 +100,29 @@ class FbankConfig:
         return fingerprint(self.to_dict())
 
 
+LOW_FREQ = 20.0  # Hz: Kaldi's (and kaldi-native-fbank's) default low edge of the mel bins
+
+
+@functools.lru_cache(maxsize=64)  # fbank_options asks once per utterance
+def max_mel_bins(sample_rate: int, window_samples: int) -> int:
+    """The most mel bins Kaldi's ``MelBanks`` builds for a window (padded to a power of two)
+    at ``sample_rate``: every bin must hold an FFT bin strictly inside it (0 when none)."""
+    padded = 1 << max(0, int(window_samples - 1).bit_length())  # round_to_power_of_two
+    freqs = np.arange(padded // 2) * (sample_rate / padded)  # (num_fft_bins,) Hz
+    mel = 1127.0 * np.log(1.0 + freqs / 700.0)
+    low = 1127.0 * np.log(1.0 + LOW_FREQ / 700.0)
+    high = 1127.0 * np.log(1.0 + 0.5 * sample_rate / 700.0)
+    best = 0
+    for n in range(3, padded // 2 + 1):  # the first n with an empty bin ends the search
+        delta = (high - low) / (n + 1)
+        left = low + delta * np.arange(n)  # (n,) a bin spans (left, left + 2 delta)
+        inside = (mel[None, :] > left[:, None]) & (mel[None, :] < left[:, None] + 2 * delta)
+        if not inside.any(axis=1).all():
+            break
+        best = n
+    return best
+
+
 INT16_SCALE = 32768.0  # [-1, 1] floats -> Kaldi's int16 sample range
 STD_FLOOR = 1e-5  # CMVN never divides by less (constant bins, one-frame utterances)
 
@@ -107,7 +145,9 @@ def set_frames(
 
 
 def fbank_options(cfg: FbankConfig) -> Any:
-    """kaldi-native-fbank ``FbankOptions`` for ``cfg`` (Kaldi defaults for everything else)."""
+    """kaldi-native-fbank ``FbankOptions`` for ``cfg`` (Kaldi defaults for everything else);
+    ``ConfigError`` for settings it cannot compute (``FbankConfig.check_computable``)."""
+    cfg.check_computable()
     opts = knf.FbankOptions()
     set_frames(
         opts.frame_opts,

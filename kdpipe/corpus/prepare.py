@@ -13,10 +13,10 @@ rate are theirs where the source says (lhotse), ``features``' otherwise (Kaldi).
 Transcripts (``Utterance.text``) go into the store for every task; a transcribed corpus
 (no labels) gives a transcribed store.
 
-Bad utterances (missing/corrupt/empty audio, alignment too far off, labels outside the
-label set, ids that do not match across files) raise a one-line ``CorpusError`` naming the
-utterance and file, or with ``skip_bad`` are left out, counted in the summary and listed in
-the store's ``skipped`` attribute.
+Bad utterances (missing/corrupt/empty/truncated audio, NaN or infinite features,
+alignment too far off, labels outside the label set, ids that do not match across files)
+raise a one-line ``CorpusError`` naming the utterance and file, or with ``skip_bad`` are
+left out, counted in the summary and listed in the store's ``skipped`` attribute.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from kdpipe import errors
+from kdpipe import errors, outputs
 from kdpipe.console import progress_bar
 from kdpipe.corpus.audio import load_audio
 from kdpipe.corpus.featstore import FeatureStoreWriter
@@ -118,6 +118,7 @@ def prepare_corpus(
     and ``norm_vars`` are ``read_corpus``'s.
     """
     started = time.perf_counter()
+    outputs.claim_output(out, makes=outputs.FEATURE_STORE, inputs=[src], overwrite=overwrite)
     corpus = read_corpus(
         src,
         format,
@@ -132,6 +133,8 @@ def prepare_corpus(
         cfg = read_feature_config(src, cmvn=features.cmvn)
     elif corpus.external is not None:
         cfg = external_config(corpus.external, features)
+    else:
+        cfg.check_computable()  # before the store and the workers: one line
     utts = _store_order(corpus.utterances)
     skipped = list(corpus.skipped)
     n_jobs = _num_jobs(jobs, len(utts))
@@ -216,6 +219,13 @@ def _add(
     if len(feats) == 0:
         raise AudioError(
             f"utterance {utt.id}: {where} is too short for one frame ({duration:.3f} s)"
+        )
+    finite = np.isfinite(feats).all(axis=1)  # (T,): a NaN or inf would poison the CMVN stats
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise CorpusError(
+            f"utterance {utt.id}: {where}: features hold NaN or infinite values "
+            f"({int((~finite).sum())} of {len(feats)} frames, the first {first})"
         )
     clip, frame = None, None
     if corpus.task == "frame":

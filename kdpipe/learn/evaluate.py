@@ -6,6 +6,7 @@ Legend: B batch, T' output frames, C classes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from kdpipe.decode.scoring import (
     word_references,
 )
 from kdpipe.decode.word_graph import alignment_model_beside
-from kdpipe.errors import ConfigError
+from kdpipe.errors import ConfigError, ModelError
 from kdpipe.learn.data import LabelledData
 from kdpipe.losses import IGNORE, align_frame_labels, hard_ce
 from kdpipe.metrics import collapsed_per, confusion
@@ -100,6 +101,15 @@ def predict(
         out.ref = [ref[utt] for utt in range(len(data))]
         out.logp = [logps[utt] for utt in range(len(data))] if logps else []
     return out
+
+
+def _check_finite(pred: Predictions, model_dir: str | Path, corpus: str | Path, split: str) -> None:
+    """A NaN or infinite loss is no score: ``ModelError`` naming the model."""
+    if not math.isfinite(pred.loss):
+        raise ModelError(
+            f"checkpoint {model_dir}: cross-entropy {pred.loss} on {corpus} split {split!r}: "
+            "the model's outputs are not finite there (NaN weights, or features out of range)"
+        )
 
 
 @dataclass
@@ -213,6 +223,7 @@ def evaluate_checkpoint(
             graph = training_word_graph(store, read_lexicon(lexicon_path), lm, model=tree)
             graphs["word"] = (graph, graphs["phone"][1])
     pred = predict(model, data, device=dev, keep=True, keep_logp=decoding)
+    _check_finite(pred, model_dir, corpus, split)
     report = EvalReport(
         model=str(model_dir),
         corpus=str(corpus),
@@ -232,6 +243,7 @@ def evaluate_checkpoint(
         if decode.acoustic_scale is None:
             tune = LabelledData.from_store(store, tune_split, view)
             tuned = (tune, predict(model, tune, device=dev, keep=True, keep_logp=True))
+            _check_finite(tuned[1], model_dir, corpus, tune_split)
         for unit, (graph, log_prior) in graphs.items():
             with Decoder(graph.fst, jobs, progress) as decoder:
                 result = _decode(store, graph, log_prior, decode, pred, data, tuned, decoder)

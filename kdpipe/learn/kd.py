@@ -154,6 +154,9 @@ class KdRun(session.Run):
             **shared,
         }
 
+    def inputs(self) -> list[str]:
+        return super().inputs() + [str(target[0]) for target in self.targets]
+
 
 def train_kd(
     run: KdRun,

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ def parse_targets(items: Any, where: str = "targets") -> list[tuple]:
         if isinstance(item, str):
             out.append((item, 1.0))
         elif isinstance(item, dict) and set(item) <= TARGET_KEYS and "path" in item:
-            store: tuple = (str(item["path"]), float(item.get("weight", 1.0)))
+            weight = item.get("weight", 1.0)
+            number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            if not number or not math.isfinite(weight) or weight <= 0:
+                raise ConfigError(f"{where}: weight must be a finite number > 0, got {weight!r}")
+            store: tuple = (str(item["path"]), float(weight))
             split = str(item["split"]) if "split" in item else None
             try:
                 quality = QualityFilter.from_dict(item).to_dict()
@@ -73,8 +78,44 @@ def build_run(
 
     Overrides win key by key (``train``, ``model``, ``kd`` merge into the file's mappings);
     ``targets`` replace the file's. A distillation run when there are targets, else a
-    hard-label run; ``ConfigError`` for unknown keys or kd settings without targets.
+    hard-label run; ``ConfigError`` for unknown keys, values of the wrong type or range, or
+    kd settings without targets, naming ``where`` (the config file, the recipe stage).
     """
+    try:
+        return _build_run(file, corpus=corpus, student=student, model=model, train=train,
+                          kd=kd, targets=targets, view=view, init=init,
+                          train_split=train_split, dev_split=dev_split, where=where)  # fmt: skip
+    except ConfigError as error:
+        if str(error).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _section(file: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The mapping under ``key`` of a learn config ({} when absent)."""
+    value = file.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+    return value
+
+
+def _build_run(
+    file: dict[str, Any] | None,
+    *,
+    corpus: str,
+    student: str | None,
+    model: dict[str, Any] | None,
+    train: dict[str, Any] | None,
+    kd: dict[str, Any] | None,
+    targets: list[tuple] | None,
+    view: dict[str, Any] | None,
+    init: str | None,
+    train_split: str,
+    dev_split: str,
+    where: str,
+) -> SupervisedRun | KdRun:
     file = dict(file or {})
     if set(file) - set(CONFIG_KEYS):
         bad = sorted(set(file) - set(CONFIG_KEYS))
@@ -82,11 +123,18 @@ def build_run(
     name = student or file.get("student")
     if not name:
         raise ConfigError(f"{where}: no student: give --student or `student:` in the config")
-    train_cfg = {**(file.get("train") or {}), **(train or {})}
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: student must be a model name, got {name!r}")
+    for key in ("init",):
+        if file.get(key) is not None and not isinstance(file[key], str):
+            raise ConfigError(f"{where}: {key} must be a path, got {file[key]!r}")
+    train_cfg = {**_section(file, "train", where), **(train or {})}
     check_keys(train_cfg, TrainConfig, "train")
-    model_cfg = {**(file.get("model") or {}), **(model or {})}
-    kd_cfg = {**(file.get("kd") or {}), **(kd or {})}
-    stores = targets if targets else parse_targets(file.get("targets"), f"{where}: targets")
+    model_cfg = {**_section(file, "model", where), **(model or {})}
+    kd_cfg = {**_section(file, "kd", where), **(kd or {})}
+    if file.get("targets") is not None and not isinstance(file["targets"], list):
+        raise ConfigError(f"{where}: targets must be a list, got {file['targets']!r}")
+    stores = targets if targets else parse_targets(file.get("targets"), "targets")
     view_cfg = view if view is not None else file.get("view")
     common: dict[str, Any] = {  # the fields of session.Run
         "corpus": str(corpus),

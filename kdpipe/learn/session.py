@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from kdpipe import outputs
+from kdpipe.console import err_console
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError, TrainingError
@@ -31,6 +33,7 @@ from kdpipe.models import (
     read_card,
     save_checkpoint,
 )
+from kdpipe.models.checkpoint import WEIGHTS_FILE
 from kdpipe.models.protocol import model_level, model_subsampling
 from kdpipe.models.registry import ModelSpec, config_diffs, is_custom
 from kdpipe.schema import fingerprint
@@ -66,31 +69,60 @@ class Run:
             "init": self.init,
         }
 
+    def inputs(self) -> list[str]:
+        """What the run reads: its output may be none of these, nor lie inside one."""
+        return [self.corpus] + ([self.init] if self.init is not None else [])
+
 
 def claim_output(out: Path, run: Run, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; record this run's identity.
 
+    A directory holding a finished checkpoint or a resumable state is refused unless
+    ``--resume`` (same run) or ``--overwrite``; one a failed run left without either (only
+    its ``run.json``) is claimed again, so the corrected command may train into it.
+    ``--resume`` with no state to continue from says so and trains from the start, unless a
+    checkpoint is there (then it refuses: retraining would replace it). A folder that is
+    not a training run (a file, a Zarr store) is refused even with ``--overwrite``.
     Under ``torchrun`` only rank 0 checks and writes; if it refuses, torchrun stops the rest.
     """
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    if run.init is not None and Path(run.init).resolve() == out.resolve():
-        raise ConfigError(f"init {run.init} is the output directory; train into another one")
+    for given in run.inputs():
+        how = outputs.overlap(out, given)
+        if how is not None:
+            raise ConfigError(f"--out {out} {how} the input {given}; train into another folder")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the checkpoint")
+    if (out / "zarr.json").exists():
+        raise ConfigError(f"--out {out} is a Zarr store, not a training run; train elsewhere")
     ident = run.to_dict()
     ident["fingerprint"] = fingerprint(ident)
-    record = out / RUN_FILE
+    record, last = out / RUN_FILE, out / LAST_STATE
+    finished = (out / WEIGHTS_FILE).exists()
     if resume:
-        if record.is_file():  # a key missing before (added since) counts as None
-            before = json.loads(record.read_text())
-            diffs = sorted(
-                key for key in ident if key != "fingerprint" and before.get(key) != ident[key]
-            )
-            if diffs:
-                raise TrainingError(
-                    f"--resume: {out} holds a different run (differs in {', '.join(diffs)})"
+        if last.is_file():
+            if record.is_file():  # a key missing before (added since) counts as None
+                before = _read_record(record)
+                diffs = sorted(
+                    key for key in ident if key != "fingerprint" and before.get(key) != ident[key]
                 )
-        return
-    if (out / LAST_STATE).exists() or record.exists():
+                if diffs:
+                    raise TrainingError(
+                        f"--resume: {out} holds a different run (differs in {', '.join(diffs)})"
+                    )
+            return
+        if finished:
+            raise TrainingError(
+                f"--resume: {out} holds a checkpoint but no {LAST_STATE} to continue from; "
+                "use --overwrite to train again"
+            )
+        err_console.print(
+            f"[yellow]--resume: no {LAST_STATE} in {out}: nothing to resume, training from "
+            "the start[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif last.exists() or finished:
         if not overwrite:
             raise TrainingError(
                 f"{out} already holds a training run; use --resume to continue it or "
@@ -99,6 +131,16 @@ def claim_output(out: Path, run: Run, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(ident, indent=1, sort_keys=True) + "\n")
+
+
+def _read_record(record: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(record.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TrainingError(f"{record}: not readable JSON ({error}); use --overwrite") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"{record}: not a run record; use --overwrite")
+    return data
 
 
 @contextmanager

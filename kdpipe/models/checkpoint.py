@@ -15,6 +15,7 @@ user code, so they load only with ``trust_custom_code=True``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,7 +94,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, card: ModelCard) ->
     The returned card has ``weights_sha256`` set. Files are written to temporaries and
     renamed, weights first, so a crash never leaves a card pointing at other weights.
     """
-    from safetensors.torch import save_file  # imports torch
+    from safetensors.torch import save  # imports torch
 
     # protocol imports torch; kdpipe.models must not (cards are read without it)
     from kdpipe.models.protocol import model_level, model_subsampling
@@ -103,13 +104,26 @@ def save_checkpoint(directory: str | Path, model: nn.Module, card: ModelCard) ->
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     weights, tmp = out / WEIGHTS_FILE, out / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": card.architecture})
+    metadata = {"format": "pt", "architecture": card.architecture}
+    tmp.write_bytes(canonical_safetensors(save(state, metadata=metadata)))
     card = card.replace(weights_sha256=file_sha256(tmp))
     os.replace(tmp, weights)
     tmp_card = out / (CARD_FILE + ".tmp")
     card.write(tmp_card)
     os.replace(tmp_card, out / CARD_FILE)
     return card
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted: safetensors writes
+    the metadata in hash-map order, which changes from run to run, so identical weights
+    would give different bytes and ``weights_sha256`` would not be reproducible. The tensor
+    offsets are relative to the data section, which stays as it is."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as safetensors pads
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def read_card(directory: str | Path) -> ModelCard:

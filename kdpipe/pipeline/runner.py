@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdpipe.pipeline.recipe import Recipe, Stage
+from kdpipe.errors import ConfigError
+from kdpipe.pipeline.recipe import RECIPE_FILE, Recipe, Stage
 from kdpipe.pipeline.stages import RUNNERS, StageCall, identity
 from kdpipe.schema import fingerprint
 
@@ -97,10 +98,15 @@ def plan(recipe: Recipe, workdir: str | Path) -> list[Execution]:
             placeholders = {ref: f"/@{ref}" for ref in stage.refs}  # paths out of the identity
             call = StageCall(stage.options, placeholders, Path("/@out"), seed,
                              recipe.directory, False, False)  # fmt: skip
+            try:
+                settings = identity(stage.kind, call)
+            except ConfigError as error:  # name the recipe and the stage whose settings fail
+                where = f"{recipe.directory / RECIPE_FILE}: stage {stage.name!r}"
+                raise ConfigError(f"{where}: {error}") from None
             ident = {
                 "kind": stage.kind,
                 "seed": seed,
-                "settings": identity(stage.kind, call),
+                "settings": settings,
                 "inputs": {ref: fps[(ref, _ref_seed(recipe, ref, seed))] for ref in stage.refs},
             }
             stage_fp = fingerprint(ident)

@@ -73,6 +73,8 @@ def read_json_many(store: Any, keys: Sequence[str]) -> list[dict[str, Any] | Non
 
     out = []
     for key, res in zip(keys, run(go()), strict=True):
+        if isinstance(res, OSError):  # the disk, not the document: the CLI names path + cause
+            raise res
         if isinstance(res, Exception):
             raise StoreIntegrityError(f"{key}: not readable JSON: {res}")
         out.append(res)
@@ -222,11 +224,13 @@ def put_many(store: Any, objects: dict[str, bytes]) -> None:
 
 
 def create_root(store: Any, record: dict[str, Any], parts_exist: bool = False) -> None:
-    """Write the ``parts`` group, then the root group holding ``record``: each document in
-    one write, so a reader never sees a root record without its parts group."""
+    """Write the ``parts`` group (and the commit log's, ``spec.COMMITS``), then the root
+    group holding ``record``: each document in one write, so a reader never sees a root
+    record without its parts group."""
     group: dict[str, Any] = {"zarr_format": 3, "node_type": "group", "attributes": {}}
     if not parts_exist:
-        put_many(store, {"parts/zarr.json": json.dumps(group).encode()})
+        empty = json.dumps(group).encode()
+        put_many(store, {"parts/zarr.json": empty, f"{spec.COMMITS}/zarr.json": empty})
     group["attributes"] = {spec.ROOT_ATTR: record}
     put_many(store, {"zarr.json": json.dumps(group).encode()})
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kdpipe.errors import ConfigError
 from kdpipe.sparse import SparseRows
 from kdpipe.store.reader import StoreReader
 
@@ -75,6 +76,8 @@ def diff_stores(
     max_frames: int | None = None,
 ) -> DiffReport:
     """Compare the targets of stores ``a`` and ``b`` (same label set required)."""
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
     ra = StoreReader(a, storage_options=a_options)
     rb = StoreReader(b, storage_options=b_options)
     ra.check_labels(rb.label_set, f"store {b}")

@@ -9,6 +9,7 @@ opening any store costs one request instead of one per part.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,76 @@ def seal(location: str | Path, storage_options: dict[str, Any] | None = None) ->
         {spec.MANIFEST_ATTR: {"parts": {p.id: p.record for p in found.parts}}}
     )
     return len(found.parts)
+
+
+# -- the commit log -------------------------------------------------------------------------
+# A writer that commits part ``<id>`` then writes ``commits/<id>/zarr.json`` (a group whose
+# ``kdpipe.commit`` attribute holds the part's utterance and frame counts): the log outlives
+# the part, so a part deleted whole, or one that lost its commit record, is told from one
+# never written. Stores written before the log (no ``commits`` group) cannot tell.
+
+
+def commit_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """The log entry of a commit record."""
+    keys = ("part", "num_utterances", "num_frames", "committed_at")
+    return {k: record[k] for k in keys if k in record}
+
+
+def log_commit(store: Any, record: dict[str, Any]) -> None:
+    """Add a committed part to the log (after its commit; nothing where there is no log)."""
+    if arrayio.read_json_many(store, [f"{spec.COMMITS}/zarr.json"])[0] is None:
+        return
+    group = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {spec.COMMIT_ATTR: commit_entry(record)},
+    }
+    arrayio.put_many(store, {f"{spec.COMMITS}/{record['part']}/zarr.json": _json(group)})
+
+
+def read_log(store: Any, location: str | Path) -> dict[str, dict[str, Any]] | None:
+    """The logged commits (part id -> entry), or None where the store keeps no log or
+    cannot be listed (HTTP)."""
+    if not zarrio.can_list(location):
+        return None
+    if arrayio.read_json_many(store, [f"{spec.COMMITS}/zarr.json"])[0] is None:
+        return None
+    names = [n for n in arrayio.list_dir(store, spec.COMMITS) if n != "zarr.json"]
+    docs = arrayio.read_json_many(store, [f"{spec.COMMITS}/{n}/zarr.json" for n in names])
+    out = {}
+    for name, doc in zip(names, docs, strict=True):
+        entry = None if doc is None else (doc.get("attributes") or {}).get(spec.COMMIT_ATTR)
+        out[name] = entry if isinstance(entry, dict) else {}
+    return out
+
+
+def log_findings(
+    log: dict[str, dict[str, Any]], found: PartScan, where: str
+) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the commit log against the committed parts found: a logged
+    part that is gone or lost its commit record, or whose counts differ, is an error; a
+    committed part not logged (its writer stopped between the two writes) a warning."""
+    errors, warnings = [], []
+    committed = {p.id: p for p in found.parts}
+    for pid in sorted(set(log) - set(committed)):
+        if pid in found.uncommitted:
+            errors.append(f"{where}: part {pid} was committed (commit log) but lost its record")
+        else:
+            errors.append(f"{where}: part {pid} was committed (commit log) but is missing")
+    for pid in sorted(set(log) & set(committed)):
+        part, entry = committed[pid], log[pid]
+        if (entry.get("num_utterances"), entry.get("num_frames")) != (
+            part.num_utterances,
+            part.num_frames,
+        ):
+            errors.append(f"{where}: part {pid}: commit record and commit log disagree")
+    warnings += [
+        f"{where}: part {pid} is committed but not in the commit log (its writer stopped "
+        "right after the commit)"
+        for pid in sorted(set(committed) - set(log))
+    ]
+    return errors, warnings
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode()

@@ -32,7 +32,7 @@ from kdpipe.store import arrayio, coding, spec
 from kdpipe.store.block import TargetBlock
 from kdpipe.store.chunkio import ChunkedArray
 from kdpipe.store.coding import ROW_DELTA, delta_decode
-from kdpipe.store.parts import PartInfo, scan
+from kdpipe.store.parts import PartInfo, PartScan, scan
 
 BLOCK_FRAMES = 1 << 20  # frames per streamed block: ~25 MB decoded at k=8, few calls
 
@@ -224,6 +224,7 @@ class StoreReader:
         if labels is not None:
             self.check_labels(labels)
         found = scan(self._store, self.location, self.meta, version=self.record["version"])
+        self._check_log(found)
         self.parts: list[PartInfo] = found.parts
         self.uncommitted: list[str] = found.uncommitted
         self.sealed = found.sealed
@@ -232,6 +233,20 @@ class StoreReader:
         self._check_chunks = check_chunks and zarrio.can_list(location)
         self._data: dict[int, PartData] = {}
         self._load_index(allow_duplicates)
+
+    def _check_log(self, found: PartScan) -> None:
+        """Refuse a store that lost a committed part (the commit log names it): reading on
+        would silently hand out fewer utterances. One listing; nothing without a log."""
+        if not zarrio.can_list(self.location):
+            return
+        logged = [n for n in arrayio.list_dir(self._store, spec.COMMITS) if n != "zarr.json"]
+        lost = sorted(set(logged) - {p.id for p in found.parts})
+        if lost:
+            raise StoreIntegrityError(
+                f"{self.location}: {len(lost)} committed part(s) missing or without their "
+                f"commit record ({', '.join(lost[:3])}; see `kdpipe store verify`): copy the "
+                "store to a new one (`kdpipe store copy`) and rerun teach there to redo them"
+            )
 
     @classmethod
     def open(cls, location: str | Path, **kwargs: Any) -> StoreReader:

@@ -31,6 +31,10 @@ QUALITY = ("entropy", "agreement")  # per-utterance teacher quality columns (for
 ROOT_ATTR = "kdpipe.store"  # root zarr.json attribute: the store record
 PART_ATTR = "kdpipe.part"  # parts/<id>/zarr.json attribute: the commit record
 MANIFEST_ATTR = "kdpipe.manifest"  # parts/zarr.json attribute: commit records of a sealed store
+COMMITS = "commits"  # group of the commit log: commits/<part id>/zarr.json per committed part
+COMMIT_ATTR = "kdpipe.commit"  # commits/<id>/zarr.json attribute: the part's counts
+LOCKS = "locks"  # group of writer locks: locks/<shard>/zarr.json while a writer runs
+LOCK_ATTR = "kdpipe.lock"  # locks/<shard>/zarr.json attribute: who holds it (host, pid)
 LEVELS = ("frame", "utt")
 VALUE_ENCODINGS = ("uint8", "float16")
 CHUNK_ROWS = 131072  # rows per chunk: 2 MB of uint16 indices at k=8; bigger compress better

@@ -5,7 +5,10 @@ array metadata and sha256 checksums; offsets; class indices in range; values fin
 descending order within rows and summing with the tail to 1 (within the encoding's
 tolerance); hard labels in range; no utterance twice; and, given the corpus, no utterance
 missing or extra and frame counts that fit. Parts without a commit record (left by an
-interrupted writer; readers ignore them) are warnings.
+interrupted writer; readers ignore them) are warnings, unless the commit log
+(``parts.read_log``) says they were committed: a logged part that is gone or lost its
+record is an error. What could not be checked (no corpus, no commit log) is listed in
+``VerifyReport.unchecked``.
 
 The content checks (``check_rows``) take one target matrix of a part row by row; each
 finding names the part, the utterance (from the part's frame offsets) and the array.
@@ -21,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from kdpipe import zarrio
-from kdpipe.errors import KdpipeError
+from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.labels import LabelSet
 from kdpipe.store import arrayio, coding, spec
 from kdpipe.store.coding import NO_TRANSFORM, ROW_DELTA, delta_decode
-from kdpipe.store.parts import PartInfo, scan
+from kdpipe.store.parts import PartInfo, log_findings, read_log, scan
 
 MAX_MESSAGES = 50  # errors listed in full; the rest are counted
 
@@ -38,6 +41,7 @@ class VerifyReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     more_errors: int = 0
+    unchecked: list[str] = field(default_factory=list)  # checks that could not be made
     parts: int = 0
     utterances: int = 0
     frames: int = 0
@@ -252,6 +256,8 @@ def verify_store(
     subsampling (default 0 without subsampling, else 2).
     """
     where = str(location)
+    if frame_tolerance is not None and frame_tolerance < 0:
+        raise ConfigError(f"frame_tolerance must be >= 0, got {frame_tolerance}")
     rep = VerifyReport(where)
     try:
         store = zarrio.open_store(location, "r", storage_options)
@@ -274,11 +280,35 @@ def verify_store(
     except KdpipeError as e:
         rep.error(str(e))
         return rep
+    log = read_log(store, location)
+    lost: set[str] = set()
+    if log is None:
+        rep.unchecked.append(
+            "lost parts: "
+            + (
+                "parts cannot be listed over HTTP"
+                if not zarrio.can_list(location)
+                else "the store keeps no commit log (written by an older kdpipe)"
+            )
+            + ", so a part deleted whole or without its commit record goes unseen"
+        )
+    else:
+        errors, warnings = log_findings(log, found, where)
+        for message in errors:
+            rep.error(message)
+        rep.warnings += warnings
+        lost = set(log)
     rep.warnings += [
         f"{where}: part {p} has no commit record (an interrupted writer's "
         "leftover; readers ignore it)"
         for p in found.uncommitted
+        if p not in lost
     ]
+    if corpus_ids is None:
+        rep.unchecked.append(
+            "coverage: without the corpus, utterances never written (or lost with a part "
+            "before the commit log) and target frame counts against the input frames"
+        )
     seen: dict[str, str] = {}
     frames: dict[str, tuple[int, int, tuple[int, int]]] = {}
     for part in found.parts:

@@ -17,21 +17,30 @@ C classes, U utterances and R = sum(T) frames of a part.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import os
 import socket
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kdpipe import __version__, zarrio
-from kdpipe.errors import FingerprintMismatch, LabelSetError, StoreError, StoreFormatError
+from kdpipe import __version__, outputs, zarrio
+from kdpipe.errors import (
+    FingerprintMismatch,
+    LabelSetError,
+    StoreError,
+    StoreFormatError,
+    StoreIntegrityError,
+)
 from kdpipe.sparse import SparseRows
 from kdpipe.store import arrayio, coding, spec
 from kdpipe.store.coding import ROW_DELTA, delta_encode, values_transform
-from kdpipe.store.reader import StoreReader
+from kdpipe.store.parts import log_commit, scan
 
 PART_FRAMES = 1 << 20  # frames per part: ~20 MB on disk; a crash loses at most this
 
@@ -254,6 +263,10 @@ class StoreWriter:
         if not spec.PART_ID.match(self.shard):
             raise StoreError(f"writer shard {self.shard!r}: use letters, digits, '.', '_', '-'")
         self._options = storage_options
+        outputs.claim_output(
+            location, makes=outputs.TARGET_STORE, overwrite=overwrite,
+            storage_options=storage_options,
+        )  # fmt: skip
         self._store = zarrio.open_store(location, "a", storage_options)
         root, parts = arrayio.read_json_many(self._store, ["zarr.json", "parts/zarr.json"])
         if overwrite and root is not None:
@@ -265,7 +278,16 @@ class StoreWriter:
             arrayio.create_root(self._store, spec.root_record(meta), parts_exist=parts is not None)
         elif parts is None:
             arrayio.create_root(self._store, root["attributes"][spec.ROOT_ATTR])
-        self.committed: frozenset[str] = frozenset(self._committed_ids())
+        self._lock: Path | None = self._acquire()
+        try:
+            self._known: set[str] = set()  # committed parts whose ids are in _others
+            self._others: set[str] = set()  # utterance ids committed (by anyone)
+            self._refresh()
+        except BaseException:
+            self.release()
+            raise
+        self.committed: frozenset[str] = frozenset(self._others)
+        self.dropped_at_commit = 0  # utterances another writer committed first
         self._seen: set[str] = set()
         self._buf: list[dict[str, Any]] = []
         self._buf_frames = 0
@@ -288,12 +310,75 @@ class StoreWriter:
                 f"(differs in: {', '.join(diff)}); use a new store or overwrite it"
             )
 
-    def _committed_ids(self) -> list[str]:
-
-        r = StoreReader(
-            self.location, storage_options=self._options, allow_duplicates=True, check_chunks=False
+    def _refresh(self) -> None:
+        """Learn the utterances of parts committed since the last look (by any writer),
+        reading only the new parts' ids; a store holding an utterance twice is refused, so
+        that a rerun never skips what it cannot trust."""
+        found = scan(self._store, self.location, self.meta, version=spec.VERSION)
+        new = [p for p in found.parts if p.id not in self._known]
+        names = ("utf8", "offsets")
+        paths = [f"parts/{p.id}/index/ids/{n}" for p in new for n in names]
+        data = arrayio.read_slices(
+            arrayio.open_arrays(self._store, paths),
+            [Ellipsis] * len(paths),
+            [f"{self.location}: {p}" for p in paths],
         )
-        return r.ids
+        for k, part in enumerate(new):
+            raw, off = data[2 * k].tobytes(), data[2 * k + 1]
+            with arrayio.reading(f"{self.location}: part {part.id}: index/ids"):
+                ids = [raw[off[i] : off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]
+            twice = self._others.intersection(ids) or {u for u, n in Counter(ids).items() if n > 1}
+            if twice:
+                raise StoreIntegrityError(
+                    f"{self.location}: holds utterance {sorted(twice)[0]} twice (part "
+                    f"{part.id} and another); `kdpipe store copy` it into a new store to keep "
+                    "one copy of each, then write there"
+                )
+            self._others.update(ids)
+            self._known.add(part.id)
+
+    def _acquire(self) -> Path | None:
+        """The lock of this writer's shard (local stores only; object stores rely on the
+        check at commit): ``locks/<shard>/zarr.json``, created exclusively with the
+        holder's host and pid; a lock left by a dead process of this host is taken over."""
+        if zarrio.is_url(self.location):
+            return None
+        root = Path(self.location.removeprefix("file://")) / spec.LOCKS
+        path = root / self.shard / "zarr.json"
+        group = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+        if not (root / "zarr.json").exists():
+            arrayio.put_many(self._store, {f"{spec.LOCKS}/zarr.json": json.dumps(group).encode()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
+        group["attributes"] = {spec.LOCK_ATTR: me}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _holder(path)
+                if holder is None or not _gone(holder, me):
+                    who = "another writer" if holder is None else (
+                        f"pid {holder.get('pid')} on {holder.get('host')} since "
+                        f"{holder.get('since')}"
+                    )  # fmt: skip
+                    raise StoreError(
+                        f"{self.location}: shard {self.shard} is being written by {who}; "
+                        f"wait for it to finish (if that writer is gone, delete {path})"
+                    ) from None
+                path.unlink(missing_ok=True)  # a dead writer's lock: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(group, f)
+            return path
+        raise StoreError(f"{self.location}: cannot take the lock {path}")
+
+    def release(self) -> None:
+        """Give up this writer's lock (``close`` does; call it when abandoning a writer)."""
+        lock, self._lock = self._lock, None
+        if lock is not None and (_holder(lock) or {}).get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # another writer may be taking it
+                lock.parent.rmdir()
 
     # -- adding -----------------------------------------------------------------------
     def add(
@@ -351,6 +436,8 @@ class StoreWriter:
     def flush(self) -> str | None:
         """Write and commit the buffered utterances as one part; returns its id."""
 
+        if self._buf:
+            self._drop_committed()
         if not self._buf:
             return None
         arrays, num_frames = assemble_part(self.meta, self._buf)
@@ -382,9 +469,21 @@ class StoreWriter:
         arrayio.put_many(self._store, {f"parts/{pid}/{k}": v for k, v in objects.items()})
         self._check_root()  # another writer may have re-created the store meanwhile
         self._commit(f"parts/{pid}/zarr.json", group_json)
+        log_commit(self._store, record)
+        self._known.add(pid)
+        self._others.update(r["id"] for r in self._buf)
         self.parts_written.append(pid)
         self._buf, self._buf_frames = [], 0
         return pid
+
+    def _drop_committed(self) -> None:
+        """Drop buffered utterances that another writer committed since this one looked."""
+        self._refresh()
+        keep = [r for r in self._buf if r["id"] not in self._others]
+        if len(keep) < len(self._buf):
+            self.dropped_at_commit += len(self._buf) - len(keep)
+            self._buf = keep
+            self._buf_frames = sum(max(1, r["num_frames"]) for r in keep)
 
     def _commit(self, key: str, group_json: bytes) -> None:
         """The commit: one write of the part group's zarr.json, holding the commit record,
@@ -392,7 +491,10 @@ class StoreWriter:
         arrayio.put_many(self._store, {key: group_json})
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.release()
 
     def bytes_written(self) -> int:
         """Bytes on storage of the parts this writer committed (0 where the filesystem
@@ -413,3 +515,35 @@ class StoreWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.release()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _holder(path: Path) -> dict[str, Any] | None:
+    """Who holds the lock at ``path`` (None: unreadable, e.g. being written)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    holder = (doc.get("attributes") or {}).get(spec.LOCK_ATTR) if isinstance(doc, dict) else None
+    return holder if isinstance(holder, dict) else None
+
+
+def _gone(holder: dict[str, Any], me: dict[str, Any]) -> bool:
+    """The holder is this process (a writer it abandoned) or a dead process of this host."""
+    pid = holder.get("pid")
+    if holder.get("host") != me["host"] or not isinstance(pid, int):
+        return False
+    if pid == me["pid"]:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False

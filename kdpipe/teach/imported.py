@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from kdpipe import outputs
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.manifest import TRANSCRIBED
@@ -630,6 +631,10 @@ def import_posteriors(
     other settings is refused unless ``overwrite``. See the module docstring.
     """
     started = time.perf_counter()
+    outputs.claim_output(
+        out, makes=outputs.TARGET_STORE, inputs=[src, corpus, labels, priors],
+        overwrite=overwrite, storage_options=storage_options,
+    )  # fmt: skip
     plan = _plan(
         src, corpus, kind=kind, labels=labels, priors=priors, rule=rule or Rule(),
         values=values, split=split, subsampling=subsampling, format=format, seed=seed,
@@ -667,10 +672,12 @@ def import_posteriors(
                     advance(e.rows or _rows(data))
         except BaseException:
             workers.abort()
+            writer.release()
             raise
         workers.finish()
         failure = workers.gate.first_error()
         if failure is not None:
+            writer.release()
             raise failure  # the buffer is abandoned; committed parts stay (a rerun resumes)
         writer.close()
     summary.source_bytes = source.bytes_read

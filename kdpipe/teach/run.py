@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdpipe import outputs
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import crop_windows, labels_at_rate, view_lengths
@@ -195,6 +196,10 @@ def teach(
     rank, world = shard if isinstance(shard, tuple) else job.parse_shard(shard)
     if overwrite and world > 1:
         raise ConfigError("--overwrite with several shards would race: clear the store first")
+    outputs.claim_output(
+        out, makes=outputs.TARGET_STORE, inputs=[corpus, *_member_paths(ens)],
+        overwrite=overwrite, storage_options=storage_options,
+    )  # fmt: skip
     features = FeatureStore.open(corpus)
     selection = job.select(features, split, ids)
     plan = plan_members(ens, features, selection.index, trust_custom_code)
@@ -253,15 +258,25 @@ def teach(
     except BaseException:
         if worker.error is None:
             worker.abandon()
+        writer.release()
         raise
     worker.put(None)
     worker.join()
     if worker.error is not None:
+        writer.release()
         raise worker.error
     summary.parts = list(writer.parts_written)
     summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _member_paths(ens: EnsembleConfig) -> list[str]:
+    """What the members read besides the corpus: their files and feature stores."""
+    paths = []
+    for member in ens.members:
+        paths += [member.checkpoint, member.path, member.weights, member.input.features]
+    return [p for p in paths if p]
 
 
 def _by_window(batches: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:

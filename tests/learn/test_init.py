@@ -109,10 +109,15 @@ def test_mismatches_are_refused_before_training(world, tmp_path, student, config
 
 def test_init_cannot_be_the_output(world, tmp_path):
     train_supervised(run(world["corpus"], lr=1e-3), tmp_path / "a", progress=False)
-    with pytest.raises(ConfigError, match="is the output directory"):
+    with pytest.raises(ConfigError, match="is the input"):
         train_supervised(run(world["corpus"], init=str(tmp_path / "a")), tmp_path / "a",
                          overwrite=True, progress=False)  # fmt: skip
     assert (tmp_path / "a" / "model.safetensors").is_file()
+    corpus = world["corpus"]  # --out onto (or into) what the run reads: refused, kept
+    for out in (Path(corpus), Path(corpus) / "inner"):
+        with pytest.raises(ConfigError, match="the input"):
+            train_supervised(run(corpus), out, overwrite=True, progress=False)
+    assert (Path(corpus) / "zarr.json").is_file() and not (Path(corpus) / "inner").exists()
 
 
 def test_custom_student_init_needs_no_extra_trust(world, tmp_path, monkeypatch):

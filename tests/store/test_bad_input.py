@@ -4,6 +4,7 @@ utterance and array."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -112,12 +113,18 @@ def test_quality_out_of_range_names_the_utterance(store_path):
 
 
 def test_a_part_without_its_commit_record_is_invisible(store_path):
+    """An interrupted writer's part (no commit record, not in the commit log) is ignored;
+    a committed part that lost its record is an error (the commit log names it)."""
     r = StoreReader(store_path)
     part, n = r.parts[-1].id, len(r)
     meta_file = store_path / "parts" / part / "zarr.json"
     doc = json.loads(meta_file.read_text())
     del doc["attributes"][spec.PART_ATTR]
     meta_file.write_text(json.dumps(doc))
+    with pytest.raises(StoreIntegrityError, match="committed part"):
+        StoreReader(store_path)
+    assert any("lost its record" in e for e in verify_store(store_path).errors)
+    shutil.rmtree(store_path / spec.COMMITS / part)  # as if never committed
     r = StoreReader(store_path)
     assert part in r.uncommitted and len(r) < n
     rep = verify_store(store_path)
@@ -169,10 +176,16 @@ def test_duplicates_and_corpus_coverage(tmp_path, meta):
         if k < 3:
             w1.add(u, **kw)
         if k >= 2:
-            w2.add(u, **kw)  # repeats one utterance of w1: nothing can stop that
+            w2.add(u, **kw)  # repeats one utterance of w1: dropped at w2's commit
     w1.close()
     w2.close()
-    dup = list(utts)[2]
+    assert w2.dropped_at_commit == 1 and len(StoreReader(path)) == 4
+    dup = next(iter(utts))
+    (part,) = w1.parts_written  # a second copy of w1's part, as an older kdpipe could leave
+    shutil.copytree(path / "parts" / part, path / "parts" / f"{part}x")
+    doc = json.loads((path / "parts" / f"{part}x" / "zarr.json").read_text())
+    doc["attributes"][spec.PART_ATTR]["part"] = f"{part}x"
+    (path / "parts" / f"{part}x" / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(StoreIntegrityError, match=f"utterance {dup} is in parts"):
         StoreReader(path)
     r = StoreReader(path, allow_duplicates=True)

@@ -10,7 +10,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from kdpipe.errors import FingerprintMismatch, LabelSetError, StoreError, StoreFormatError
+from kdpipe.errors import (
+    ConfigError,
+    FingerprintMismatch,
+    LabelSetError,
+    StoreError,
+)
 from kdpipe.essence import Rule, topk
 from kdpipe.store.reader import StoreReader
 from kdpipe.store.verify import verify_store
@@ -133,6 +138,6 @@ def test_a_non_kdpipe_zarr_group_is_never_overwritten(tmp_path, meta):
     import zarr
 
     zarr.open_group(tmp_path / "other.zarr", mode="w").attrs["mine"] = 1
-    with pytest.raises(StoreFormatError, match="not a kdpipe target store"):
-        StoreWriter(tmp_path / "other.zarr", meta)
+    with pytest.raises(ConfigError, match="holds a zarr store not made by kdpipe"):
+        StoreWriter(tmp_path / "other.zarr", meta, overwrite=True)
     assert dict(zarr.open_group(tmp_path / "other.zarr").attrs) == {"mine": 1}
