@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from kdpipe.errors import StoreError
+from kdpipe.errors import StoreError, StoreIntegrityError
 
 if TYPE_CHECKING:
     import zarr
@@ -79,12 +79,25 @@ def open_group(
     """Open a Zarr v3 group at a local path or any fsspec URL (``s3://``, ``http://``...).
 
     ``mode`` is zarr's: ``r`` read-only, ``r+`` read-write existing, ``a`` create if missing,
-    ``w`` create (overwriting), ``w-`` create (fail if present).
+    ``w`` create (overwriting), ``w-`` create (fail if present). Opening an existing group
+    whose ``zarr.json`` is damaged (not JSON, not an object, not group metadata) raises
+    ``StoreIntegrityError`` naming it; a missing one zarr's ``FileNotFoundError``.
     """
     import zarr
 
     store = open_store(location, "r" if mode == "r" else "a", storage_options, must_exist=False)
-    return zarr.open_group(store=store, mode=mode, zarr_format=3)
+    try:
+        return zarr.open_group(store=store, mode=mode, zarr_format=3)
+    except FileNotFoundError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        if mode not in ("r", "r+"):  # creating: zarr's own refusals (ContainsGroupError...)
+            raise
+        msg = str(error).splitlines()[0][:200] if str(error) else ""
+        raise StoreIntegrityError(
+            f"{location}: zarr.json is not Zarr v3 group metadata (damaged?): "
+            f"{type(error).__name__}{': ' + msg if msg else ''}"
+        ) from None
 
 
 def write_strings(group: zarr.Group, name: str, values: Sequence[str]) -> None:

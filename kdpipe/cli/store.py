@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from kdpipe.cli._common import console, err_console, report_errors
+from kdpipe.cli._common import check_number, console, err_console, report_errors
 from kdpipe.cli.store_import import import_
 
 app = typer.Typer(
@@ -32,15 +32,14 @@ def inspect(
     plot: Annotated[
         Path | None, typer.Option(help="Write tail/entropy/confusion PNGs into this folder.")
     ] = None,
-    max_frames: Annotated[
-        int, typer.Option(min=1, help="Frames read for the histograms.")
-    ] = 2_000_000,
+    max_frames: Annotated[int, typer.Option(help="Frames read for the histograms.")] = 2_000_000,
 ) -> None:
     """Summarise a store: size, label set, teachers, rule, tail and entropy histograms."""
     from kdpipe.store.reader import StoreReader
     from kdpipe.store.summary import plot as plot_summary
     from kdpipe.store.summary import render, summarize
 
+    check_number(max_frames, "--max-frames", low=1)
     summary = summarize(StoreReader(store), max_frames=max_frames)
     render(summary, console)
     if plot is not None:
@@ -50,11 +49,11 @@ def inspect(
 
 def _corpus(location: str, split: str | None = None) -> tuple[list[str], list[int], str]:
     """Ids, input frame counts and fingerprint of a feature store; ``split`` restricts the
-    ids to one split (None: all)."""
+    ids to one split (None or ``all``: every utterance, as ``teach --split all``)."""
     from kdpipe.corpus.featstore import FeatureStore
 
     features = FeatureStore.open(location)
-    index = features.indices(split).tolist()
+    index = features.indices(None if split == "all" else split).tolist()
     ids = [features.ids[i] for i in index]
     frames = [int(features.num_frames[i]) for i in index]
     return ids, frames, features.fingerprint
@@ -68,19 +67,21 @@ def verify(
         str | None, typer.Option(help="Feature store the targets must cover exactly.")
     ] = None,
     split: Annotated[
-        str | None, typer.Option(help="With --corpus: the store covers this split only.")
+        str | None,
+        typer.Option(help="With --corpus: the store covers this split only (`all`: everything)."),
     ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Label file (one per line) the store must match.")
     ] = None,
     frame_tolerance: Annotated[
-        int | None, typer.Option(min=0, help="Allowed |frames - input frames / subsampling|.")
+        int | None, typer.Option(help="Allowed |frames - input frames / subsampling|.")
     ] = None,
 ) -> None:
     """Check checksums, shapes, ranges, sums and coverage; exit 1 on any error."""
     from kdpipe.labels import LabelSet
     from kdpipe.store.verify import verify_store
 
+    check_number(frame_tolerance, "--frame-tolerance", low=0)
     ids: list[str] | None = None
     frames: list[int] | None = None
     fingerprint: str | None = None
@@ -122,13 +123,14 @@ def copy(
     src: StoreArg,
     dst: Annotated[str, typer.Argument(help="Destination path or fsspec URL.")],
     chunk_rows: Annotated[
-        int | None, typer.Option(min=1, help="Re-chunk to this many rows per chunk.")
+        int | None, typer.Option(help="Re-chunk to this many rows per chunk.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing destination.")] = False,
 ) -> None:
     """Copy a store's committed parts (checked against their checksums), then seal it."""
     from kdpipe.store.transfer import copy_store
 
+    check_number(chunk_rows, "--chunk-rows", low=1)
     rep = copy_store(src, dst, chunk_rows=chunk_rows, overwrite=overwrite)
     console.print(
         f"copied {rep.parts_copied} parts ({rep.utterances:,} utterances, {rep.frames:,} "
@@ -143,15 +145,14 @@ def copy(
 def diff(
     a: StoreArg,
     b: StoreArg,
-    max_frames: Annotated[
-        int | None, typer.Option(min=1, help="Stop after this many frames.")
-    ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
 ) -> None:
     """Agreement of two stores' teachers: top-1 agreement and mean KL on shared utterances."""
     from rich.table import Table
 
     from kdpipe.store.diff import diff_stores
 
+    check_number(max_frames, "--max-frames", low=1)
     rep = diff_stores(a, b, max_frames=max_frames)
     console.print(
         f"shared utterances {rep.shared:,}; only in A {rep.only_a:,}; only in B "

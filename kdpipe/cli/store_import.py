@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from kdpipe.cli._common import Full, Mass, Sample, Threshold, TopK, console, report_errors
+from kdpipe.cli._common import (
+    Full,
+    Mass,
+    Sample,
+    Threshold,
+    TopK,
+    check_number,
+    console,
+    report_errors,
+)
 
 
 def import_(
@@ -52,14 +61,12 @@ def import_(
         str | None,
         typer.Option(
             help="Import only the source utterances in this corpus split (the rest "
-            "are skipped); default: all."
+            "are skipped); default (or `all`): all."
         ),
     ] = None,
     subsampling: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="Input frames per source row (default: inferred from the counts)."
-        ),
+        typer.Option(help="Input frames per source row (default: inferred from the counts)."),
     ] = None,
     topk: TopK = None,
     threshold: Threshold = None,
@@ -68,10 +75,10 @@ def import_(
     full: Full = False,
     values: Annotated[str, typer.Option(help="Value encoding: uint8 or float16.")] = "uint8",
     part_frames: Annotated[
-        int | None, typer.Option(min=1, help="Frames per committed store part (default 1M).")
+        int | None, typer.Option(help="Frames per committed store part (default 1M).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Worker threads (default: the CPUs, at most 4).")
+        int | None, typer.Option(help="Worker threads (default: the CPUs, at most 4).")
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace a store made with other settings.")
@@ -91,6 +98,9 @@ def import_(
     from kdpipe.teach.ensemble_yaml import rule_from_flags
     from kdpipe.teach.imported import import_posteriors
 
+    check_number(subsampling, "--subsampling", low=1)
+    check_number(part_frames, "--part-frames", low=1)
+    check_number(threads, "--threads", low=1)
     rule = rule_from_flags(topk, threshold, mass, sample, full) or Rule()
     summary = import_posteriors(
         src,
@@ -101,7 +111,7 @@ def import_(
         priors=priors,
         rule=rule,
         values=values,
-        split=split,
+        split=None if split == "all" else split,
         subsampling=subsampling,
         format=format,
         overwrite=overwrite,

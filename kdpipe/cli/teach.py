@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from kdpipe.cli._common import Full, Mass, Sample, Threshold, TopK, console, report_errors
+from kdpipe.cli._common import (
+    Full,
+    Mass,
+    Sample,
+    Threshold,
+    TopK,
+    check_number,
+    console,
+    report_errors,
+)
 from kdpipe.errors import ConfigError
 
 
@@ -40,11 +49,9 @@ def teach(
     shard: Annotated[
         str | None, typer.Option(help="Label shard i/N of the batches (e.g. 0/4).")
     ] = None,
-    batch_frames: Annotated[
-        int, typer.Option(min=1, help="Padded input frames per batch.")
-    ] = 20000,
+    batch_frames: Annotated[int, typer.Option(help="Padded input frames per batch.")] = 20000,
     part_frames: Annotated[
-        int | None, typer.Option(min=1, help="Frames per committed store part (default 1M).")
+        int | None, typer.Option(help="Frames per committed store part (default 1M).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     overwrite: Annotated[
@@ -71,6 +78,8 @@ def teach(
     from kdpipe.teach import load_ensemble, rule_from_flags, single_teacher
     from kdpipe.teach.run import teach as run_teach
 
+    check_number(batch_frames, "--batch-frames", low=1)
+    check_number(part_frames, "--part-frames", low=1)
     rule = rule_from_flags(topk, threshold, mass, sample, full)
     if model.is_dir() or model.suffix == ".onnx":
         settings = {} if values is None else {"values": values}
@@ -85,7 +94,11 @@ def teach(
     if ids is not None:
         if not ids.is_file():
             raise ConfigError(f"--ids file not found: {ids}")
-        id_list = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
+        try:  # a UTF-8 BOM (Windows editors) is not part of the first id
+            text = ids.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"--ids {ids}: not UTF-8 text (byte {error.start})") from None
+        id_list = [line.strip() for line in text.splitlines() if line.strip()]
         split = None
     summary = run_teach(
         ens,
@@ -106,9 +119,15 @@ def teach(
         typer.echo(json.dumps(done))
         return
     acc = "n/a" if done["accuracy"] is None else f"{done['accuracy']:.4f}"
+    dropped = (
+        f", {done['dropped']:,} dropped at commit: another writer had them"
+        if done["dropped"]
+        else ""
+    )
     console.print(
-        f"[bold]teach[/] shard {done['shard']}: {done['utterances']:,} utterances "
-        f"({done['skipped']:,} already there), {done['frames']:,} frames, "
+        f"[bold]teach[/] shard {done['shard']}: {done['utterances']:,} utterances written "
+        f"({done['skipped']:,} already there{dropped}), the store holds {done['total']:,} "
+        f"({done['before']:,} before this run); {done['frames']:,} frames, "
         f"{done['bytes_per_frame']:.1f} bytes/frame, {done['seconds']:.1f} s "
         f"({done['frames_per_second']:,.0f} frames/s), mean entropy "
         f"{done['mean_entropy']:.3f} nats, "

@@ -8,6 +8,11 @@ Every failure a user can cause (missing file, unreadable or corrupt file, empty 
 NaN/inf samples, a segment outside the file, a WAV file shorter than its header says) is an
 ``AudioError`` naming the utterance and the file. libsndfile reads a truncated WAV file as
 the samples that are there, so ``wav_claimed_frames`` reads what its header promises.
+
+A float WAV (or other float-coded file) whose samples reach far outside [-1, 1] (peak
+above ``FLOAT_PEAK_WARN``) is almost surely integer samples stored as float: it is read as
+it is (features of a scaled waveform; CMVN removes most of a constant gain), with one
+warning per file and process on stderr naming the file and its peak.
 """
 
 from __future__ import annotations
@@ -17,11 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpipe.console import err_console
 from kdpipe.errors import AudioError
 
 # Kaldi's extract-segments truncates segments that run past the end of the recording by
 # up to --max-overshoot=0.5 s and refuses longer overshoots; we do the same.
 MAX_OVERSHOOT_S = 0.5
+# float samples are meant to lie in [-1, 1]; a little overshoot (mastering, resampling) is
+# common and harmless, a peak of 2 or more is integer samples stored as float
+FLOAT_PEAK_WARN = 2.0
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+_warned: set[str] = set()  # files already warned about in this process
 
 
 def load_audio(
@@ -63,16 +74,35 @@ def load_audio(
                 )
             f.seek(first)
             data = f.read(min(last, file_len) - first, dtype="float32", always_2d=True)
+            is_float = f.subtype in _FLOAT_SUBTYPES
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
         raise AudioError(f"{who}cannot read audio file {p}: {_short(error)}") from None
     if data.shape[0] == 0:  # data: (S_file, C)
         raise AudioError(f"{who}audio file {p} is empty (no samples)")
     if not np.isfinite(data).all():
         raise AudioError(f"{who}audio file {p} holds NaN or infinite samples")
+    if is_float:
+        _check_float_peak(p, data)
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]  # (S_file,)
     if file_rate != sample_rate:
         wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")  # (S,)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _check_float_peak(p: Path, data: np.ndarray) -> None:
+    """Warn once per file (and process) when float samples peak far outside [-1, 1]."""
+    peak = float(np.abs(data).max())
+    key = str(p.resolve())
+    if peak < FLOAT_PEAK_WARN or key in _warned:
+        return
+    _warned.add(key)
+    err_console.print(
+        f"[yellow]warning:[/] audio file {p} holds float samples with peak {peak:g}, far "
+        "outside [-1, 1] (integer samples stored as float?): features are computed from "
+        "the samples as they are",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def wav_claimed_frames(path: Path) -> int | None:

@@ -26,7 +26,7 @@ from kdpipe.corpus.featstore import (
     read_whole,
     structure_problems,
 )
-from kdpipe.errors import StoreIntegrityError
+from kdpipe.errors import StoreError, StoreIntegrityError
 from kdpipe.zarrio import is_url, open_group
 
 BLOCK_CHUNKS = 8  # frame-array chunks read per step: 8 x 2.5 MiB of features at a time
@@ -59,7 +59,10 @@ def verify_feature_store(location: str | Path) -> FeatureVerifyReport:
     try:
         group = open_group(where, mode="r")
         attrs: dict[str, Any] = dict(group.attrs.asdict())
-    except Exception as error:  # a damaged root zarr.json: JSON, zarr and OS errors alike
+    except StoreError as error:  # a damaged root zarr.json, named by open_group
+        rep.problems.append(str(error))
+        return rep
+    except Exception as error:  # the OS's errors and anything else zarr raises
         rep.problems.append(f"{where}: not a readable Zarr group ({type(error).__name__})")
         return rep
     if attrs.get("format") != FORMAT:

@@ -19,11 +19,12 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from kdpipe.errors import ModelError
 from kdpipe.hmm.event_map import KaldiTree, kaldi_binary
 from kdpipe.hmm.topology import read_topology
+from kdpipe.safetensors_io import canonical_safetensors
 
 FORMAT = "kdpipe.gmm-hmm"
 VERSION = 1
@@ -92,7 +93,8 @@ class GmmHmm:
         return cls(meta["topology"], tree, tm, am)
 
     def save(self, path: str | Path) -> None:
-        save_file(self.arrays(), str(path), metadata=self.meta())
+        """Write the model to ``path``: the same model gives the same bytes (sorted header)."""
+        Path(path).write_bytes(canonical_safetensors(save(self.arrays(), metadata=self.meta())))
 
     @classmethod
     def load(cls, path: str | Path) -> GmmHmm:

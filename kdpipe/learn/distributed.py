@@ -1,8 +1,12 @@
 """DDP under ``torchrun``: the same script runs as one process or N.
 
-Every rank builds the same batch list (same seed) and takes every ``world``-th batch, so
-ranks never overlap and need no sampler state. Dev evaluation runs on every rank over the
-full dev set, so early-stopping decisions agree without communication.
+Every rank computes the same epoch plan from the seed alone and takes its share, so ranks
+never overlap and need no sampler state: every ``world``-th batch of a split held in memory
+(``trainer.InMemory``), or an equal run of the streamed examples, whatever the store's
+parts (``epoch_order.shard_examples``). Ranks run the same number of steps (the smallest
+rank's count), so DDP's collectives never wait on a rank that has finished. Dev
+evaluation runs on every rank over the full dev set, so early-stopping decisions agree
+without communication.
 """
 
 from __future__ import annotations

@@ -4,7 +4,12 @@ Examples (an utterance of one store of a mix) live in **blocks**: runs of consec
 utterances of one store part, about ``block_frames`` teacher frames each, read with one
 sequential request. An epoch of one **shard** (a DataLoader worker of a DDP rank) is:
 
-1. the blocks in a seeded random order, every ``num_shards``-th one for this shard;
+1. the blocks in a seeded random order, their examples one after the other, cut into
+   ``num_shards`` contiguous runs of equal length (to one example): the shard's run. Every
+   shard gets its share of examples whatever the blocks and parts (the single block of a
+   small one-part store included) and reads whole blocks, but for its first and last,
+   which it may share with the shards beside it; the cuts move each epoch (a seeded
+   rotation of the sequence);
 2. their examples pushed through a bounded shuffle buffer (``buffer_utts``): once full,
    each new example evicts a random one (seeded), the rest drain in random order at the end;
 3. the buffer's output cut into windows of ``window_utts`` examples, each sorted by length
@@ -68,6 +73,31 @@ def block_ids(part_sizes: list[int], frames: np.ndarray, block_frames: int) -> n
     return keys
 
 
+def shard_examples(
+    members: list[np.ndarray],
+    num_blocks: int,
+    *,
+    seed: int,
+    epoch: int,
+    shard: int,
+    num_shards: int,
+) -> np.ndarray:
+    """Example ids of one shard for one epoch, before the shuffle buffer: the blocks in a
+    seeded order (the same for every shard), their examples concatenated, rotated by a
+    seeded offset and cut into ``num_shards`` contiguous runs whose lengths differ by at
+    most one. One shard: the whole epoch, block after block, unrotated."""
+    order = np.random.default_rng([seed, epoch, 17]).permutation(num_blocks)
+    epoch_examples = (
+        np.concatenate([members[block] for block in order]) if num_blocks else np.zeros(0, np.int64)
+    )
+    total = len(epoch_examples)
+    if num_shards > 1 and total:  # the cuts move each epoch, inside a block too: a shard
+        # never sees the same share twice, even of a single block
+        start = int(np.random.default_rng([seed, epoch, 43]).integers(total))
+        epoch_examples = np.roll(epoch_examples, -start)
+    return epoch_examples[total * shard // num_shards : total * (shard + 1) // num_shards]
+
+
 def shard_plan(
     table: ExampleTable,
     members: list[np.ndarray],
@@ -81,18 +111,18 @@ def shard_plan(
     window_utts: int,
 ) -> list[np.ndarray]:
     """The batches (arrays of example ids) of one shard for one epoch, in order."""
-    order = np.random.default_rng([seed, epoch, 17]).permutation(table.num_blocks)
-    mine = order[shard::num_shards]
+    mine = shard_examples(
+        members, table.num_blocks, seed=seed, epoch=epoch, shard=shard, num_shards=num_shards
+    )
     rng = np.random.default_rng([seed, epoch, 29, shard])
     buf: list[int] = []
     out: list[int] = []
-    for block in mine:
-        for example in members[block].tolist():
-            buf.append(example)
-            if len(buf) > buffer_utts:
-                evict = int(rng.integers(len(buf)))
-                buf[evict], buf[-1] = buf[-1], buf[evict]
-                out.append(buf.pop())
+    for example in mine.tolist():
+        buf.append(example)
+        if len(buf) > buffer_utts:
+            evict = int(rng.integers(len(buf)))
+            buf[evict], buf[-1] = buf[-1], buf[evict]
+            out.append(buf.pop())
     out.extend(np.array(buf, dtype=np.int64)[rng.permutation(len(buf))].tolist())
     lengths = table.lengths
     batches: list[np.ndarray] = []

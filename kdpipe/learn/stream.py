@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from kdpipe.batching import pad_features, subsample_labels
 from kdpipe.corpus.featstore import FeatureStore
-from kdpipe.errors import ConfigError
+from kdpipe.errors import ConfigError, TrainingError
 from kdpipe.learn.compat import check_frame_counts, crop_windows, join_ids
 from kdpipe.learn.data import Batch, SoftTargets
 from kdpipe.learn.epoch_order import ExampleTable, block_ids, interleave, shard_plan
@@ -131,6 +131,11 @@ class TargetStream(IterableDataset[Batch]):
                 reader.check_labels(labels)
         self.hard_source = self._pick_hard(hard_labels)
         self.table = self._build_table(allow_partial)
+        if self.world > 1 and len(self.table) < self.world:
+            raise TrainingError(
+                f"{len(self.table)} training utterances cannot be split across {self.world} "
+                "ranks (each rank needs one at least); use fewer processes"
+            )
         self.members = self.table.block_members()
 
     # -- opening and the index ----------------------------------------------------------
@@ -163,7 +168,11 @@ class TargetStream(IterableDataset[Batch]):
             if self.level == "frame":
                 check_frame_counts(reader, pos, win, self.corpus_location)
             part_sizes = [part.num_utterances for part in reader.parts]
-            keys = block_ids(part_sizes, reader.num_frames, self.block_frames)
+            frames = reader.num_frames  # (U,) teacher frames of each stored utterance
+            if self.level != "frame":  # one row each: size blocks by the features they feed
+                frames = np.zeros(len(reader.ids), dtype=np.int64)
+                frames[pos] = win[:, 1] - win[:, 0]
+            keys = block_ids(part_sizes, frames, self.block_frames)
             _, dense = np.unique(keys[pos], return_inverse=True)
             cols["src"].append(np.full(len(pos), source, dtype=np.int64))
             cols["pos"].append(pos)

@@ -15,7 +15,6 @@ user code, so they load only with ``trust_custom_code=True``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from kdpipe.levels import LEVEL_WORDS, Level
 from kdpipe.models.card import CARD_FILE, ModelCard
 from kdpipe.models.device import pick_device
 from kdpipe.models.registry import ModelSpec, build_model, config_diffs, is_custom
+from kdpipe.safetensors_io import canonical_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -112,18 +112,6 @@ def save_checkpoint(directory: str | Path, model: nn.Module, card: ModelCard) ->
     card.write(tmp_card)
     os.replace(tmp_card, out / CARD_FILE)
     return card
-
-
-def canonical_safetensors(data: bytes) -> bytes:
-    """``data`` (a safetensors file) with its JSON header's keys sorted: safetensors writes
-    the metadata in hash-map order, which changes from run to run, so identical weights
-    would give different bytes and ``weights_sha256`` would not be reproducible. The tensor
-    offsets are relative to the data section, which stays as it is."""
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as safetensors pads
-    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def read_card(directory: str | Path) -> ModelCard:

@@ -60,8 +60,16 @@ def list_prefix(store: Any, prefix: str) -> set[str]:
     return run(go())
 
 
+def _name(store: Any, key: str) -> str:
+    """``key`` under the store's location (a local root or an fsspec path), for messages."""
+    root = getattr(store, "root", None) or getattr(store, "path", None)
+    return f"{str(root).rstrip('/')}/{key}" if root else key
+
+
 def read_json_many(store: Any, keys: Sequence[str]) -> list[dict[str, Any] | None]:
-    """JSON documents at ``keys`` (None where missing), fetched concurrently."""
+    """JSON documents at ``keys`` (None where missing), fetched concurrently. Each is zarr
+    metadata: a JSON object whose ``attributes``, where present, are an object too
+    (``StoreIntegrityError`` otherwise, so callers may take ``doc.get("attributes")``)."""
     from zarr.core.buffer import default_buffer_prototype
 
     async def one(key: str) -> dict[str, Any] | None:
@@ -76,7 +84,12 @@ def read_json_many(store: Any, keys: Sequence[str]) -> list[dict[str, Any] | Non
         if isinstance(res, OSError):  # the disk, not the document: the CLI names path + cause
             raise res
         if isinstance(res, Exception):
-            raise StoreIntegrityError(f"{key}: not readable JSON: {res}")
+            raise StoreIntegrityError(f"{_name(store, key)}: not readable JSON: {res}")
+        if res is not None and not isinstance(res, dict):
+            kind = type(res).__name__
+            raise StoreIntegrityError(f"{_name(store, key)}: not a JSON object ({kind})")
+        if res is not None and not isinstance(res.get("attributes", {}), dict):
+            raise StoreIntegrityError(f"{_name(store, key)}: attributes not a JSON object")
         out.append(res)
     return out
 

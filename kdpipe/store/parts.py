@@ -145,6 +145,10 @@ def seal(location: str | Path, storage_options: dict[str, Any] | None = None) ->
     """
     import zarr
 
+    # look before opening for writing, which would create a missing folder
+    found_root = zarrio.open_store(location, "r", storage_options)  # missing: store not found
+    if arrayio.read_json_many(found_root, ["zarr.json"])[0] is None:
+        raise StoreError(f"no store at {location}: no zarr.json (not a zarr v3 target store)")
     store = zarrio.open_store(location, "r+", storage_options)
     root = zarr.open_group(store, mode="r+", zarr_format=3)
     meta, rec = spec.parse_root(dict(root.attrs), str(location))

@@ -476,6 +476,12 @@ class StoreWriter:
         self._buf, self._buf_frames = [], 0
         return pid
 
+    @property
+    def num_committed(self) -> int:
+        """Utterances committed to the store, by any writer, as of this writer's last look
+        (its opening and each of its commits)."""
+        return len(self._others)
+
     def _drop_committed(self) -> None:
         """Drop buffered utterances that another writer committed since this one looked."""
         self._refresh()

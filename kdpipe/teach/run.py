@@ -46,6 +46,9 @@ class TeachSummary(Totals):
     store: str
     shard: tuple[int, int]
     forward_seconds: float = 0.0  # in the members' forward passes (+ copy to host)
+    before: int = 0  # utterances the store held when this run opened it (any writer's)
+    dropped: int = 0  # computed, but another writer committed them first: not written
+    total: int = 0  # utterances the store holds after this run (as its writer last saw it)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,9 @@ class TeachSummary(Totals):
             "shard": f"{self.shard[0]}/{self.shard[1]}",
             "utterances": self.utterances,
             "skipped": self.skipped,
+            "dropped": self.dropped,
+            "before": self.before,
+            "total": self.total,
             "frames": self.frames,
             "bytes": self.bytes,
             "bytes_per_frame": self.bytes_per_frame,
@@ -225,6 +231,7 @@ def teach(
     )  # fmt: skip
     summary = TeachSummary(store=str(out), shard=(rank, world))
     done = writer.committed
+    summary.before = len(done)
     todo = [
         (window, batch)
         for window, batch in batches
@@ -265,6 +272,9 @@ def teach(
     if worker.error is not None:
         writer.release()
         raise worker.error
+    summary.dropped = writer.dropped_at_commit  # counted by the writer thread as added
+    summary.utterances -= summary.dropped
+    summary.total = writer.num_committed
     summary.parts = list(writer.parts_written)
     summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started

@@ -42,6 +42,15 @@ def store(tmp_path):
     return path
 
 
+def one_line_error(r, *fragments):
+    """``r`` failed with exit code 1 and one line ``error: ...`` holding every fragment."""
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    for f in fragments:
+        assert f in " ".join(r.output.split()), r.output
+
+
 def parts_of(path):
     return sorted(p.name for p in (path / "parts").iterdir() if p.is_dir())
 
@@ -216,7 +225,7 @@ def test_verify_says_what_it_could_not_check(store):
 def test_store_numbers_out_of_range_are_refused(store, tmp_path, args):
     t = tmp_path / "T.zarr"
     r = cli("store", *(a.format(s=store, t=t) for a in args))
-    assert r.exit_code == 2 and "Invalid value" in r.output, r.output
+    one_line_error(r, args[-2], f"got {args[-1]}")
     assert not t.exists()
 
 
@@ -224,7 +233,16 @@ def test_teach_numbers_out_of_range_are_refused(tmp_path):
     for flag in ("--batch-frames", "--part-frames"):
         r = cli("teach", "--model", tmp_path, "--corpus", tmp_path, "--out", tmp_path / "o",
                 flag, "0")  # fmt: skip
-        assert r.exit_code == 2 and "Invalid value" in r.output, r.output
+        one_line_error(r, f"{flag} must be >= 1, got 0")
+        assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--subsampling", "--part-frames", "--threads"])
+def test_import_numbers_out_of_range_are_refused(tmp_path, flag):
+    r = cli("store", "import", tmp_path, "--out", tmp_path / "o", "--corpus", tmp_path,
+            "--kind", "logits", flag, "0")  # fmt: skip
+    one_line_error(r, f"{flag} must be >= 1, got 0")
+    assert not (tmp_path / "o").exists()
 
 
 def test_library_range_checks(store, tmp_path):
