@@ -28,7 +28,7 @@ format: setup
 	$(BIN)/ruff format .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 KD := $(BIN)/kdpipe
 KW := $(DATA)/synth/keywords-$(SIZE)

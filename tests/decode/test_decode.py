@@ -132,7 +132,7 @@ def test_eval_cli_prints_the_decoded_per(trained):
     assert "decoded_per" in r.output and "collapsed_per" in r.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(model), "--corpus", fs.location,
                                    "--decode", "--acoustic-scale", "-1"])  # fmt: skip
-    assert bad.exit_code == 1 and "acoustic_scale and beam must be > 0" in bad.output
+    assert bad.exit_code == 1 and "--acoustic-scale must be > 0, got -1" in bad.output
 
 
 @pytest.mark.parametrize(

@@ -208,7 +208,7 @@ def test_cnn_sizes_span_a_4k_and_a_100k_plus_model_with_the_same_code():
         ("tdnn", {"kernel_sizes": [3, 4], "dilations": [1, 1]}, "kernel_sizes must be odd"),
         ("tdnn", {"kernel_sizes": [3], "dilations": [1, 2]}, "must have the same length"),
         ("tdnn", {"dilations": []}, "dilations must be a non-empty list"),
-        ("cnn", {"channels": [8, "16"]}, "cnn config: channels must be a non-empty list"),
+        ("cnn", {"channels": [8, "16"]}, "cnn config: channels must be a list of integers"),
         ("cnn", {"kernel_size": 4}, "cnn config: kernel_size must be odd, got 4"),
         ("lstm_pool", {"bidirectional": "yes"}, "bidirectional must be true or false"),
         ("dnn_pool", {"pooling": "attention"}, "pooling must be one of mean, max"),

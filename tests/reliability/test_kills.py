@@ -86,7 +86,7 @@ def test_learn_resume_killed_ten_times_equals_uninterrupted(world, tmp_path):
     def make(out: Path, log: Path) -> Command:
         args = ["learn", "--corpus", fs.location, "--targets", str(store),
                 "--student", "dnn", "-m", "hidden_dim=16", "-m", "num_layers=1",
-                "-s", "epochs=12", "-s", "batch_frames=60", "-s", "save_every=2",
+                "-s", "epochs=8", "-s", "batch_frames=60", "-s", "save_every=2",
                 "--out", str(out), "--resume"]  # fmt: skip
         return Command(args, log)
 
