@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kdpipe.errors import LabelSetError
 from kdpipe.schema import fingerprint
+from kdpipe.textfile import read_text
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,7 @@ class LabelSet:
         """One label a line (index order), or a Kaldi symbol table (``name id`` lines,
         e.g. phones.txt, pdf or token tables): names ordered by id, ids 0..C-1."""
         p = Path(path)
-        if not p.is_file():
-            raise LabelSetError(f"label file not found: {p}")
-        try:  # a UTF-8 BOM (Windows editors) is not part of the first label
-            text = p.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise LabelSetError(f"{p}: not UTF-8 text (byte {error.start})") from None
+        text = read_text(p, LabelSetError, "label file")  # a BOM is not part of the first label
         lines = [line.split() for line in text.splitlines() if line.strip()]
         try:
             if lines and all(len(f) == 2 and f[1].lstrip("-").isdigit() for f in lines):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kdpipe.errors import ConfigError
+from kdpipe.textfile import read_text
 
 T = TypeVar("T")
 
@@ -192,11 +193,5 @@ def parse_yaml(text: str, where: str) -> Any:
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file (``parse_yaml``: ``yaml.safe_load`` refusing duplicate keys), with a
     one-line ``ConfigError`` naming the file if it is missing, not UTF-8 or malformed."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    return parse_yaml(text, str(p))
+    text = read_text(path, ConfigError, "config file")
+    return parse_yaml(text, str(path))

@@ -19,6 +19,7 @@ from kdpipe.cli._common import (
     report_errors,
 )
 from kdpipe.errors import ConfigError
+from kdpipe.textfile import read_text
 
 
 def teach(
@@ -92,12 +93,7 @@ def teach(
         raise ConfigError(f"--model {model}: no such checkpoint directory or ensemble.yaml")
     id_list = None
     if ids is not None:
-        if not ids.is_file():
-            raise ConfigError(f"--ids file not found: {ids}")
-        try:  # a UTF-8 BOM (Windows editors) is not part of the first id
-            text = ids.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"--ids {ids}: not UTF-8 text (byte {error.start})") from None
+        text = read_text(ids, ConfigError, "--ids file")  # a BOM is not part of the first id
         id_list = [line.strip() for line in text.splitlines() if line.strip()]
         split = None
     summary = run_teach(

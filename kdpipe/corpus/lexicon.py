@@ -25,6 +25,7 @@ from kdpipe.corpus.g2p import g2p as espeak_g2p
 from kdpipe.errors import CorpusError
 from kdpipe.labels import LabelSet
 from kdpipe.schema import fingerprint
+from kdpipe.textfile import read_text
 
 SILENCE = "sil"  # the silence phone of kdpipe's corpora (the synthetic ones use it)
 FORMATS = ("auto", "lexicon", "lexiconp", "cmudict")
@@ -311,14 +312,7 @@ def _unspeakable(words: list[str], failed: Mapping[str, str]) -> str | None:
 
 def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """The non-empty lines of a UTF-8 file with their 1-based numbers, stripped."""
-    if not path.is_file():
-        raise CorpusError(f"{what} file not found: {path}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise CorpusError(f"{path}:{line}: not UTF-8 text") from None
+    text = read_text(path, CorpusError, f"{what} file")
     numbered = enumerate(text.splitlines(), start=1)
     return [(number, line.strip()) for number, line in numbered if line.strip()]
 

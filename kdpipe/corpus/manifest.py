@@ -25,6 +25,7 @@ from kdpipe.errors import CorpusError
 from kdpipe.labels import LabelSet
 from kdpipe.levels import Level, task_level
 from kdpipe.schema import check_keys
+from kdpipe.textfile import read_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -189,7 +190,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     if not p.is_file():
         raise CorpusError(f"manifest not found: {p}")
     out = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(p, CorpusError, "manifest").splitlines(), 1):
         if not line.strip():
             continue
         try:

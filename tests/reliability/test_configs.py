@@ -306,7 +306,7 @@ def test_label_file_errors_name_the_file(tmp_path, content, fragment):
     path.write_bytes(content)
     with pytest.raises(LabelSetError) as caught:
         LabelSet.read(path)
-    assert str(caught.value).startswith(f"{path}: ") and fragment in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:") and fragment in str(caught.value)
 
 
 def test_label_file_with_a_bom(tmp_path):

@@ -169,5 +169,5 @@ def test_teach_ids_file_not_utf8_is_one_line_and_a_bom_is_dropped(taught, tmp_pa
     ids.write_bytes(b"caf\xe9\n")
     r = cli("teach", "--model", ckpt, "--corpus", fs.location, "--out", tmp_path / "T.zarr",
             "--ids", ids, "--device", "cpu")  # fmt: skip
-    one_line_error(r, f"--ids {ids}: not UTF-8 text (byte 3)")
+    one_line_error(r, f"{ids}:1: not UTF-8 text (byte 0xe9 at offset 3)")
     assert not (tmp_path / "T.zarr").exists()

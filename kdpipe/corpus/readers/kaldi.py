@@ -49,6 +49,7 @@ from kdpipe.corpus.readers.kaldi_feats import FeatsDir, kaldi_external
 from kdpipe.corpus.readers.problems import Problems
 from kdpipe.errors import AlignmentError, AudioError, CorpusError
 from kdpipe.labels import LabelSet
+from kdpipe.textfile import read_text
 
 Table = dict[str, tuple[int, str]]  # key -> (line number, rest of line)
 RawLabels = dict[str, str | list[str] | np.ndarray]  # clip label, or alignment tokens / ints
@@ -377,7 +378,7 @@ def _read_table(path: Path) -> Table:
     """``key rest`` lines; blank lines skipped; a duplicate key is an error. UTF-8 text
     (a byte-order mark is dropped); other bytes are a ``CorpusError`` naming the line."""
     out: Table = {}
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(read_text(path, CorpusError).splitlines(), 1):
         parts = line.strip().split(maxsplit=1)
         if not parts:
             continue
@@ -385,23 +386,6 @@ def _read_table(path: Path) -> Table:
             raise CorpusError(f"{path}:{n}: duplicate id {parts[0]!r}")
         out[parts[0]] = (n, parts[1] if len(parts) > 1 else "")
     return out
-
-
-def _read_text(path: Path) -> str:
-    """A Kaldi text file as UTF-8 (with or without a BOM), or a one-line ``CorpusError``
-    naming the file, the line and the byte where it is not UTF-8."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CorpusError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise CorpusError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
-            f"{error.start}); convert the file to UTF-8 (e.g. with iconv)"
-        ) from None
 
 
 def _parse_segment(path: Path, n: int, utt_id: str, rest: str) -> tuple[str, float, float | None]:

@@ -20,6 +20,7 @@ from kdpipe.corpus.manifest import Corpus, Utterance
 from kdpipe.corpus.readers.problems import Problems
 from kdpipe.errors import CorpusError
 from kdpipe.labels import LabelSet
+from kdpipe.textfile import read_text
 
 LISTS = {"dev": "validation_list.txt", "test": "testing_list.txt"}
 
@@ -74,7 +75,7 @@ def _read_lists(root: Path) -> dict[str, str]:
         path = root / name
         if not path.is_file():
             continue
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(path, CorpusError).splitlines(), 1):
             rel = line.strip().replace("\\", "/")
             if not rel:
                 continue

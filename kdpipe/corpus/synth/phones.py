@@ -52,6 +52,7 @@ from kdpipe.corpus.synth.voices import Voice
 from kdpipe.corpus.synth.worker import PhoneJob, Result
 from kdpipe.errors import SynthError
 from kdpipe.labels import LabelSet
+from kdpipe.textfile import read_text
 
 SPLITS = ("train", "dev", "test")
 REFERENCE = "reference"  # the true labels of an aligned corpus, apart from its split folders
@@ -62,12 +63,7 @@ _NOT_SPOKEN = re.compile(r"[^\w']+|_")  # punctuation makes eSpeak pause without
 def read_sentences(path: str | Path) -> list[str]:
     """Non-empty lines of a text file, punctuation turned into spaces."""
     p = Path(path)
-    if not p.is_file():
-        raise SynthError(f"text file not found: {p}")
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise SynthError(f"{p}: not UTF-8 text") from None
+    lines = read_text(p, SynthError, "text file").splitlines()
     out = [" ".join(_NOT_SPOKEN.sub(" ", line).split()) for line in lines]
     out = [s for s in out if s]
     if not out:
