@@ -39,6 +39,18 @@ Full = Annotated[bool, typer.Option("--full", help="Keep the dense posterior.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def written(done: dict[str, Any], also: str = "") -> str:
+    """What a store-writing run (teach, store import) did to the store, from its summary's
+    ``counts()``: ``N utterances written (S already there[, also][, D dropped at commit]),
+    the store holds T (B before this run)``."""
+    dropped = f", {done['dropped']:,} dropped at commit: another writer had them"
+    return (
+        f"{done['utterances']:,} utterances written ({done['skipped']:,} already there{also}"
+        f"{dropped if done['dropped'] else ''}), the store holds {done['total']:,} "
+        f"({done['before']:,} before this run)"
+    )
+
+
 def check_number(
     value: float | None,
     flag: str,

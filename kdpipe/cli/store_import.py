@@ -21,6 +21,7 @@ from kdpipe.cli._common import (
     check_number,
     console,
     report_errors,
+    written,
 )
 
 
@@ -126,9 +127,9 @@ def import_(
     acc = "n/a" if done["accuracy"] is None else f"{done['accuracy']:.4f}"
     outside = f", {done['outside_split']:,} outside the split" if done["outside_split"] else ""
     console.print(
-        f"[bold]import[/] {done['format']}: {done['utterances']:,} utterances "
-        f"({done['skipped']:,} already there{outside}), {done['frames']:,} {done['level']} "
-        f"rows at subsampling {done['subsampling']}, {done['bytes_per_frame']:.1f} bytes/frame, "
+        f"[bold]import[/] {done['format']}: {written(done, outside)}; {done['frames']:,} "
+        f"{done['level']} rows at subsampling {done['subsampling']}, "
+        f"{done['bytes_per_frame']:.1f} bytes/frame, "
         f"{done['seconds']:.1f} s ({done['frames_per_second']:,.0f} frames/s, "
         f"{done['read_mb_per_second']:,.0f} MB/s read), mean entropy "
         f"{done['mean_entropy']:.3f} nats, mean tail mass {done['mean_tail_mass']:.4f}, "

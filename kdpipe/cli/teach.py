@@ -17,6 +17,7 @@ from kdpipe.cli._common import (
     check_number,
     console,
     report_errors,
+    written,
 )
 from kdpipe.errors import ConfigError
 from kdpipe.textfile import read_text
@@ -115,15 +116,8 @@ def teach(
         typer.echo(json.dumps(done))
         return
     acc = "n/a" if done["accuracy"] is None else f"{done['accuracy']:.4f}"
-    dropped = (
-        f", {done['dropped']:,} dropped at commit: another writer had them"
-        if done["dropped"]
-        else ""
-    )
     console.print(
-        f"[bold]teach[/] shard {done['shard']}: {done['utterances']:,} utterances written "
-        f"({done['skipped']:,} already there{dropped}), the store holds {done['total']:,} "
-        f"({done['before']:,} before this run); {done['frames']:,} frames, "
+        f"[bold]teach[/] shard {done['shard']}: {written(done)}; {done['frames']:,} frames, "
         f"{done['bytes_per_frame']:.1f} bytes/frame, {done['seconds']:.1f} s "
         f"({done['frames_per_second']:,.0f} frames/s), mean entropy "
         f"{done['mean_entropy']:.3f} nats, "

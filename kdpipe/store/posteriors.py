@@ -43,6 +43,9 @@ class Totals:
     correct: int = 0  # rows whose argmax is the hard label
     counted: int = 0  # rows with a hard label
     skipped: int = 0  # already committed (a resumed run), not recomputed
+    before: int = 0  # utterances the store held when this run opened it (any writer's)
+    dropped: int = 0  # computed, but another writer committed them first: not written
+    total: int = 0  # utterances the store holds after this run (as its writer last saw it)
     bytes: int = 0  # bytes of the parts this run wrote
     seconds: float = 0.0
     parts: list[str] = field(default_factory=list)
@@ -54,6 +57,17 @@ class Totals:
     @property
     def frames_per_second(self) -> float:
         return self.frames / max(self.seconds, 1e-9)
+
+    def settle(self, dropped: int, total: int) -> None:
+        """At the end of a run: ``dropped`` of the counted utterances were committed by
+        another writer first (so not written by this one); the store now holds ``total``."""
+        self.dropped, self.total = dropped, total
+        self.utterances -= dropped
+
+    def counts(self) -> dict[str, int]:
+        """The utterance counts every run summary reports."""
+        keys = ("utterances", "skipped", "dropped", "before", "total")
+        return {key: getattr(self, key) for key in keys}
 
     def count(self, added: Added) -> None:
         self.utterances += 1

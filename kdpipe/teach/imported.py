@@ -87,8 +87,7 @@ class ImportSummary(Totals):
             "format": self.format,
             "level": self.level,
             "subsampling": self.subsampling,
-            "utterances": self.utterances,
-            "skipped": self.skipped,
+            **self.counts(),
             "outside_split": self.outside_split,
             "not_in_source": self.not_in_source,
             "frames": self.frames,
@@ -652,6 +651,7 @@ def import_posteriors(
             part_frames=part_frames or PART_FRAMES, shard="import",
         )  # fmt: skip
         done = writer.committed
+        summary.before = len(done)
         todo = [(e, i) for e, i in plan.todo if e.utt_id not in done]
         summary.skipped = len(plan.todo) - len(todo)
         total = sum(e.rows or 0 for e, _ in todo)
@@ -680,6 +680,7 @@ def import_posteriors(
             writer.release()
             raise failure  # the buffer is abandoned; committed parts stay (a rerun resumes)
         writer.close()
+    summary.settle(writer.dropped_at_commit, writer.num_committed)  # counted as added
     summary.source_bytes = source.bytes_read
     summary.parts = list(writer.parts_written)
     summary.bytes = writer.bytes_written()

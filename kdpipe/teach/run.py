@@ -46,19 +46,12 @@ class TeachSummary(Totals):
     store: str
     shard: tuple[int, int]
     forward_seconds: float = 0.0  # in the members' forward passes (+ copy to host)
-    before: int = 0  # utterances the store held when this run opened it (any writer's)
-    dropped: int = 0  # computed, but another writer committed them first: not written
-    total: int = 0  # utterances the store holds after this run (as its writer last saw it)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
             "shard": f"{self.shard[0]}/{self.shard[1]}",
-            "utterances": self.utterances,
-            "skipped": self.skipped,
-            "dropped": self.dropped,
-            "before": self.before,
-            "total": self.total,
+            **self.counts(),
             "frames": self.frames,
             "bytes": self.bytes,
             "bytes_per_frame": self.bytes_per_frame,
@@ -272,9 +265,7 @@ def teach(
     if worker.error is not None:
         writer.release()
         raise worker.error
-    summary.dropped = writer.dropped_at_commit  # counted by the writer thread as added
-    summary.utterances -= summary.dropped
-    summary.total = writer.num_committed
+    summary.settle(writer.dropped_at_commit, writer.num_committed)  # counted as added
     summary.parts = list(writer.parts_written)
     summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started

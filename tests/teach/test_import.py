@@ -334,6 +334,8 @@ def test_failure_midway_then_rerun_equals_uninterrupted(tmp_path, corpus, logits
     assert_same_store(store_values(ref), store_values(out))
     again = import_posteriors(scp, corpus.location, out, **kw)
     assert again.utterances == 0 and again.skipped == len(corpus) and not again.parts
+    assert again.before == again.total == len(corpus)  # the store's total, not this run's
+    assert s.before == partial and s.total == len(corpus)
     assert again.source_bytes == 0  # committed utterances are not read
 
 
@@ -430,7 +432,11 @@ def test_cli_imports(tmp_path, corpus, logits):
     r = invoke(scp, "--out", out, "--corpus", corpus.location, "--kind", "log_probs",
                "--mass", "0.9", "--values", "float16")  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert f"{len(corpus)} utterances (0 already there)" in r.output and "frames/s" in r.output
+    assert (
+        f"{len(corpus)} utterances written (0 already there), the store holds {len(corpus)}"
+        in r.output
+    )
+    assert "(0 before this run)" in r.output and "frames/s" in r.output
     assert StoreReader(out).meta.rule.name == "cumulative"
     r = invoke(scp, "--out", out, "--corpus", corpus.location, "--kind", "log_probs",
                "--mass", "0.9", "--values", "float16", "--json")  # fmt: skip
