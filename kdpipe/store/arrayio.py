@@ -244,6 +244,7 @@ def create_root(store: Any, record: dict[str, Any], parts_exist: bool = False) -
     if not parts_exist:
         empty = json.dumps(group).encode()
         put_many(store, {"parts/zarr.json": empty, f"{spec.COMMITS}/zarr.json": empty})
+        record = {**record, spec.COMMIT_LOG_KEY: True}  # a log lost later is then told
     group["attributes"] = {spec.ROOT_ATTR: record}
     put_many(store, {"zarr.json": json.dumps(group).encode()})
 

@@ -184,12 +184,20 @@ def log_commit(store: Any, record: dict[str, Any]) -> None:
     arrayio.put_many(store, {f"{spec.COMMITS}/{record['part']}/zarr.json": _json(group)})
 
 
-def read_log(store: Any, location: str | Path) -> dict[str, dict[str, Any]] | None:
+def read_log(
+    store: Any, location: str | Path, expected: bool = False
+) -> dict[str, dict[str, Any]] | None:
     """The logged commits (part id -> entry), or None where the store keeps no log or
-    cannot be listed (HTTP)."""
+    cannot be listed (HTTP). ``expected`` (the root record says the store was made with
+    a log): a missing log is a ``StoreIntegrityError``, not a store without one."""
     if not zarrio.can_list(location):
         return None
     if arrayio.read_json_many(store, [f"{spec.COMMITS}/zarr.json"])[0] is None:
+        if expected:
+            raise StoreIntegrityError(
+                f"{location}: the commit log ({spec.COMMITS}/zarr.json) is missing, though the "
+                "store was made with one: parts lost whole cannot be told"
+            )
         return None
     names = [n for n in arrayio.list_dir(store, spec.COMMITS) if n != "zarr.json"]
     docs = arrayio.read_json_many(store, [f"{spec.COMMITS}/{n}/zarr.json" for n in names])
@@ -215,7 +223,9 @@ def log_findings(
             errors.append(f"{where}: part {pid} was committed (commit log) but is missing")
     for pid in sorted(set(log) & set(committed)):
         part, entry = committed[pid], log[pid]
-        if (entry.get("num_utterances"), entry.get("num_frames")) != (
+        if not entry:
+            errors.append(f"{where}: part {pid}: its commit-log entry is missing or unreadable")
+        elif (entry.get("num_utterances"), entry.get("num_frames")) != (
             part.num_utterances,
             part.num_frames,
         ):

@@ -33,6 +33,7 @@ PART_ATTR = "kdpipe.part"  # parts/<id>/zarr.json attribute: the commit record
 MANIFEST_ATTR = "kdpipe.manifest"  # parts/zarr.json attribute: commit records of a sealed store
 COMMITS = "commits"  # group of the commit log: commits/<part id>/zarr.json per committed part
 COMMIT_ATTR = "kdpipe.commit"  # commits/<id>/zarr.json attribute: the part's counts
+COMMIT_LOG_KEY = "commit_log"  # root record key: True where the store was made with a log
 LOCKS = "locks"  # group of writer locks: locks/<shard>/zarr.json while a writer runs
 LOCK_ATTR = "kdpipe.lock"  # locks/<shard>/zarr.json attribute: who holds it (host, pid)
 LEVELS = ("frame", "utt")

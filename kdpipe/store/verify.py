@@ -280,7 +280,11 @@ def verify_store(
     except KdpipeError as e:
         rep.error(str(e))
         return rep
-    log = read_log(store, location)
+    try:
+        log = read_log(store, location, rec.get(spec.COMMIT_LOG_KEY) is True)
+    except KdpipeError as e:
+        rep.error(str(e))
+        return rep
     lost: set[str] = set()
     if log is None:
         rep.unchecked.append(

@@ -206,7 +206,12 @@ def test_a_lost_part_fails_verify_and_reading(store, damage):
 def test_verify_says_what_it_could_not_check(store):
     r = cli("store", "verify", store)
     assert r.exit_code == 0 and "not checked: coverage" in r.output, r.output
-    shutil.rmtree(store / "commits")  # a store written before the log
+    shutil.rmtree(store / "commits")  # the log lost: the root record says there was one
+    r = cli("store", "verify", store)
+    assert r.exit_code == 1 and "the commit log (commits/zarr.json) is missing" in r.output
+    root = json.loads((store / "zarr.json").read_text())
+    del root["attributes"]["kdpipe.store"]["commit_log"]  # a store written before the log
+    (store / "zarr.json").write_text(json.dumps(root))
     r = cli("store", "verify", store)
     assert r.exit_code == 0 and "no commit log" in r.output, r.output
 
