@@ -313,3 +313,29 @@ def test_label_file_with_a_bom(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_bytes(b"\xef\xbb\xbfsil\na\n")
     assert LabelSet.read(path).names == ("sil", "a")
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [(errno.ENOSPC, "no space left on device"), (errno.EROFS, "read-only file system")],
+)
+def test_disk_errors_of_prepare_and_teach_are_one_line(tmp_path, monkeypatch, code, cause):
+    """A full or read-only disk under zarr's writes (simulated at zarr's LocalStore, as
+    root ignores permissions): one line naming the chunk path and the cause."""
+    import zarr.storage
+
+    from kdpipe.testing.corpora import make_speech_commands
+
+    clips = make_speech_commands(tmp_path / "sc", seconds=0.2)
+    corpus = teacher_corpus(tmp_path / "tc.zarr")
+    teacher = make_teacher(tmp_path / "teacher", corpus, "dnn")
+
+    async def failing(self, key, value, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(Path(str(self.root)) / key))
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", failing)
+    r = cli("corpus", "prepare", clips, "--out", tmp_path / "p.zarr")
+    one_line_error(r, str(tmp_path / "p.zarr"), f"{cause} (errno {code}")
+    r = cli("teach", "--model", teacher, "--corpus", corpus.location, "--out",
+            tmp_path / "S.zarr", "--topk", "2", "--no-progress")  # fmt: skip
+    one_line_error(r, str(tmp_path / "S.zarr"), f"{cause} (errno {code}")
