@@ -143,6 +143,12 @@ def claim_output(
                 f"{out}: the output {how} the input {given} of this command; write the "
                 f"{makes} elsewhere"
             )
+    local = None if _is_url(str(out)) else Path(str(out).removeprefix("file://")).expanduser()
+    if overwrite and local is not None and local.is_symlink() and local.exists():
+        raise ConfigError(
+            f"{out} is a symbolic link (to {local.resolve()}); --overwrite does not delete "
+            "through links: remove the link or choose another path"
+        )
     found = kind_of(out, storage_options)
     if found in (MISSING, EMPTY, makes) or found.startswith("unknown"):
         return found

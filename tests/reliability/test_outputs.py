@@ -94,6 +94,14 @@ def test_overwrite_replaces_only_its_own_kind(store, tmp_path):
     assert r.exit_code == 0, r.output
     r = cli("store", "copy", store, tmp_path / "T.zarr", "--overwrite")
     assert r.exit_code == 0 and "copied 3 parts" in r.output, r.output
+    # --overwrite through a symbolic link (to a store of the right kind): refused, kept
+    link = tmp_path / "link.zarr"
+    link.symlink_to(tmp_path / "T.zarr")
+    r = cli("store", "copy", store, link, "--overwrite")
+    refused(r, "is a symbolic link", "does not delete through links")
+    r = cli("corpus", "prepare", tmp_path / "nowhere", "--out", link, "--overwrite")
+    refused(r, "is a symbolic link")
+    assert verify_store(tmp_path / "T.zarr").utterances == 12
 
 
 # -- case 3: overlapping writers -------------------------------------------------------------
