@@ -180,14 +180,17 @@ def parse_yaml(text: str, where: str) -> Any:
         return yaml.SafeLoader.construct_mapping(loader, node, deep)
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    loader = UniqueKeyLoader(text)  # a SafeLoader: yaml.safe_load's loader, plus the check
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)
+        return loader.get_single_data()
     except _DuplicateKey as dup:
         raise ConfigError(
             f"{where}: duplicate key {dup.key!r} at line {dup.line} (first at line {dup.first})"
         ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from kdpipe.corpus.featstore import (
+from kdpipe.corpus.featarrays import (
     ARRAYS_ATTR,
-    FORMAT,
     FRAME_ARRAYS,
     open_arrays,
     read_array,
     read_whole,
     structure_problems,
 )
+from kdpipe.corpus.featstore import FORMAT
 from kdpipe.errors import StoreError, StoreIntegrityError
 from kdpipe.zarrio import is_url, open_group
 

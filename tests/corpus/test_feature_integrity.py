@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from zarr.codecs import ZstdCodec
 
 from kdpipe.cli.main import app
-from kdpipe.corpus.featstore import ARRAYS_ATTR, FeatureStore, array_paths
+from kdpipe.corpus.featarrays import ARRAYS_ATTR, array_paths
+from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.prepare import prepare_corpus
 from kdpipe.errors import AudioError, ConfigError, CorpusError, ModelError, StoreIntegrityError
