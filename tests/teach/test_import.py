@@ -530,7 +530,7 @@ def test_cli_module_imports_nothing_heavy():
 
 
 def test_to_logprobs_each_kind():
-    from kdpipe.teach.imported import to_logprobs
+    from kdpipe.teach.import_plan import to_logprobs
 
     rng = np.random.default_rng(3)
     z = rng.standard_normal((6, 5)).astype(np.float32) * 3
