@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
+from kdpipe.errors import ConfigError
 from kdpipe.learn.kd import KdRun, train_kd
 from kdpipe.learn.kd_config import KdConfig
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
@@ -154,3 +156,11 @@ def test_cli_learn_targets_with_yaml(world, tmp_path):
     args = ["learn", "--targets", world["store"], "--corpus", world["corpus"], "--out", str(out)]
     r = CliRunner().invoke(app, [*args, "-k", "temp=2", "--student", "dnn", "--overwrite"])
     assert r.exit_code == 1 and "unknown key(s) 'temp'" in r.output
+
+
+def test_out_onto_a_target_store_it_reads_is_refused_and_the_store_kept(world):
+    store = Path(world["store"])
+    before = sorted(p.name for p in (store / "parts").iterdir())
+    with pytest.raises(ConfigError, match="the input"):
+        train_kd(kd_run(world), store, overwrite=True, progress=False)
+    assert sorted(p.name for p in (store / "parts").iterdir()) == before
