@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from kdpipe import __version__
+from kdpipe import __version__, outputs
 from kdpipe.align.align_config import AlignConfig
 from kdpipe.align.aligner import AlignResult, align_corpus, pdf_alignments, phone_alignments
 from kdpipe.align.truth import read_reference
@@ -80,9 +80,18 @@ def align_data(
     """Align the transcribed corpus at ``src`` into the data dir ``out`` (module docstring)."""
     started = time.perf_counter()
     out = Path(out)
+    for read in (src, lexicon):  # --overwrite must never delete what align reads
+        how = None if read is None else outputs.overlap(out, read)
+        if how is not None:
+            raise CorpusError(f"--out {out} {how} the input {read}; align into another folder")
     if out.exists() and any(out.iterdir()) and not (out / "align" / ".work").is_dir():
         if not overwrite:
             raise CorpusError(f"{out} exists and is not an interrupted align: use --overwrite")
+        if not (out / "align" / "report.json").is_file():
+            raise CorpusError(
+                f"{out} holds no finished align (no align/report.json): --overwrite replaces "
+                "only an align's output; remove it yourself or choose another folder"
+            )
         shutil.rmtree(out)
     corpus = read_corpus(src, split=split, skip_bad=skip_bad)
     texts = {u.id: u.text for u in corpus.utterances if u.text is not None}

@@ -219,3 +219,18 @@ def test_a_word_without_pronunciation_is_named(synthetic, tmp_path):
     with pytest.raises(CorpusError, match=r"utterance \S+: word '\w+' has no pronunciation"):
         align_data(src, tmp_path / "out", config=SMALL, lexicon=lexicon)
     assert not (Path(tmp_path) / "out" / "labels.txt").exists()
+
+
+def test_overwrite_never_deletes_the_corpus_or_a_folder_align_did_not_make(synthetic, tmp_path):
+    src, _ = synthetic
+    before = sorted(p.name for p in Path(src).iterdir())
+    for out in (Path(src), Path(src) / "aligned"):  # onto its own corpus, or inside it
+        with pytest.raises(CorpusError, match="the input"):
+            align_data(src, out, config=SMALL, g2p="en-us", overwrite=True)
+    assert sorted(p.name for p in Path(src).iterdir()) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(CorpusError, match="holds no finished align"):
+        align_data(src, mine, config=SMALL, g2p="en-us", overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"

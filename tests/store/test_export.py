@@ -313,6 +313,10 @@ def test_bad_input_is_one_clear_error(stores, tmp_path):
     export_store(store, "kaldi", tmp_path / "prev", overwrite=True, progress=False)  # replaces it
     assert not list((tmp_path / "prev").glob("*.npy"))
     assert (tmp_path / "prev" / "targets.ark").is_file()
+    inside = Path(str(store)) / "exp"  # an export inside its own store: refused, nothing made
+    with pytest.raises(ConfigError, match="lies inside the input"):
+        export_store(store, "npy", inside, progress=False)
+    assert not inside.exists()
 
 
 def test_missing_lhotse_and_a_failed_export_leave_one_line_and_no_files(

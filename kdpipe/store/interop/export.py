@@ -49,7 +49,7 @@ from urllib.parse import quote
 import numpy as np
 from kaldiio.matio import write_array
 
-from kdpipe import __version__
+from kdpipe import __version__, outputs
 from kdpipe.console import progress_bar
 from kdpipe.errors import ConfigError
 from kdpipe.sparse import SparseRows
@@ -303,7 +303,11 @@ def _check_ids(ids: list[str], to: str) -> None:
             )
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _prepare_out(out: Path, overwrite: bool, inputs: list[str]) -> None:
+    for given in inputs:  # an export inside its store (or holding it) never writes there
+        how = outputs.overlap(out, given)
+        if how is not None:
+            raise ConfigError(f"--out {out} {how} the input {given}; export elsewhere")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -441,7 +445,7 @@ def export_store(
         if not dense and meta.rule.layout == "variable":
             width = _widest(reader, level)
     existed = out.is_dir()
-    _prepare_out(out, overwrite)
+    _prepare_out(out, overwrite, [str(reader.location), *([str(cuts)] if cuts else [])])
     writer: _Writer
     if to == "kaldi":
         writer = _KaldiWriter(out, level, dense, spread_tail)
