@@ -146,6 +146,12 @@ def run_recipe(
     steps = plan(recipe, workdir)
     report = RunReport(recipe, workdir, steps)
     outputs = {(step.stage.name, step.seed): step.out for step in steps}
+    for step in steps:  # a stage output is replaced only if this runner recorded making it
+        if step.state != "done" and step.out.exists() and read_record(workdir, step.key) is None:
+            raise ConfigError(
+                f"{step.out} exists but no run of this recipe made it (no record in "
+                f"{workdir / '.stages'}): choose another --workdir or move it away"
+            )
     for i, step in enumerate(steps):
         if announce is not None:
             announce(i, len(steps), step)
@@ -157,7 +163,7 @@ def run_recipe(
         interrupted_learn = step.state == "resume" and step.stage.kind == "learn"
         resume = interrupted_learn and (step.out / LAST_STATE).exists()
         if not resume and step.out.exists():
-            shutil.rmtree(step.out)
+            shutil.rmtree(step.out)  # the runner's own (checked before the first stage)
         inputs = {
             ref: str(outputs[(ref, _ref_seed(recipe, ref, step.seed))]) for ref in step.stage.refs
         }

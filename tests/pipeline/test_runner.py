@@ -152,3 +152,16 @@ def test_claim_verdicts_and_noise():
     assert "; on WER: **holds** (31.0 vs 41.0: -10.0 +- 0.8 points" in md
     assert "a>c: **within seed noise**" in md and "on WER: **does not hold** (31.0 vs 21.0" in md
     assert "decoded_per" not in res["claims"][0]  # not decoded in phones: no verdict
+
+
+def test_a_workdir_folder_the_runner_did_not_make_is_never_deleted(tiny_recipe, tmp_path):
+    from kdpipe.errors import ConfigError
+
+    work = tmp_path / "work"
+    mine = work / "feats"  # e.g. --workdir data, where the user keeps data/feats
+    mine.mkdir(parents=True)
+    (mine / "my.zarr").write_text("keep me")
+    with pytest.raises(ConfigError, match="no run of this recipe made it"):
+        run_recipe(load_recipe(tiny_recipe), work, progress=False)
+    assert (mine / "my.zarr").read_text() == "keep me"
+    assert not (work / "corpus").exists()  # refused before the first stage ran
