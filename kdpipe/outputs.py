@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kdpipe.errors import ConfigError
+from kdpipe.errors import ConfigError, KdpipeError
 
 TARGET_STORE = "target store"
 FEATURE_STORE = "feature store"
@@ -124,6 +124,25 @@ def _url_kind(url: str, storage_options: dict[str, Any] | None) -> str:
         return f"unknown ({type(e).__name__})"
 
 
+def refuse_inputs(
+    out: str | Path,
+    inputs: Iterable[str | Path | None],
+    makes: str,
+    error: type[KdpipeError] = ConfigError,
+) -> None:
+    """``error`` if ``out`` is one of ``inputs``, lies inside one or holds one: what a
+    command reads is never what it writes, deletes or fills (``None``/empty are skipped)."""
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        how = overlap(out, given)
+        if how is not None:
+            raise error(
+                f"{out}: the output {how} the input {given} of this command; write the "
+                f"{makes} elsewhere"
+            )
+
+
 def claim_output(
     out: str | Path,
     *,
@@ -134,15 +153,7 @@ def claim_output(
 ) -> str:
     """Refuse ``out`` unless the command making a ``makes`` may write there (see the module
     docstring); returns what is there now (``kind_of``). Creates and removes nothing."""
-    for given in inputs:
-        if given is None or str(given) == "":
-            continue
-        how = overlap(out, given)
-        if how is not None:
-            raise ConfigError(
-                f"{out}: the output {how} the input {given} of this command; write the "
-                f"{makes} elsewhere"
-            )
+    refuse_inputs(out, inputs, makes)
     local = None if _is_url(str(out)) else Path(str(out).removeprefix("file://")).expanduser()
     if overwrite and local is not None and local.is_symlink() and local.exists():
         raise ConfigError(

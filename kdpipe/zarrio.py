@@ -13,11 +13,8 @@ uint8 array of UTF-8 bytes plus an int64 offsets array, readable with plain zarr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
 
 from kdpipe.errors import StoreError, StoreIntegrityError
 
@@ -98,28 +95,3 @@ def open_group(
             f"{location}: zarr.json is not Zarr v3 group metadata (damaged?): "
             f"{type(error).__name__}{': ' + msg if msg else ''}"
         ) from None
-
-
-def write_strings(group: zarr.Group, name: str, values: Sequence[str]) -> None:
-    """Write ``values`` as ``name/utf8`` (uint8) and ``name/offsets`` (int64, len N+1)."""
-    encoded = [v.encode("utf-8") for v in values]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    if encoded:
-        offsets[1:] = np.cumsum([len(b) for b in encoded])
-    raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    sub = group.require_group(name)
-    sub.create_array("utf8", data=raw, chunks=(max(1, min(len(raw), 1 << 20)),), overwrite=True)
-    sub.create_array(
-        "offsets", data=offsets, chunks=(max(1, min(len(offsets), 1 << 18)),), overwrite=True
-    )
-
-
-def read_strings(group: zarr.Group, name: str) -> list[str]:
-    """Read a string column written by ``write_strings``."""
-    import zarr
-
-    utf8, offsets = group[f"{name}/utf8"], group[f"{name}/offsets"]
-    assert isinstance(utf8, zarr.Array) and isinstance(offsets, zarr.Array), name
-    raw = np.asarray(utf8[:]).tobytes()
-    off = np.asarray(offsets[:]).tolist()
-    return [raw[off[i] : off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]

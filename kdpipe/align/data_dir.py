@@ -80,10 +80,7 @@ def align_data(
     """Align the transcribed corpus at ``src`` into the data dir ``out`` (module docstring)."""
     started = time.perf_counter()
     out = Path(out)
-    for read in (src, lexicon):  # --overwrite must never delete what align reads
-        how = None if read is None else outputs.overlap(out, read)
-        if how is not None:
-            raise CorpusError(f"--out {out} {how} the input {read}; align into another folder")
+    outputs.refuse_inputs(out, (src, lexicon), "aligned data dir", CorpusError)  # never deleted
     if out.exists() and any(out.iterdir()) and not (out / "align" / ".work").is_dir():
         if not overwrite:
             raise CorpusError(f"{out} exists and is not an interrupted align: use --overwrite")

@@ -87,10 +87,7 @@ def claim_output(out: Path, run: Run, resume: bool, overwrite: bool) -> None:
     """
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    for given in run.inputs():
-        how = outputs.overlap(out, given)
-        if how is not None:
-            raise ConfigError(f"--out {out} {how} the input {given}; train into another folder")
+    outputs.refuse_inputs(out, run.inputs(), outputs.CHECKPOINT)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the checkpoint")
     if (out / "zarr.json").exists():

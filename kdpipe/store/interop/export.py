@@ -304,10 +304,7 @@ def _check_ids(ids: list[str], to: str) -> None:
 
 
 def _prepare_out(out: Path, overwrite: bool, inputs: list[str]) -> None:
-    for given in inputs:  # an export inside its store (or holding it) never writes there
-        how = outputs.overlap(out, given)
-        if how is not None:
-            raise ConfigError(f"--out {out} {how} the input {given}; export elsewhere")
+    outputs.refuse_inputs(out, inputs, "export")  # never inside its store, nor holding it
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
