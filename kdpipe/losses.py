@@ -1,7 +1,8 @@
-"""Training losses. Legend: B batch, T' model output frames, C classes.
+"""Training losses. Legend: B batch, T' model output frames, C classes, L tokens.
 
-Hard-label cross-entropy, and the KD losses of ``learn --targets`` on sparse teacher targets
-(``sparse_kd``, ``sampled_kd``, ``multitask``) with a dense reference (``dense_kd``).
+Hard-label cross-entropy, the CTC loss on token sequences (``ctc``), and the KD losses of
+``learn --targets`` on sparse teacher targets (``sparse_kd``, ``sampled_kd``,
+``multitask``) with a dense reference (``dense_kd``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,37 @@ def hard_ce(
     )  # mean over counted frames
     correct = int((flat[keep].argmax(-1) == target[keep]).sum())
     return loss, correct, n
+
+
+def ctc_min_frames(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) the fewest output frames a CTC path for each (B, L) token row needs: its L_b
+    tokens plus one blank between each pair of equal neighbours (Graves et al. 2006)."""
+    valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+    repeats = (tokens[:, 1:] == tokens[:, :-1]) & valid[:, 1:]  # (B, L - 1)
+    return lengths + repeats.sum(1)
+
+
+def ctc(
+    logits: torch.Tensor,
+    out_lengths: torch.Tensor,
+    tokens: torch.Tensor,
+    token_lengths: torch.Tensor,
+    blank: int = 0,
+) -> torch.Tensor:
+    """(B,) CTC loss per utterance: -log sum over the alignments of ``tokens`` of the path
+    probability (Graves, Fernandez, Gomez and Schmidhuber, "Connectionist temporal
+    classification", ICML 2006), computed by ``torch.nn.functional.ctc_loss``.
+
+    ``logits`` (B, T', C), ``out_lengths`` (B,), ``tokens`` (B, L) label indices (IGNORE or
+    anything past ``token_lengths``), ``token_lengths`` (B,). Callers check that every
+    utterance has ``ctc_min_frames`` output frames (an impossible one would be inf).
+    """
+    logp = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T', B, C)
+    targets = tokens.clamp(min=0)  # (B, L): padding read as class 0, past the lengths
+    return F.ctc_loss(
+        logp, targets, out_lengths, token_lengths, blank=blank, reduction="none",
+        zero_infinity=False,
+    )  # fmt: skip
 
 
 # -- knowledge distillation on sparse targets ----------------------------------------------

@@ -134,11 +134,27 @@ def learn(
         Path | None,
         typer.Option(help="Start from this checkpoint's weights (same student, config, labels)."),
     ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="ce (frame or clip labels) or ctc (the transcripts' tokens). Default: from "
+            "--config, else ce."
+        ),
+    ] = None,
+    units: Annotated[
+        str | None,
+        typer.Option(help="--loss ctc: the tokens: phones, chars or bpe:N (sentencepiece)."),
+    ] = None,
+    lexicon: Annotated[
+        Path | None,
+        typer.Option(help="--loss ctc with phones: the lexicon (default: beside the corpus)."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
 ) -> None:
-    """Train on hard labels (frame alignments or clip labels) of a feature store, or, with
-    --targets, distil from teacher targets stored by `kdpipe teach`.
+    """Train on hard labels (frame alignments or clip labels) of a feature store, or with
+    --loss ctc on the tokens of its transcripts, or, with --targets, distil from teacher
+    targets stored by `kdpipe teach` (with --loss ctc: frame KL plus CTC).
 
     Runs under `torchrun --nproc-per-node N -m kdpipe learn ...` unchanged (DDP).
     """
@@ -170,6 +186,13 @@ def learn(
     if (kd_cfg or file.get("kd")) and not (targets or file.get("targets")):
         raise ConfigError("distillation settings given without --targets")
     view = view_from_options(file.get("view"), view_ms, view_offset_ms, view_random, view_seed)
+    ctc: dict[str, Any] = {}
+    if units is not None:
+        ctc["units"] = units
+    if lexicon is not None:
+        ctc["lexicon"] = str(lexicon)
+    if ctc and (loss or file.get("loss")) != "ctc":
+        raise ConfigError("--units and --lexicon are settings of --loss ctc")
     run = build_run(
         file,
         corpus=str(corpus),
@@ -183,12 +206,15 @@ def learn(
         train_split=train_split,
         dev_split=dev_split,
         where=str(config) if config is not None else "learn",
+        loss=loss,
+        ctc=ctc,
     )
     result = train_run(run, out, resume=resume, overwrite=overwrite)
     name = run.student
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        what = "token accuracy (1 - TER)" if run.ctc is not None else "accuracy"
         console.print(
-            f"[bold]{name}[/]: best dev accuracy {result.best_dev_acc:.4f} at epoch "
+            f"[bold]{name}[/]: best dev {what} {result.best_dev_acc:.4f} at epoch "
             f"{result.best_epoch} ({result.epochs_run} epochs, {result.seconds:.0f} s) -> {out}"
         )
 
@@ -248,6 +274,15 @@ def evaluate(
         ),
     ] = None,
     beam: Annotated[float, typer.Option(help="--decode: the search beam.")] = 13.0,
+    ctc_decode: Annotated[
+        str | None,
+        typer.Option(help="CTC models: greedy or prefix_beam (default: as trained)."),
+    ] = None,
+    ctc_beam: Annotated[int, typer.Option(help="CTC prefix_beam: prefixes kept.")] = 8,
+    lm_weight: Annotated[
+        float,
+        typer.Option(help="CTC prefix_beam: weight of a token bigram of the train transcripts."),
+    ] = 0.0,
 ) -> None:
     """Score checkpoints: accuracy, cross-entropy, error rates, confusion matrix.
 
@@ -258,10 +293,18 @@ def evaluate(
     from rich.table import Table
 
     from kdpipe.corpus.views import view_from_options
+    from kdpipe.decode.ctc import CtcDecodeOptions
     from kdpipe.decode.hybrid import DecodeOptions
-    from kdpipe.learn.evaluate import evaluate_checkpoint
+    from kdpipe.learn.ctc_eval import evaluate_model
 
     _check_view(view_ms, view_offset_ms, view_seed)
+    check_number(ctc_beam, "--ctc-beam", low=1)
+    check_number(lm_weight, "--lm-weight", low=0)
+    if lm_weight > 0 and ctc_decode != "prefix_beam":
+        raise ConfigError("--lm-weight needs --ctc-decode prefix_beam")
+    ctc_options = None
+    if ctc_decode is not None:
+        ctc_options = CtcDecodeOptions(method=ctc_decode, beam=ctc_beam, lm_weight=lm_weight)
     check_number(jobs, "--jobs", low=1)
     check_number(acoustic_scale, "--acoustic-scale", low=0, low_open=True)
     check_number(beam, "--beam", low=0, low_open=True)
@@ -270,9 +313,10 @@ def evaluate(
     reports = []
     for checkpoint in model:
         where = None if out is None else (out if len(model) == 1 else out / checkpoint.name)
-        report = evaluate_checkpoint(
+        report = evaluate_model(
             checkpoint, corpus, split, where, trust_custom_code=trust_custom_code, view=view,
             decode=options, words=words, lexicon=lexicon, lm=lm, jobs=jobs, progress=not json_,
+            ctc_options=ctc_options,
         )  # fmt: skip
         reports.append(report.to_dict())
     if json_:
@@ -284,7 +328,7 @@ def evaluate(
     for checkpoint in model:
         table.add_column(checkpoint.name, justify="right")
     skip = ("model", "corpus", "split", "view", "decode", "decode_words")
-    keys = [key for key in reports[0] if key not in skip]
+    keys = list(dict.fromkeys(key for report in reports for key in report if key not in skip))
     for key in keys:
         cells = [report.get(key, "") for report in reports]
         table.add_row(key, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))

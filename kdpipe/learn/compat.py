@@ -5,6 +5,7 @@ run before the first training step. Every refusal names the store and what diffe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import (
     ConfigError,
     FingerprintMismatch,
+    LabelSetError,
     ModelError,
     StoreError,
     StoreIntegrityError,
@@ -23,12 +25,26 @@ from kdpipe.store.reader import StoreReader
 from kdpipe.store.verify import verify_store
 
 
-def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_sub: int) -> None:
+def check_meta(
+    reader: StoreReader,
+    corpus: FeatureStore,
+    level: Level,
+    student_sub: int,
+    ctc: dict[str, Any] | None = None,
+    labels: LabelSet | None = None,
+) -> None:
     """Labels, features, frame shift, level and subsampling of ``reader`` against the corpus
-    and the student (``LabelSetError``, ``FingerprintMismatch``, ``ModelError``)."""
+    and the student (``LabelSetError``, ``FingerprintMismatch``, ``ModelError``); a CTC
+    student (``ctc``: its card record, ``learn.ctc.ctc_record``) needs a CTC teacher's
+    store over the same tokens and blank (``labels``), a frame-label student a frame-label
+    store."""
     where = f"store {reader.location}"
     meta = reader.meta
-    reader.check_labels(corpus.labels, f"corpus {corpus.location}")
+    check_ctc(reader, ctc)
+    if ctc is None or labels is None:
+        reader.check_labels(corpus.labels, f"corpus {corpus.location}")
+    else:
+        reader.check_labels(labels, "the student's CTC units")
     feat_fp = meta.features.get("fingerprint") if meta.features else None
     if feat_fp and feat_fp != corpus.feature_fingerprint:
         theirs = corpus.config.to_dict()
@@ -66,6 +82,36 @@ def check_meta(reader: StoreReader, corpus: FeatureStore, level: Level, student_
                     f"{teacher_sub} does not match the corpus frame shift {shift:g} ms x "
                     f"{teacher_sub}"
                 )
+
+
+def check_ctc(reader: StoreReader, ctc: dict[str, Any] | None) -> None:
+    """A CTC store for a CTC student only, with the student's tokens and blank."""
+    where = f"store {reader.location}"
+    stored = reader.meta.extra.get("ctc")
+    if stored is None and ctc is None:
+        return
+    if stored is None:
+        raise ModelError(
+            f"{where} holds a frame-label teacher's targets; a CTC student distils from a CTC "
+            "teacher's store (teach with a checkpoint trained with --loss ctc)"
+        )
+    if ctc is None:
+        kind = stored.get("units", {}).get("kind", "?")
+        raise ModelError(
+            f"{where} holds a CTC teacher's targets (blank and {kind} tokens); train the "
+            f"student with --loss ctc --units {kind} (or give a frame-label store)"
+        )
+    theirs, ours = stored.get("units", {}), ctc.get("units", {})
+    if stored.get("blank") != ctc.get("blank"):
+        raise LabelSetError(
+            f"{where}: blank index {stored.get('blank')} vs the student's {ctc.get('blank')}"
+        )
+    if theirs.get("fingerprint") != ours.get("fingerprint"):
+        raise LabelSetError(
+            f"{where}: the teacher's {theirs.get('kind')} units (fingerprint "
+            f"{theirs.get('fingerprint')}) are not the student's {ours.get('kind')} units "
+            f"({ours.get('fingerprint')}): build both from the same corpus and --units"
+        )
 
 
 def check_verified(location: str, labels: LabelSet | Sequence[str]) -> None:

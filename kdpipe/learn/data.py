@@ -44,12 +44,15 @@ class Batch:
     y: torch.Tensor  # (B, T) or (B,) int64
     index: np.ndarray  # (B,) utterance indices into the dataset
     targets: SoftTargets | None = None  # teacher targets (``learn --targets``)
+    tokens: torch.Tensor | None = None  # (B, L) int64 CTC token ids, IGNORE-padded
 
     def to(self, device: torch.device) -> Batch:
         soft = None if self.targets is None else self.targets.to(device)
+        tokens = None if self.tokens is None else self.tokens.to(device)
         return Batch(
-            self.x.to(device), self.lengths.to(device), self.y.to(device), self.index, soft
-        )
+            self.x.to(device), self.lengths.to(device), self.y.to(device), self.index, soft,
+            tokens,
+        )  # fmt: skip
 
 
 @dataclass

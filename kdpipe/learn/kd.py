@@ -10,7 +10,7 @@ Legend: B batch, T' student output frames, K kept entries per row, C classes, N 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,18 @@ import torch.nn.functional as F
 
 from kdpipe.console import err_console
 from kdpipe.corpus.featstore import FeatureStore
-from kdpipe.errors import TrainingError
+from kdpipe.errors import ConfigError, TrainingError
 from kdpipe.learn import compat, session
-from kdpipe.learn.data import Batch, LabelledData
+from kdpipe.learn.ctc import CtcObjective, ctc_record, ctc_student, score_ctc, token_split
+from kdpipe.learn.data import Batch, LabelledData, SoftTargets
 from kdpipe.learn.distributed import Dist
 from kdpipe.learn.kd_config import KdConfig
 from kdpipe.learn.quality_filter import quality_line
 from kdpipe.learn.stream import TargetStream
+from kdpipe.learn.token_data import UNITS_DIR
 from kdpipe.learn.train_config import TrainConfig
-from kdpipe.learn.trainer import TrainResult
+from kdpipe.learn.trainer import Objective, TrainResult
+from kdpipe.levels import FRAME, Level
 from kdpipe.losses import IGNORE, multitask, sampled_kd, sparse_kd
 from kdpipe.models import make_card
 from kdpipe.store.reader import StoreReader
@@ -117,6 +120,44 @@ class KdObjective:
 
 
 @dataclass
+class CtcKd:
+    """The KD term of a CTC student (``ctc.CtcObjective``'s ``soft``): the frame KL of
+    ``kd_loss`` on the frames ``kd.ctc_frames`` keeps, and the schedule's alpha.
+
+    ``spikes`` keeps a frame only where the teacher's blank probability (its stored entry
+    for class ``blank``; 0 when not kept) is below ``kd.blank_max``: the frames where the
+    teacher emits a token, so that the student is not pulled toward the blank-dominated
+    frames around spikes it may place elsewhere (the spike-timing mismatch of Kurata and
+    Audhkhasi 2019). Legend as the module's.
+    """
+
+    kd: KdConfig
+    epochs: int
+    blank: int
+    sampled: bool = False
+
+    def __call__(
+        self, logits: torch.Tensor, out_lengths: torch.Tensor, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, float]:
+        soft = batch.targets
+        if soft is None:
+            raise TrainingError("a CTC student's KD term needs teacher targets")
+        if self.kd.ctc_frames == "spikes":
+            soft = replace(soft, valid=soft.valid & (teacher_blank(soft, self.blank)
+                                                     < self.kd.blank_max))  # fmt: skip
+        loss, _, _ = kd_loss(logits, out_lengths, replace(batch, targets=soft), alpha=1.0,
+                             temperature=self.kd.temperature, tail=self.kd.tail,
+                             sampled=self.sampled)  # fmt: skip
+        return loss, self.kd.alpha_at(epoch, self.epochs)
+
+
+def teacher_blank(soft: SoftTargets, blank: int) -> torch.Tensor:
+    """(B, T') the teacher's stored probability of ``blank`` per frame (0 where not kept)."""
+    p = torch.where(soft.idx == blank, soft.logp.float().exp(), torch.zeros_like(soft.logp))
+    return p.sum(-1)  # (B, T') from (B, T', K)
+
+
+@dataclass
 class StreamSource:
     """A ``TargetStream`` as the trainer's ``BatchSource``."""
 
@@ -178,14 +219,31 @@ def train_kd(
     with session.session(cfg) as (dist, device):
         corpus = FeatureStore.open(run.corpus)
         readers = [StoreReader(target[0]) for target in run.targets]
-        model, level, subsampling = session.build_student(
-            run.student, run.model_config, corpus, cfg.seed, init=run.init
-        )
+        units = None
+        level: Level
+        if run.ctc is not None:  # a CTC student: tokens from the corpus' transcripts
+            units, model, subsampling = ctc_student(run, corpus)
+            level = FRAME
+        else:
+            model, level, subsampling = session.build_student(
+                run.student, run.model_config, corpus, cfg.seed, init=run.init
+            )
+        if kd.ctc_frames != "all" and units is None:
+            raise ConfigError(f"kd: ctc_frames={kd.ctc_frames} is for CTC students (--loss ctc)")
+        record = None if units is None else ctc_record(units)
+        labels = corpus.labels if units is None else units.labels
         for reader in readers:
-            compat.check_meta(reader, corpus, level, subsampling)
+            compat.check_meta(reader, corpus, level, subsampling, record, labels)
             compat.check_sampled(reader, kd.temperature)
             if kd.verify:
-                compat.check_verified(reader.location, corpus.labels)
+                compat.check_verified(reader.location, labels)
+        tokens = None
+        if units is not None:  # the CTC term's transcripts: all of train, or ctc.labelled
+            assert run.ctc is not None
+            labelled = run.ctc.labelled or run.train_split
+            seen = token_split(corpus, labelled, units, subsampling)
+            tokens = {corpus.index_of(utt): seq for utt, seq in zip(seen.ids, seen.tokens,
+                                                                     strict=True)}  # fmt: skip
         stream = TargetStream(
             list(run.targets),
             run.corpus,
@@ -194,7 +252,7 @@ def train_kd(
             seed=cfg.seed,
             subsampling=subsampling,
             level=level,
-            hard_labels=kd.hard_labels,
+            hard_labels=kd.hard_labels if units is None else "none",  # CTC: the tokens
             block_frames=kd.block_frames,
             buffer_utts=kd.buffer_utts,
             window_utts=kd.window_utts,
@@ -202,17 +260,28 @@ def train_kd(
             rank=dist.rank,
             world=dist.world,
             allow_partial=kd.allow_partial,
+            tokens=tokens,
         )
         if dist.is_main:
             for report in stream.quality_reports:
                 err_console.print(quality_line(report), highlight=False, soft_wrap=True)
-        dev_data = LabelledData.from_store(corpus, run.dev_split, run.view)
+        dev_data: LabelledData
+        if units is None:
+            dev_data = LabelledData.from_store(corpus, run.dev_split, run.view)
+        else:
+            dev_data = token_split(corpus, run.dev_split, units, subsampling)
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         sampled = all(reader.meta.rule.name == "sample" for reader in readers)
-        objective = KdObjective(kd, cfg.epochs, sampled)
+        objective: Objective = KdObjective(kd, cfg.epochs, sampled)
+        evaluate = None
+        if units is not None:
+            objective = CtcObjective(units.blank, CtcKd(kd, cfg.epochs, units.blank, sampled))
+            evaluate = score_ctc
+            if dist.is_main:
+                units.write(out / UNITS_DIR)
         card = make_card(
             model,
-            labels=corpus.labels,
+            labels=labels,
             features=corpus.config,
             feature_fingerprint=corpus.feature_fingerprint,
             data_fingerprint=readers[0].record["fingerprint"],
@@ -232,7 +301,8 @@ def train_kd(
                 **({"quality_filter": stream.quality_reports} if stream.quality_reports else {}),
                 "parameters": sum(param.numel() for param in model.parameters()),
             },
+            ctc=record,
         )
-
         return session.fit(model, StreamSource(stream), dev_data, cfg, out, objective, card,
-                           resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip
+                           resume=resume, dist=dist, device=device, progress=progress,
+                           evaluate=evaluate)  # fmt: skip

@@ -11,6 +11,7 @@ from kdpipe.losses import TAIL_RULES
 from kdpipe.schema import from_dict, to_dict
 
 HARD_SOURCES = ("auto", "corpus", "store", "none")
+CTC_FRAMES = ("all", "spikes")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class KdConfig:
     workers: int = 0  # DataLoader worker processes per rank (0: read in the training process)
     allow_partial: bool = False  # a store covering part of the split is an error by default
     verify: bool = True  # checksum the whole store before the first step (it is read anyway)
+    # CTC students (docs/ctc.md): "all" frames in the KL, or only the teacher's "spikes",
+    # frames where its blank probability is below ``blank_max`` (Kurata and Audhkhasi 2019:
+    # frame KL between CTC models suffers where their spikes fall on different frames)
+    ctc_frames: str = "all"
+    blank_max: float = 0.5  # spikes: a frame whose teacher blank mass reaches this is left out
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -45,6 +51,8 @@ class KdConfig:
         for name in ("block_frames", "buffer_utts", "window_utts"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1")
         need(self.workers >= 0, "workers must be >= 0")
+        need(self.ctc_frames in CTC_FRAMES, f"ctc_frames: one of {', '.join(CTC_FRAMES)}")
+        need(0 < self.blank_max <= 1, f"blank_max must be in (0, 1], got {self.blank_max}")
 
     def alpha_at(self, epoch: int, epochs: int) -> float:
         """The teacher weight of 0-based ``epoch`` (``alpha_schedule.alpha_at``)."""

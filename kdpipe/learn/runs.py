@@ -2,7 +2,8 @@
 
 ``kdpipe learn`` and the recipe runner (``kdpipe run``) both call ``build_run`` and
 ``train_run``; the YAML keys are those of ``kdpipe learn --config`` (docs/learn.md):
-``student``, ``model``, ``train``, ``kd``, ``targets``, ``view``, ``init``.
+``student``, ``model``, ``train``, ``kd``, ``targets``, ``view``, ``init``, and ``loss``
+(``ce`` or ``ctc``) with ``ctc`` (the units and their lexicon, ``CtcConfig``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
+from kdpipe.learn.ctc import train_ctc
+from kdpipe.learn.ctc_config import LOSSES, CtcConfig
 from kdpipe.learn.kd import KdRun, train_kd
 from kdpipe.learn.kd_config import KdConfig
 from kdpipe.learn.quality_filter import KEYS as QUALITY_KEYS
@@ -22,7 +25,7 @@ from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import TrainResult
 from kdpipe.schema import check_keys
 
-CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init")
+CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init", "loss", "ctc")
 
 
 TARGET_KEYS = {"path", "weight", "split", *QUALITY_KEYS}
@@ -73,6 +76,8 @@ def build_run(
     train_split: str = "train",
     dev_split: str = "dev",
     where: str = "learn config",
+    loss: str | None = None,
+    ctc: dict[str, Any] | None = None,
 ) -> SupervisedRun | KdRun:
     """The run that ``file`` (a parsed learn YAML) with these overrides asks for.
 
@@ -80,11 +85,13 @@ def build_run(
     ``targets`` replace the file's. A distillation run when there are targets, else a
     hard-label run; ``ConfigError`` for unknown keys, values of the wrong type or range, or
     kd settings without targets, naming ``where`` (the config file, the recipe stage).
+    ``loss`` and ``ctc`` override the file's (``ctc`` merges key by key).
     """
     try:
         return _build_run(file, corpus=corpus, student=student, model=model, train=train,
                           kd=kd, targets=targets, view=view, init=init,
-                          train_split=train_split, dev_split=dev_split, where=where)  # fmt: skip
+                          train_split=train_split, dev_split=dev_split, where=where,
+                          loss=loss, ctc=ctc)  # fmt: skip
     except ConfigError as error:
         if str(error).startswith(where):
             raise
@@ -115,6 +122,8 @@ def _build_run(
     train_split: str,
     dev_split: str,
     where: str,
+    loss: str | None,
+    ctc: dict[str, Any] | None,
 ) -> SupervisedRun | KdRun:
     file = dict(file or {})
     if set(file) - set(CONFIG_KEYS):
@@ -136,6 +145,13 @@ def _build_run(
         raise ConfigError(f"{where}: targets must be a list, got {file['targets']!r}")
     stores = targets if targets else parse_targets(file.get("targets"), "targets")
     view_cfg = view if view is not None else file.get("view")
+    loss_name = loss or file.get("loss") or "ce"
+    if loss_name not in LOSSES:
+        raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}, got {loss_name!r}")
+    ctc_cfg = {**_section(file, "ctc", where), **(ctc or {})}
+    if ctc_cfg and loss_name != "ctc":
+        raise ConfigError(f"{where}: ctc settings given but the loss is {loss_name!r}")
+    check_keys(ctc_cfg, CtcConfig, "ctc")
     common: dict[str, Any] = {  # the fields of session.Run
         "corpus": str(corpus),
         "student": str(name),
@@ -145,6 +161,7 @@ def _build_run(
         "dev_split": dev_split,
         "view": None if view_cfg is None else ViewConfig.from_dict(view_cfg),
         "init": init or file.get("init"),
+        "ctc": CtcConfig.from_dict(ctc_cfg) if loss_name == "ctc" else None,
     }
     if stores:
         check_keys(kd_cfg, KdConfig, "kd")
@@ -165,4 +182,6 @@ def train_run(
     """Train ``run`` into ``out``: ``train_kd`` or ``train_supervised``."""
     if isinstance(run, KdRun):
         return train_kd(run, out, resume=resume, overwrite=overwrite, progress=progress)
+    if run.ctc is not None:
+        return train_ctc(run, out, resume=resume, overwrite=overwrite, progress=progress)
     return train_supervised(run, out, resume=resume, overwrite=overwrite, progress=progress)

@@ -20,11 +20,20 @@ from kdpipe.console import err_console
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError, TrainingError
+from kdpipe.labels import LabelSet
+from kdpipe.learn.ctc_config import CtcConfig
 from kdpipe.learn.data import LabelledData
 from kdpipe.learn.distributed import Dist, init_distributed, shutdown
 from kdpipe.learn.train_config import TrainConfig
-from kdpipe.learn.trainer import LAST_STATE, BatchSource, Objective, TrainResult, train
-from kdpipe.levels import LEVEL_WORDS, Level
+from kdpipe.learn.trainer import (
+    LAST_STATE,
+    BatchSource,
+    Evaluate,
+    Objective,
+    TrainResult,
+    train,
+)
+from kdpipe.levels import FRAME, LEVEL_WORDS, Level
 from kdpipe.models import (
     ModelCard,
     build_model,
@@ -54,11 +63,13 @@ class Run:
     dev_split: str = "dev"
     view: ViewConfig | None = None  # the crop (see the subclass); None: whole utterances
     init: str | None = None  # checkpoint to start from (fine-tuning); None: seeded init
+    ctc: CtcConfig | None = None  # CTC on the transcripts' tokens; None: frame/clip labels
 
     def to_dict(self) -> dict[str, Any]:
         """The identity as JSON-able data: ``run.json``, the card's ``training`` and a
-        recipe stage's fingerprint are made from it."""
-        return {
+        recipe stage's fingerprint are made from it (``ctc`` only where set, so the
+        identity of every other run is what it always was)."""
+        out: dict[str, Any] = {
             "corpus": self.corpus,
             "student": self.student,
             "model_config": self.model_config,
@@ -68,6 +79,10 @@ class Run:
             "view": None if self.view is None else self.view.to_dict(),
             "init": self.init,
         }
+        if self.ctc is not None:
+            out["loss"] = "ctc"
+            out["ctc"] = self.ctc.to_dict()
+        return out
 
     def inputs(self) -> list[str]:
         """What the run reads: its output may be none of these, nor lie inside one."""
@@ -161,27 +176,35 @@ def build_student(
     corpus: FeatureStore,
     seed: int,
     init: str | Path | None = None,
+    labels: LabelSet | None = None,
 ) -> tuple[torch.nn.Module, Level, int]:
     """The student for ``corpus`` with seeded initial weights, or with the weights of
     checkpoint ``init`` (fine-tuning); (model, level, subsampling).
 
-    ``ModelError`` if the model's level does not fit the corpus task, or if ``init`` was
-    not made by the same architecture, config, features and label set.
+    ``labels`` are the student's classes when they are not the corpus' (a CTC model's
+    tokens and blank: a frame-level model whatever the corpus' task). ``ModelError`` if
+    the model's level does not fit, or if ``init`` was not made by the same architecture,
+    config, features and label set.
     """
     torch.manual_seed(seed)  # same initial weights on every rank and every run
-    model = build_model(name, corpus.dim, len(corpus.labels), config)
+    classes = corpus.labels if labels is None else labels
+    model = build_model(name, corpus.dim, len(classes), config)
     level = model_level(model)
-    if level != corpus.level:
+    wanted = corpus.level if labels is None else FRAME
+    if level != wanted:
+        task = corpus.task if labels is None else "CTC"
         raise ModelError(
             f"{name} is a {LEVEL_WORDS[level]}-level model but {corpus.location} is a "
-            f"{corpus.task} task; use a {LEVEL_WORDS[corpus.level]}-level model"
+            f"{task} task; use a {LEVEL_WORDS[wanted]}-level model"
         )
     if init is not None:
-        load_init(model, init, corpus)
+        load_init(model, init, corpus, classes)
     return model, level, model_subsampling(model)
 
 
-def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) -> None:
+def load_init(
+    model: torch.nn.Module, init: str | Path, corpus: FeatureStore, labels: LabelSet
+) -> None:
     """Copy the weights of checkpoint ``init`` into ``model`` (built by ``build_model``).
 
     Refuses (``ModelError``, one line naming what differs) unless the checkpoint's
@@ -210,7 +233,7 @@ def load_init(model: torch.nn.Module, init: str | Path, corpus: FeatureStore) ->
     try:
         what = f"corpus {corpus.location}"
         card.check_compatible(
-            corpus.labels, corpus.feature_fingerprint, what, features=corpus.config, name=where
+            labels, corpus.feature_fingerprint, what, features=corpus.config, name=where
         )
     except (LabelSetError, FingerprintMismatch) as error:
         raise ModelError(str(error)) from None
@@ -231,12 +254,14 @@ def fit(
     dist: Dist,
     device: torch.device,
     progress: bool,
+    evaluate: Evaluate | None = None,
 ) -> TrainResult:
-    """Train on ``device``; each new best dev epoch is saved as the checkpoint in ``out``."""
+    """Train on ``device``; each new best dev epoch is saved as the checkpoint in ``out``
+    (``evaluate`` scores dev, ``trainer.train``)."""
 
     def save_best(best: torch.nn.Module, metrics: dict[str, Any]) -> None:
         save_checkpoint(out, best, card.replace(metrics=metrics))
 
     model.to(device)
-    return train(model, source, dev_data, cfg, out, objective, save_best,
-                 resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip
+    return train(model, source, dev_data, cfg, out, objective, save_best, resume=resume,
+                 dist=dist, device=device, progress=progress, evaluate=evaluate)  # fmt: skip

@@ -62,6 +62,7 @@ class Example:
     logp: np.ndarray  # (T', K) float32, -inf in empty slots
     tail: np.ndarray  # (T',) float32
     valid: np.ndarray  # (T',) bool rows with a teacher target
+    tokens: np.ndarray | None = None  # (L,) int64 CTC token ids (empty: no transcript)
 
 
 class TargetStream(IterableDataset[Batch]):
@@ -72,7 +73,9 @@ class TargetStream(IterableDataset[Batch]):
     quality thresholds (``QualityFilter.from_dict``: drop or down-weight utterances by the
     teacher's quality on them; ``quality_reports`` says what they did).
 
-    ``subsampling`` and ``level`` are the student's. ``rank``/``world`` default to the
+    ``subsampling`` and ``level`` are the student's; ``tokens`` (CTC students) maps corpus
+    utterance indices to their transcripts' token ids (batches carry them as
+    ``Batch.tokens``; an utterance not in it has none). ``rank``/``world`` default to the
     ``torchrun`` environment; ``num_workers`` must be the DataLoader's (``loader()`` makes
     one). Call ``set_epoch(epoch)`` before each epoch; ``skip`` batches already trained.
     """
@@ -96,8 +99,10 @@ class TargetStream(IterableDataset[Batch]):
         world: int | None = None,
         allow_partial: bool = False,
         labels: Sequence[str] | None = None,
+        tokens: dict[int, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
+        self.tokens = tokens
         fixed_mmap_threshold()  # flat peak memory whatever the corpus size
         # (location[, weight[, split]]) of each store
         stores: list[tuple[Any, ...]] = [
@@ -293,7 +298,8 @@ class TargetStream(IterableDataset[Batch]):
                 idx, logp, tail = pad_rows(rows.slice_rows(int(position), int(position) + 1))
                 valid = np.ones(1, dtype=bool)
                 y = self._hard_clip(utt, hard, int(position))
-            out[example] = Example(np.array(x, np.float32), y, idx, logp, tail, valid)
+            tokens = None if self.tokens is None else self.tokens.get(utt, _NO_TOKENS)
+            out[example] = Example(np.array(x, np.float32), y, idx, logp, tail, valid, tokens)
         return out
 
     def _hard_frames(
@@ -349,7 +355,13 @@ class TargetStream(IterableDataset[Batch]):
             y = y[:, 0]  # (B,)
         weight = torch.from_numpy(self.table.weight[index])  # (B,)
         soft = SoftTargets(idx, logp, tail, valid, weight)
-        return Batch(x, lengths, y, np.asarray(index), soft)
+        tokens = None
+        if self.tokens is not None:  # (B, L) IGNORE-padded; L = 0 when none has a transcript
+            seqs = [_NO_TOKENS if ex.tokens is None else ex.tokens for ex in examples]
+            tokens = torch.full((b, max(len(seq) for seq in seqs)), IGNORE, dtype=torch.int64)
+            for row, seq in enumerate(seqs):
+                tokens[row, : len(seq)] = torch.from_numpy(seq)
+        return Batch(x, lengths, y, np.asarray(index), soft, tokens)
 
     def loader(self, **kwargs: Any) -> DataLoader:
         """A DataLoader over this stream with ``num_workers`` workers (batches are made
@@ -369,6 +381,9 @@ class TargetStream(IterableDataset[Batch]):
             self._readers[int(table.source[example])].ids[int(table.pos[example])]
             for example in index
         ]
+
+
+_NO_TOKENS = np.zeros(0, dtype=np.int64)  # an utterance without a transcript
 
 
 def _empty(num_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,6 +41,20 @@ class Objective(Protocol):
     ) -> tuple[torch.Tensor, int, int]: ...
 
 
+class Scores(Protocol):
+    """What early stopping reads of a dev evaluation."""
+
+    @property
+    def loss(self) -> float: ...
+
+    @property
+    def accuracy(self) -> float: ...
+
+
+# scores a model on dev: ``evaluate.predict`` (frame / clip accuracy) or ``ctc.score_ctc``
+Evaluate = Callable[[torch.nn.Module, Any, torch.device], Scores]
+
+
 @dataclass
 class HardLabels:
     """Cross-entropy on hard labels (frame alignments or clip labels)."""
@@ -137,13 +151,15 @@ def train(
     dist: Dist | None = None,
     device: torch.device | None = None,
     progress: bool = True,
+    evaluate: Evaluate | None = None,
 ) -> TrainResult:
     """Train ``model`` (already on ``device``) and call ``save_best`` on each new best epoch.
 
     ``train_data`` is a ``LabelledData`` split or any ``BatchSource`` (a target stream).
     ``out/last.pt`` holds the state after the latest finished epoch, or every
     ``cfg.save_every`` steps within one; ``resume=True`` continues from it and ends with the
-    same weights as an uninterrupted run.
+    same weights as an uninterrupted run. ``evaluate`` scores ``dev_data`` after each
+    epoch (default ``evaluate.predict``); its ``accuracy`` picks the best epoch.
     """
     source = InMemory(train_data) if isinstance(train_data, LabelledData) else train_data
     dist = dist or Dist()
@@ -215,7 +231,7 @@ def train(
                     sums = (tot_loss, correct, counted, frames)
                     _save_state(last, model, opt, {**state, "step": done, "sums": sums})
         train_secs = time.perf_counter() - epoch_start
-        dev = predict(model, dev_data, device=device)
+        dev = (evaluate or _predict)(model, dev_data, device)
         epoch += 1
         row = {
             "epoch": epoch,
@@ -247,6 +263,10 @@ def train(
     return TrainResult(
         state["best_epoch"], state["best_dev_acc"], epoch, time.perf_counter() - start, history
     )
+
+
+def _predict(model: torch.nn.Module, data: Any, device: torch.device) -> Scores:
+    return predict(model, data, device=device)
 
 
 def _print_row(row: dict[str, Any], improved: bool, enabled: bool) -> None:

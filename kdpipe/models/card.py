@@ -52,6 +52,8 @@ class ModelCard:
     kdpipe_version: str = __version__  # the kdpipe that wrote it
     created: str = field(default_factory=_now)  # ISO 8601, UTC
     format_version: int = CARD_FORMAT  # card layout version
+    ctc: dict[str, Any] | None = None  # a CTC model: {"blank": index, "units": its units'
+    # record (kdpipe.corpus.units.TokenUnits.record)}; the units' files lie in units/
 
     def __post_init__(self) -> None:
         if not isinstance(self.labels, (list, tuple)):
@@ -92,6 +94,14 @@ class ModelCard:
             object.__setattr__(self, "features", fbank.to_dict())
         if self.weights_sha256 and not _SHA256.fullmatch(self.weights_sha256):
             raise ModelError(f"model card: weights_sha256 is not a sha256: {self.weights_sha256!r}")
+        if self.ctc is not None:
+            blank = self.ctc.get("blank") if isinstance(self.ctc, Mapping) else None
+            if isinstance(blank, bool) or not isinstance(blank, int):
+                raise ModelError("model card: ctc must be a mapping with an integer blank")
+            if not 0 <= blank < self.num_classes or self.level == UTT:
+                raise ModelError(
+                    f"model card: ctc blank {blank} is not a class of this frame-level model"
+                )
         for name in ("model_config", "training", "metrics"):
             value = getattr(self, name)
             if not isinstance(value, Mapping):
@@ -165,7 +175,10 @@ class ModelCard:
     # -- (de)serialisation --------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {**to_dict(self), "level": LEVEL_WORDS[self.level]}
+        out = {**to_dict(self), "level": LEVEL_WORDS[self.level]}
+        if self.ctc is None:
+            del out["ctc"]  # the card of every other model is what it always was
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "model card") -> ModelCard:

@@ -55,10 +55,12 @@ def make_card(
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     spec: ModelSpec | None = None,
+    ctc: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """A card for ``model`` (built by ``build_model``, or described by ``spec``).
 
-    ``feature_fingerprint`` defaults to ``features.fingerprint``.
+    ``feature_fingerprint`` defaults to ``features.fingerprint``; ``ctc`` is a CTC model's
+    blank and units (``ModelCard.ctc``).
     """
     # protocol imports torch; kdpipe.models must not (cards are read without it)
     from kdpipe.models.protocol import model_level, model_subsampling
@@ -85,6 +87,7 @@ def make_card(
         data_fingerprint=data_fingerprint,
         training=dict(training or {}),
         metrics=dict(metrics or {}),
+        ctc=None if ctc is None else dict(ctc),
     )
 
 

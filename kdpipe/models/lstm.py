@@ -7,8 +7,15 @@ padding only after all real frames. An utterance alone or padded in a batch give
 same outputs. We do not use ``pack_padded_sequence``: on CPU its backward pass is 30-60x
 slower than the padded one for batches of mixed lengths (measured with torch 2.13).
 
+Output subsampling (``subsampling: s``, for CTC models at 40 ms and other low frame rates)
+is frame stacking in front of the first layer (Sak et al. 2015, "Fast and accurate
+recurrent neural network acoustic models for speech recognition": 8 stacked frames, every
+third kept): each group of s consecutive input frames becomes one input vector of s*F, so
+the LSTM runs s times fewer steps. Frames past an utterance's end are zeroed before
+stacking, so its last, partial group holds the same values alone or padded in a batch.
+
 Shapes: B batch, T frames, F features, H hidden units per direction, D directions
-(1 or 2), C classes.
+(1 or 2), C classes, s subsampling, T' = ceil(T / s).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from torch import nn
 
 from kdpipe.errors import ConfigError
 from kdpipe.models.base import ModelConfig
-from kdpipe.models.layers import lengths_to_mask, masked_pool
+from kdpipe.models.layers import lengths_to_mask, masked_pool, subsample_lengths
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,16 @@ class LstmConfig(ModelConfig):
     num_layers: int = 3  # 3 stacked layers: the usual LSTM acoustic model depth
     dropout: float = 0.1  # between layers and before the output; light, KD regularises
     delay: int = 0  # lstm: frames of look-ahead (output t after reading t + delay); Sak et al.
-    # 2014 delay LSTM targets by 5 frames. 0 keeps the plain, causal model.
+    # 2014 delay LSTM targets by 5 frames. 0 keeps the plain, causal model. Counted in
+    # output frames (s input frames each when subsampling).
+    subsampling: int = 1  # one output per input frame; 4 stacks frames to 40 ms (CTC models)
 
     def __post_init__(self) -> None:
         self._int("hidden_dim", 1)
         self._int("num_layers", 1)
         self._dropout()
         self._int("delay", 0)
+        self._int("subsampling", 1)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,21 @@ class BlstmConfig(LstmConfig):
     """Size of a bidirectional LSTM (the classic KD teacher); same fields as ``lstm``."""
 
     model_name: ClassVar[str] = "blstm"
+
+
+def stack_frames(x: torch.Tensor, lengths: torch.Tensor, factor: int) -> torch.Tensor:
+    """Stack each group of ``factor`` consecutive frames into one: (B, T, F) -> (B, T', s*F).
+
+    Frames at or past each utterance's length are zeroed first (and T is padded with zeros
+    to a multiple of s), so a partial last group is the same alone or in a padded batch.
+    """
+    if factor == 1:
+        return x
+    b, t, f = x.shape
+    keep = lengths_to_mask(lengths, t)[..., None].to(x.dtype)  # (B, T, 1)
+    groups = -(-t // factor)  # T'
+    x = nn.functional.pad(x * keep, (0, 0, 0, groups * factor - t))  # (B, T' * s, F)
+    return x.reshape(b, groups, factor * f)  # (B, T', s*F)
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -94,28 +119,34 @@ class Lstm(nn.Module):
     """Frame-level LSTM: (B, T, F) features -> (B, T, C) logits."""
 
     level: ClassVar[str] = "frame"
-    subsampling: ClassVar[int] = 1
     bidirectional: ClassVar[bool] = False
 
     def __init__(self, num_features: int, num_classes: int, config: LstmConfig | None = None):
         super().__init__()
         self.config = cfg = config or LstmConfig()
-        self.lstm = MaskedLSTM(num_features, cfg, self.bidirectional)
+        self.lstm = MaskedLSTM(num_features * cfg.subsampling, cfg, self.bidirectional)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden_dim * (2 if self.bidirectional else 1), num_classes)
 
+    @property
+    def subsampling(self) -> int:
+        return self.config.subsampling
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, T, F), lengths: (B,) -> logits (B, T, C), out_lengths (B,)."""
+        """x: (B, T, F), lengths: (B,) -> logits (B, T', C), out_lengths (B,)."""
         lengths = lengths.to(x.device)
+        s = self.config.subsampling
+        x = stack_frames(x, lengths, s)  # (B, T', s*F)
+        lengths = subsample_lengths(lengths, s)  # (B,) ceil(L / s)
         d = self.config.delay
         if d:  # read d zero frames past each utterance's end, drop the first d outputs
             keep = lengths_to_mask(lengths, x.shape[1])[..., None].to(x.dtype)  # (B, T, 1)
             x_late = nn.functional.pad(x * keep, (0, 0, 0, d))  # (B, T + d, F), zeros after
             hidden = self.lstm(x_late, lengths + d)[:, d:]  # (B, T, H): t sees up to t + d
         else:
-            hidden = self.lstm(x, lengths)  # (B, T, D*H)
-        mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # (B, T, 1)
-        logits = self.output(self.dropout(hidden)) * mask  # (B, T, C), zero on padding
+            hidden = self.lstm(x, lengths)  # (B, T', D*H)
+        mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # (B, T', 1)
+        logits = self.output(self.dropout(hidden)) * mask  # (B, T', C), zero on padding
         return logits, lengths
 
 
@@ -160,7 +191,7 @@ class LstmPool(nn.Module):
     def __init__(self, num_features: int, num_classes: int, config: LstmPoolConfig | None = None):
         super().__init__()
         self.config = cfg = config or LstmPoolConfig()
-        lstm_cfg = LstmConfig(cfg.hidden_dim, cfg.num_layers, cfg.dropout)
+        lstm_cfg = LstmConfig(cfg.hidden_dim, cfg.num_layers, cfg.dropout)  # no subsampling
         self.lstm = MaskedLSTM(num_features, lstm_cfg, cfg.bidirectional)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden_dim * (2 if cfg.bidirectional else 1), num_classes)

@@ -42,7 +42,7 @@ OPTIONS: dict[str, set[str]] = {
     "synth": {"task", "size", "jobs"},  # + any field of the task's synth config
     "prepare": {"corpus", "features", "jobs", "skip_bad"},
     "learn": {"corpus", "config", "student", "model", "train", "kd", "targets", "init"}
-    | {"view", "train_split", "dev_split", "seeds", "eval"},
+    | {"view", "train_split", "dev_split", "seeds", "eval", "loss", "ctc"},
     "teach": {"corpus", "model", "members", "ensemble", "split", "batch_frames"},
     "eval": {"corpus", "model", "split", "view", "decode"},
 }

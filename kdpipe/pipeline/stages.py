@@ -125,6 +125,8 @@ def learn_run(call: StageCall) -> SupervisedRun | KdRun:
         train_split=str(options.get("train_split", "train")),
         dev_split=str(options.get("dev_split", "dev")),
         where=f"learn stage ({options.get('config') or 'inline'})",
+        loss=options.get("loss"),
+        ctc=options.get("ctc"),
     )
 
 
@@ -140,18 +142,19 @@ def score(
     (``decode: phones``: the phone loop only)."""
     # evaluate imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.decode.hybrid import DecodeOptions
-    from kdpipe.learn.evaluate import evaluate_checkpoint
+    from kdpipe.learn.ctc_eval import evaluate_model
 
     if decode not in (True, False, "phones"):
         raise ConfigError(f"eval: decode must be true, false or phones, got {decode!r}")
     view_cfg = None if view is None else ViewConfig.from_dict(view)
     card = read_card(model)
     trust = is_custom(card.architecture)  # the recipe named this code itself
-    report = evaluate_checkpoint(model, corpus, split=split, view=view_cfg, device="auto",
-                                 trust_custom_code=trust,
-                                 decode=DecodeOptions() if decode else None,
-                                 words=False if decode == "phones" else None,
-                                 jobs=DECODE_JOBS)  # fmt: skip
+    # a CTC model decodes as it was trained to (its card's ctc.decode), whatever ``decode``
+    report = evaluate_model(model, corpus, split=split, view=view_cfg, device="auto",
+                            trust_custom_code=trust,
+                            decode=DecodeOptions() if decode else None,
+                            words=False if decode == "phones" else None,
+                            jobs=DECODE_JOBS)  # fmt: skip
     return {
         **report.to_dict(),
         "accuracy": report.accuracy,

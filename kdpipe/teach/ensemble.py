@@ -26,6 +26,7 @@ or padded (its last frame repeated), a larger mismatch is an error naming the ut
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,6 +105,7 @@ class Plan:
     subsampling: int  # the ensemble's output frames per corpus frame
     labels: LabelSet  # the ensemble's (and the store's) label set
     sources: dict[str, InputSource]  # input key -> source
+    ctc: dict[str, Any] | None = None  # CTC teachers: their blank and units (card's ``ctc``)
 
 
 def plan_members(
@@ -115,7 +117,8 @@ def plan_members(
     """Check every member against the corpus from what it declares (no weights read).
 
     The ensemble's labels are the corpus' (its first member's for a transcribed corpus,
-    which has none). Errors (missing files, code without the trust flag, label sets,
+    which has none, and for CTC teachers: their tokens and blank, which every member must
+    share). Errors (missing files, code without the trust flag, label sets,
     inputs, feature configs and dimensions, levels, frame rates) come here.
     """
     selection = store.indices(None) if selection is None else selection
@@ -123,9 +126,24 @@ def plan_members(
     sources: dict[str, InputSource] = {}
     members: list[Member] = []
     labels = own_labels
+    ctc: dict[str, Any] | None = None
     for i, config in enumerate(ens.members):
         where = f"member {i} ({config.display_name or config.source})"
         declared = kinds.describe(config, where, own_labels)
+        member_ctc = declared.card.get("ctc")
+        if i == 0 and member_ctc is not None:
+            labels, ctc = declared.labels, member_ctc  # CTC: the tokens, not corpus labels
+        elif (member_ctc is None) != (ctc is None):
+            raise ConfigError(
+                f"{where}: the ensemble mixes CTC and frame-label teachers; their outputs "
+                "are not posteriors over one label set"
+            )
+        elif ctc is not None and member_ctc is not None and member_ctc != ctc:
+            raise LabelSetError(
+                f"{where}: its CTC units or blank differ from member 0's (fingerprint "
+                f"{member_ctc.get('units', {}).get('fingerprint')} vs "
+                f"{ctc.get('units', {}).get('fingerprint')}): members must share one token set"
+            )
         if labels is None:
             labels = declared.labels  # a transcribed corpus: the first member's
         if kinds.runs_code(config) and not trust_custom_code:
@@ -150,7 +168,7 @@ def plan_members(
         raise ConfigError("ensemble: members mix frame-level and utterance-level models")
     level = levels.pop()
     if level == "utt":
-        return Plan(members, level, 1, labels, sources)
+        return Plan(members, level, 1, labels, sources, ctc)
     subsampling = ens.subsampling or max(member.shift for member in members)
     for member in members:
         if subsampling % member.shift == 0:
@@ -162,7 +180,7 @@ def plan_members(
                 f"member {member.name}: its frame shift of {member.shift} corpus frames and the "
                 f"ensemble's {subsampling} are not whole multiples of one another"
             )
-    return Plan(members, level, subsampling, labels, sources)
+    return Plan(members, level, subsampling, labels, sources, ctc)
 
 
 def _check_input(config: MemberConfig, declared: Declared, source: InputSource, where: str) -> None:

@@ -98,7 +98,8 @@ def store_meta(
 ) -> StoreMeta:
     """The target store's metadata: everything ``learn`` must agree with (fingerprinted)."""
     level, subsampling = plan.level, plan.subsampling
-    has_hard = store.task != TRANSCRIBED and store.level == level
+    # a CTC ensemble's labels are tokens: the corpus' frame labels are not in their space
+    has_hard = store.task != TRANSCRIBED and store.level == level and plan.ctc is None
     teach = {
         "combine": ens.combine_name,
         "members": [_member_record(member) for member in plan.members],
@@ -123,7 +124,7 @@ def store_meta(
         subsampling=subsampling,
         features={"fingerprint": store.feature_fingerprint, "config": store.config.to_dict()},
         corpus_fingerprint=store.fingerprint,
-        extra={"teach": teach},
+        extra={"teach": teach, **({"ctc": plan.ctc} if plan.ctc is not None else {})},
     )
 
 

@@ -35,6 +35,9 @@ VARIANTS = [(name, cfg) for name, cfg in TINY.items()] + [
     ("dnn_pool", {**TINY["dnn_pool"], "pooling": "max", "norm": "layer"}),
     ("lstm_pool", {**TINY["lstm_pool"], "pooling": "max", "bidirectional": False}),
     ("lstm", {**TINY["lstm"], "delay": 3}),
+    ("lstm", {**TINY["lstm"], "subsampling": 4}),
+    ("lstm", {**TINY["lstm"], "subsampling": 3, "delay": 1}),
+    ("blstm", {**TINY["blstm"], "subsampling": 4}),
 ]
 IDS = [f"{n}-{i}" for i, (n, _) in enumerate(VARIANTS)]
 
@@ -48,9 +51,9 @@ def padded_batch(lengths: list[int], garbage: float = 7.0) -> tuple[torch.Tensor
     return x, torch.tensor(lengths)
 
 
-def build(name: str, cfg: dict) -> torch.nn.Module:
+def build(name: str, cfg: dict, num_features: int = F) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(name, F, C, cfg)
+    return build_model(name, num_features, C, cfg)
 
 
 def test_registry_lists_all_built_ins():
@@ -242,6 +245,32 @@ def test_lstm_delay_sees_exactly_delay_frames_ahead(delay):
         assert bool((out[0, t] - base[0, t]).abs().max() > 1e-6) == moves, (delay, j)
     # the last d outputs read zeros past the end: still defined, still finite
     assert torch.isfinite(base).all() and base.shape[1] == 12
+
+
+@pytest.mark.parametrize("name", ["lstm", "blstm"])
+def test_lstm_subsampling_stacks_each_group_of_s_frames(name):
+    """Output j of a subsampled (B)LSTM reads input frames j*s .. j*s + s - 1 as one step:
+    with the same weights, it equals the full-rate model run on the stacked frames."""
+    s = 3
+    sub = build(name, {**TINY[name], "subsampling": s}).eval()
+    full = build(name, TINY[name], num_features=F * s).eval()
+    full.load_state_dict(sub.state_dict())
+    x, lens = padded_batch([10, 7, 1])  # (B, 10, F)
+    with torch.no_grad():
+        got, got_len = sub(x, lens)
+        keep = (torch.arange(10)[None, :] < lens[:, None])[..., None]  # (B, T, 1)
+        stacked = torch.nn.functional.pad(x * keep, (0, 0, 0, 2)).reshape(3, 4, F * s)
+        want, want_len = full(stacked, got_len)
+    assert got_len.tolist() == [4, 3, 1] == want_len.tolist()
+    for b, m in enumerate(got_len.tolist()):
+        torch.testing.assert_close(got[b, :m], want[b, :m])
+    y = x.clone()
+    y[0, 5] += 5.0  # frame 5 is in group 1 only
+    with torch.no_grad():
+        moved = (sub(y, lens)[0][0] - got[0]).abs().amax(-1)  # (T',)
+    assert moved[1] > 1e-6
+    if name == "lstm":  # causal: group 0 does not see frame 5
+        assert moved[0] < 1e-7
 
 
 def test_blstm_refuses_a_delay():
