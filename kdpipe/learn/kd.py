@@ -216,6 +216,8 @@ def train_kd(
     cfg, kd = run.train, run.kd
     if not run.targets:
         raise TrainingError("no target store given")
+    if kd.ctc_frames != "all" and run.ctc is None:
+        raise ConfigError(f"kd: ctc_frames={kd.ctc_frames} is for CTC students (--loss ctc)")
     with session.session(cfg) as (dist, device):
         corpus = FeatureStore.open(run.corpus)
         readers = [StoreReader(target[0]) for target in run.targets]
@@ -228,8 +230,6 @@ def train_kd(
             model, level, subsampling = session.build_student(
                 run.student, run.model_config, corpus, cfg.seed, init=run.init
             )
-        if kd.ctc_frames != "all" and units is None:
-            raise ConfigError(f"kd: ctc_frames={kd.ctc_frames} is for CTC students (--loss ctc)")
         record = None if units is None else ctc_record(units)
         labels = corpus.labels if units is None else units.labels
         for reader in readers:

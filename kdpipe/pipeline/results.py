@@ -64,6 +64,8 @@ def collect(report: RunReport) -> dict[str, Any]:
         if wer:
             row["wer_mean"], row["wer_std"] = _mean_std(wer)
         row["parameters"] = _first(report, wanted["stage"], "parameters")
+        if _first(report, wanted["stage"], "objective") == "ctc":  # accuracy = 1 - token ER
+            row["objective"] = "ctc"
         if wanted.get("store") is not None:  # the store this row's model learnt from
             row["bytes_per_frame"] = _first(report, wanted["store"], "bytes_per_frame")
         rows.append(row)
@@ -145,7 +147,10 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     has_decoded = any("decoded_per_mean" in row for row in res["rows"])
     has_wer = any("wer_mean" in row for row in res["rows"])
     has_bytes = any(row.get("bytes_per_frame") is not None for row in res["rows"])
-    head = ["Model", "Test accuracy (%)"] + ["WER (%)"] * has_wer
+    ctc = [row.get("objective") == "ctc" for row in res["rows"]]
+    # a CTC model's accuracy is 1 - its greedy token error rate, not a frame accuracy
+    accuracy = "Token accuracy (%)" if all(ctc) else "Test accuracy (%)" + ("*" * any(ctc))
+    head = ["Model", accuracy] + ["WER (%)"] * has_wer
     head += ["Decoded PER (%)"] * has_decoded + ["Collapsed PER (%)"] * has_per + ["Params"]
     head += ["Bytes/frame"] * has_bytes + ["Runs"]
     lines = [f"## {res['title'] or res['recipe']} ({res['size']})", ""]
@@ -166,6 +171,8 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
             cells.append("-" if per_frame is None else f"{per_frame:.1f}")
         cells.append(str(len(row["accuracy"])))
         lines.append("| " + " | ".join(cells) + " |")
+    if any(ctc) and not all(ctc):
+        lines += ["", "\\* CTC models: token accuracy (1 - greedy token error rate)."]
     if res["claims"]:
         lines += ["", "Claims, checked on the numbers above (test = voices never trained on):"]
     for claim in res["claims"]:

@@ -86,6 +86,7 @@ def summarize(
         "rule": str(meta.rule),
         "values": meta.values,
         "hard_labels": list(meta.hard_labels),
+        "ctc": meta.extra.get("ctc"),  # a CTC teacher's blank and units; None otherwise
         "members": list(meta.members),
         "teachers": [t.name for t in meta.teachers],
         "frame_shift_ms": meta.frame_shift_ms,
@@ -142,6 +143,11 @@ def render(s: dict[str, Any], console: Console) -> None:
         ),
         ("frame shift / subsampling", f"{s['frame_shift_ms']} ms / {s['subsampling']}"),
     ]
+    if s["ctc"] is not None:
+        units = s["ctc"].get("units", {})
+        tokens = len(units.get("tokens", []))
+        what = f"{units.get('units')} units ({tokens} tokens, {units.get('fingerprint')})"
+        rows.append(("CTC", f"blank {s['ctc'].get('blank')}, {what}"))
     if s["mean_tail"] is not None:
         rows.append(
             (

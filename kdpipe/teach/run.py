@@ -252,7 +252,9 @@ def teach(
                     member_logp = [p.cpu().numpy() for p in parts] if meta.members else []
                     summary.forward_seconds += time.perf_counter() - forward_start
                     for utt, rows in zip(utts, host_lengths, strict=True):
-                        utt.hard = _hard_labels(features, raw, utt, sub, int(rows), level)
+                        # a CTC teacher's tokens are not the corpus' labels: no agreement
+                        if plan.ctc is None:
+                            utt.hard = _hard_labels(features, raw, utt, sub, int(rows), level)
                     worker.put(_Batch(utts, host_logp, host_lengths, member_logp))
                     advance(int(x_lengths.sum()))
     except BaseException:
