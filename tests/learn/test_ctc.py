@@ -211,7 +211,7 @@ def test_a_ctc_store_given_to_a_frame_student_and_the_reverse(teacher, words, tm
     _, store = teacher
     run = build_run({}, corpus=words.location, student="dnn", model=SMALL["dnn"],
                     train=TRAIN, targets=[(store, 1.0)])  # fmt: skip
-    with pytest.raises(ModelError, match="CTC teacher's targets.*--loss ctc --units phones"):
+    with pytest.raises(ModelError, match=r"CTC teacher's targets.*--loss ctc --units phones"):
         train_run(run, tmp_path / "a", progress=False)
     frame_teacher = tmp_path / "ft"
     train_run(build_run({}, corpus=words.location, student="dnn", model=SMALL["dnn"],
@@ -294,7 +294,8 @@ def test_cli_learns_and_evaluates_a_ctc_model(words, tmp_path):
     out = tmp_path / "m"
     r = CliRunner().invoke(app, ["learn", "--corpus", words.location, "--student", "blstm",
                                  "-m", "hidden_dim=16", "-m", "num_layers=1", "--loss", "ctc",
-                                 "--units", "phones", "--epochs", "2", "--out", str(out)])  # fmt: skip
+                                 "--units", "phones", "--epochs", "2",
+                                 "--out", str(out)])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "token accuracy" in r.output and (out / "units" / "units.json").is_file()
     r = CliRunner().invoke(app, ["eval", "--model", str(out), "--corpus", words.location,
