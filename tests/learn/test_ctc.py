@@ -305,3 +305,21 @@ def test_cli_learns_and_evaluates_a_ctc_model(words, tmp_path):
     scores = json.loads(r.output)
     assert scores["decode"]["method"] == "prefix_beam" and scores["decode"]["lm_weight"] == 0.3
     assert len((tmp_path / "e" / "hyp.txt").read_text().splitlines()) == 6
+
+
+def test_a_sentencepiece_model_other_than_the_stores_is_refused(words, tmp_path):
+    """Two BPE sizes over the same transcripts are two token sets: a student of bpe:6
+    refuses a bpe:8 teacher's store, naming both fingerprints."""
+    from kdpipe.corpus.units import UnitsSpec, build_units
+    from kdpipe.learn.compat import check_ctc
+    from kdpipe.learn.ctc import ctc_record
+    from kdpipe.testing.stores import small_meta, write_store
+
+    assert words.texts is not None
+    texts = {utt: text for utt, text in zip(words.ids, words.texts, strict=True)}
+    teacher, student = (
+        ctc_record(build_units(UnitsSpec.parse(u), texts)) for u in ("bpe:8", "bpe:6")
+    )
+    write_store(tmp_path / "s.zarr", small_meta(8, extra={"ctc": teacher}), {})
+    with pytest.raises(LabelSetError, match=teacher["units"]["fingerprint"]):
+        check_ctc(StoreReader(str(tmp_path / "s.zarr")), student)
