@@ -197,8 +197,12 @@ def greedy(logp: np.ndarray, blank: int) -> list[int]:
 
 
 def _greedy(logp: np.ndarray, blank: int) -> list[int]:
-    path = collapse(np.argmax(logp, axis=1))  # (<= T,)
-    return [int(c) for c in path if c != blank]
+    return path_tokens(np.argmax(logp, axis=1), blank)  # from the (T,) best path
+
+
+def path_tokens(path: np.ndarray, blank: int) -> list[int]:
+    """The labelling of a path (T,) of class ids: repeats merged, blanks dropped."""
+    return [int(c) for c in collapse(np.asarray(path)) if c != blank]
 
 
 def prefix_beam_search(

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdpipe.batching import bucket_batches
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.units import TokenUnits
+from kdpipe.decode.ctc import path_tokens
 from kdpipe.errors import ConfigError
 from kdpipe.learn import session
 from kdpipe.learn.data import Batch
@@ -59,18 +61,9 @@ def greedy_errors(
         if len(ref) == 0:
             continue
         path = best[row, : lengths[row]]
-        hyp = greedy_path(path, blank)
+        hyp = path_tokens(path, blank)
         out.append(error_counts(ref.tolist(), hyp))
     return out
-
-
-def greedy_path(path: np.ndarray, blank: int) -> list[int]:
-    """A best path (T',) of class ids collapsed: repeats merged, blanks dropped."""
-    if len(path) == 0:
-        return []
-    keep = np.ones(len(path), dtype=bool)
-    keep[1:] = path[1:] != path[:-1]
-    return [int(c) for c in path[keep] if c != blank]
 
 
 def accuracy_counts(errors: list[ErrorCounts]) -> tuple[int, int]:
@@ -133,8 +126,6 @@ def score_ctc(
     batch_frames: int = 40000,
 ) -> CtcScores:
     """Score ``model`` on ``data`` by greedy decoding (and keep what decoding needs)."""
-    from kdpipe.batching import bucket_batches
-
     was_training = model.training
     model.eval()
     total, frames = 0.0, 0
@@ -154,7 +145,7 @@ def score_ctc(
         lengths = out_lengths.cpu().numpy()
         logp = torch.log_softmax(logits.float(), -1).cpu().numpy() if keep else None
         for row, utt in enumerate(batch.index):
-            hyp = greedy_path(best[row, : lengths[row]], data.blank)
+            hyp = path_tokens(best[row, : lengths[row]], data.blank)
             counts = counts + error_counts(refs[int(utt)].tolist(), hyp)
             if keep:
                 hyps[int(utt)] = hyp

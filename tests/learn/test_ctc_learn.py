@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from kdpipe.cli.main import app
 from kdpipe.corpus.featstore import FeatureStore, FeatureStoreWriter
+from kdpipe.decode.ctc import path_tokens
 from kdpipe.errors import ConfigError, CorpusError, LabelSetError, ModelError, TrainingError
-from kdpipe.learn.ctc import ctc_term, greedy_path
+from kdpipe.learn.ctc import ctc_term
 from kdpipe.learn.ctc_eval import evaluate_model
 from kdpipe.learn.data import Batch, SoftTargets
 from kdpipe.learn.kd import CtcKd, teacher_blank
@@ -95,9 +96,9 @@ def test_ctc_loss_equals_the_sum_over_alignments_on_a_tiny_case():
     torch.testing.assert_close(both, want / 3)
 
 
-def test_greedy_path_merges_repeats_and_drops_blanks():
-    assert greedy_path(np.array([0, 1, 1, 0, 1, 2, 2, 0]), 0) == [1, 1, 2]
-    assert greedy_path(np.array([], dtype=np.int64), 0) == []
+def test_a_best_path_merges_repeats_and_drops_blanks():
+    assert path_tokens(np.array([0, 1, 1, 0, 1, 2, 2, 0]), 0) == [1, 1, 2]
+    assert path_tokens(np.array([], dtype=np.int64), 0) == []
 
 
 def test_spike_remedy_equals_a_dense_kl_over_the_teachers_token_frames():
