@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -111,6 +111,9 @@ class CtcScores:
     counts: ErrorCounts
     hyp: list[list[int]] = field(default_factory=list)
     logp: list[np.ndarray] = field(default_factory=list)
+    # early stopping: an epoch that ties the best accuracy improves when its loss is lower
+    # (a CTC model starts on a plateau of blank-only outputs, accuracy 0, for many epochs)
+    loss_breaks_ties: ClassVar[bool] = True
 
     @property
     def accuracy(self) -> float:

@@ -42,7 +42,9 @@ class Objective(Protocol):
 
 
 class Scores(Protocol):
-    """What early stopping reads of a dev evaluation."""
+    """What early stopping reads of a dev evaluation: the best epoch has the highest
+    ``accuracy``; a class attribute ``loss_breaks_ties = True`` (CTC's scores) also counts
+    an epoch of equal accuracy and lower ``loss`` as an improvement."""
 
     @property
     def loss(self) -> float: ...
@@ -246,10 +248,12 @@ def train(
         if not math.isfinite(row["dev_loss"]):
             raise TrainingError(f"dev loss is {row['dev_loss']} after epoch {epoch}")
         improved = dev.accuracy > state["best_dev_acc"]
+        if getattr(dev, "loss_breaks_ties", False) and dev.accuracy == state["best_dev_acc"]:
+            improved = dev.loss < state.get("best_dev_loss", math.inf)  # CTC's blank plateau
         state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         state.update(step=0, sums=None)
         if improved:
-            state.update(best_epoch=epoch, best_dev_acc=dev.accuracy)
+            state.update(best_epoch=epoch, best_dev_acc=dev.accuracy, best_dev_loss=dev.loss)
         if dist.is_main:
             if improved:
                 save_best(model, {"epoch": epoch, "dev_acc": dev.accuracy, "dev_loss": dev.loss})

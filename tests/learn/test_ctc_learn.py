@@ -324,3 +324,36 @@ def test_a_sentencepiece_model_other_than_the_stores_is_refused(words, tmp_path)
     write_store(tmp_path / "s.zarr", small_meta(8, extra={"ctc": teacher}), {})
     with pytest.raises(LabelSetError, match=teacher["units"]["fingerprint"]):
         check_ctc(StoreReader(str(tmp_path / "s.zarr")), student)
+
+
+@pytest.mark.parametrize("breaks_ties", [True, False])
+def test_early_stopping_sees_past_the_blank_plateau(words, tmp_path, breaks_ties):
+    """Dev scores scripted as a CTC model's: accuracy 0 (all blank) for three epochs while
+    the loss falls, then 0.5. With patience 1, CTC's scores (loss breaks ties) train on to
+    the fourth epoch and keep it; scores without the flag stop after the second."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from kdpipe.learn.data import LabelledData
+    from kdpipe.learn.train_config import TrainConfig
+    from kdpipe.learn.trainer import HardLabels, train
+    from kdpipe.models import build_model
+
+    @dataclass
+    class Scripted:
+        loss: float
+        accuracy: float
+        loss_breaks_ties: ClassVar[bool] = breaks_ties
+
+    script = iter([Scripted(3.0, 0.0), Scripted(2.0, 0.0), Scripted(1.0, 0.0),
+                   Scripted(0.9, 0.5)])  # fmt: skip
+    data = LabelledData.from_store(words, "train")
+    model = build_model("dnn", words.dim, len(words.labels), SMALL["dnn"])
+    saved = []
+    result = train(model, data, data, TrainConfig(epochs=4, patience=1), tmp_path / "m",
+                   HardLabels("frame"), lambda m, metrics: saved.append(metrics["epoch"]),
+                   progress=False, evaluate=lambda m, d, dev: next(script))  # fmt: skip
+    if breaks_ties:
+        assert (result.epochs_run, result.best_epoch, saved) == (4, 4, [1, 2, 3, 4])
+    else:
+        assert (result.epochs_run, result.best_epoch, saved) == (2, 1, [1])
