@@ -149,6 +149,17 @@ def learn(
         Path | None,
         typer.Option(help="--loss ctc with phones: the lexicon (default: beside the corpus)."),
     ] = None,
+    teacher_online: Annotated[
+        Path | None,
+        typer.Option(
+            help="Distil from this teacher checkpoint run at every step (no store; "
+            "docs/learn.md: the offline/online comparison)."
+        ),
+    ] = None,
+    online_topk: Annotated[
+        int | None,
+        typer.Option(help="--teacher-online: classes kept per frame (0: all; default 8)."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
 ) -> None:
@@ -183,8 +194,17 @@ def learn(
             kd_cfg[key] = value
     if allow_partial:
         kd_cfg["allow_partial"] = True
-    if (kd_cfg or file.get("kd")) and not (targets or file.get("targets")):
-        raise ConfigError("distillation settings given without --targets")
+    online: dict[str, Any] = {}
+    if teacher_online is not None:
+        online["model"] = str(teacher_online)
+    if online_topk is not None:
+        check_number(online_topk, "--online-topk", low=0)
+        if teacher_online is None and not file.get("teacher_online"):
+            raise ConfigError("--online-topk is a setting of --teacher-online")
+        online["topk"] = online_topk or None
+    has_teacher = targets or file.get("targets") or online or file.get("teacher_online")
+    if (kd_cfg or file.get("kd")) and not has_teacher:
+        raise ConfigError("distillation settings given without --targets or --teacher-online")
     view = view_from_options(file.get("view"), view_ms, view_offset_ms, view_random, view_seed)
     ctc: dict[str, Any] = {}
     if units is not None:
@@ -208,6 +228,7 @@ def learn(
         where=str(config) if config is not None else "learn",
         loss=loss,
         ctc=ctc,
+        teacher_online=online,
     )
     result = train_run(run, out, resume=resume, overwrite=overwrite)
     name = run.student

@@ -3,7 +3,9 @@
 ``kdpipe learn`` and the recipe runner (``kdpipe run``) both call ``build_run`` and
 ``train_run``; the YAML keys are those of ``kdpipe learn --config`` (docs/learn.md):
 ``student``, ``model``, ``train``, ``kd``, ``targets``, ``view``, ``init``, and ``loss``
-(``ce`` or ``ctc``) with ``ctc`` (the units and their lexicon, ``CtcConfig``).
+(``ce`` or ``ctc``) with ``ctc`` (the units and their lexicon, ``CtcConfig``), and
+``teacher_online`` (``{model, topk}``: distil from a teacher run at every step instead of
+a store, ``learn.online``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kdpipe.learn.ctc import train_ctc
 from kdpipe.learn.ctc_config import LOSSES, CtcConfig
 from kdpipe.learn.kd import KdRun, train_kd
 from kdpipe.learn.kd_config import KdConfig
+from kdpipe.learn.online import ONLINE_TOPK, OnlineRun, train_online
 from kdpipe.learn.quality_filter import KEYS as QUALITY_KEYS
 from kdpipe.learn.quality_filter import QualityFilter
 from kdpipe.learn.supervised import SupervisedRun, train_supervised
@@ -25,7 +28,9 @@ from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import TrainResult
 from kdpipe.schema import check_keys
 
-CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init", "loss", "ctc")
+CONFIG_KEYS = ("student", "model", "train", "kd", "targets", "view", "init", "loss", "ctc",
+               "teacher_online")  # fmt: skip
+ONLINE_KEYS = {"model", "topk"}
 
 
 TARGET_KEYS = {"path", "weight", "split", *QUALITY_KEYS}
@@ -78,20 +83,21 @@ def build_run(
     where: str = "learn config",
     loss: str | None = None,
     ctc: dict[str, Any] | None = None,
-) -> SupervisedRun | KdRun:
+    teacher_online: dict[str, Any] | None = None,
+) -> SupervisedRun | KdRun | OnlineRun:
     """The run that ``file`` (a parsed learn YAML) with these overrides asks for.
 
     Overrides win key by key (``train``, ``model``, ``kd`` merge into the file's mappings);
     ``targets`` replace the file's. A distillation run when there are targets, else a
     hard-label run; ``ConfigError`` for unknown keys, values of the wrong type or range, or
     kd settings without targets, naming ``where`` (the config file, the recipe stage).
-    ``loss`` and ``ctc`` override the file's (``ctc`` merges key by key).
+    ``loss``, ``ctc`` and ``teacher_online`` override the file's (merging key by key).
     """
     try:
         return _build_run(file, corpus=corpus, student=student, model=model, train=train,
                           kd=kd, targets=targets, view=view, init=init,
                           train_split=train_split, dev_split=dev_split, where=where,
-                          loss=loss, ctc=ctc)  # fmt: skip
+                          loss=loss, ctc=ctc, teacher_online=teacher_online)  # fmt: skip
     except ConfigError as error:
         if str(error).startswith(where):
             raise
@@ -124,7 +130,8 @@ def _build_run(
     where: str,
     loss: str | None,
     ctc: dict[str, Any] | None,
-) -> SupervisedRun | KdRun:
+    teacher_online: dict[str, Any] | None,
+) -> SupervisedRun | KdRun | OnlineRun:
     file = dict(file or {})
     if set(file) - set(CONFIG_KEYS):
         bad = sorted(set(file) - set(CONFIG_KEYS))
@@ -163,23 +170,39 @@ def _build_run(
         "init": init or file.get("init"),
         "ctc": CtcConfig.from_dict(ctc_cfg) if loss_name == "ctc" else None,
     }
+    online = {**_section(file, "teacher_online", where), **(teacher_online or {})}
+    if online:
+        if set(online) - ONLINE_KEYS or "model" not in online:
+            raise ConfigError(f"{where}: teacher_online takes model (a checkpoint) and topk, "
+                              f"got {sorted(online)}")  # fmt: skip
+        if stores or common["ctc"] is not None:
+            raise ConfigError(f"{where}: teacher_online distils without a store and without "
+                              "CTC: drop the targets (or the ctc loss)")  # fmt: skip
+        check_keys(kd_cfg, KdConfig, "kd")
+        return OnlineRun(teacher=str(online["model"]), topk=online.get("topk", ONLINE_TOPK),
+                         kd=KdConfig.from_dict(kd_cfg), **common)  # fmt: skip
     if stores:
         check_keys(kd_cfg, KdConfig, "kd")
         return KdRun(targets=tuple(stores), kd=KdConfig.from_dict(kd_cfg), **common)
     if kd_cfg:
-        raise ConfigError(f"{where}: distillation settings (kd) given without target stores")
+        raise ConfigError(
+            f"{where}: distillation settings (kd) given without target stores (or teacher_online)"
+        )
     return SupervisedRun(**common)
 
 
 def train_run(
-    run: SupervisedRun | KdRun,
+    run: SupervisedRun | KdRun | OnlineRun,
     out: str | Path,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``run`` into ``out``: ``train_kd`` or ``train_supervised``."""
+    """Train ``run`` into ``out``: ``train_kd``, ``train_online``, ``train_ctc`` or
+    ``train_supervised``."""
+    if isinstance(run, OnlineRun):
+        return train_online(run, out, resume=resume, overwrite=overwrite, progress=progress)
     if isinstance(run, KdRun):
         return train_kd(run, out, resume=resume, overwrite=overwrite, progress=progress)
     if run.ctc is not None:

@@ -25,7 +25,7 @@ from kdpipe.schema import load_yaml
 from kdpipe.teach.ensemble_yaml import EnsembleConfig, ensemble_from_dict
 
 if TYPE_CHECKING:
-    from kdpipe.learn.runs import KdRun, SupervisedRun
+    from kdpipe.learn.runs import KdRun, OnlineRun, SupervisedRun
 
 EVAL_FILE = "eval.json"  # a learn stage's test scores, beside its checkpoint
 
@@ -96,7 +96,7 @@ def run_prepare(call: StageCall) -> dict[str, Any]:
             "seconds": summary.seconds}  # fmt: skip
 
 
-def learn_run(call: StageCall) -> SupervisedRun | KdRun:
+def learn_run(call: StageCall) -> SupervisedRun | KdRun | OnlineRun:
     """The ``SupervisedRun``/``KdRun`` a learn stage asks for (its identity: fingerprinted)."""
     # learn.runs imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.learn.runs import build_run, parse_targets
