@@ -150,10 +150,10 @@ def learn(
         typer.Option(help="--loss ctc with phones: the lexicon (default: beside the corpus)."),
     ] = None,
     teacher_online: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="Distil from this teacher checkpoint run at every step (no store; "
-            "docs/learn.md: the offline/online comparison)."
+            help="Distil from this teacher checkpoint run at every step (no store; repeat "
+            "for an ensemble's mean; docs/learn.md)."
         ),
     ] = None,
     online_topk: Annotated[
@@ -195,11 +195,11 @@ def learn(
     if allow_partial:
         kd_cfg["allow_partial"] = True
     online: dict[str, Any] = {}
-    if teacher_online is not None:
-        online["model"] = str(teacher_online)
+    if teacher_online:
+        online["model"] = [str(path) for path in teacher_online]
     if online_topk is not None:
         check_number(online_topk, "--online-topk", low=0)
-        if teacher_online is None and not file.get("teacher_online"):
+        if not teacher_online and not file.get("teacher_online"):
             raise ConfigError("--online-topk is a setting of --teacher-online")
         online["topk"] = online_topk or None
     has_teacher = targets or file.get("targets") or online or file.get("teacher_online")

@@ -38,48 +38,56 @@ ONLINE_TOPK = 8  # the store recipes' top-8: the same targets as `teach --topk 8
 
 @dataclass(frozen=True)
 class OnlineRun(session.Run):
-    """What to distil from which teacher run in the loop: ``session.Run`` plus the
-    teacher checkpoint, how many of its classes to keep (None: all) and the ``kd``
-    settings; checked again on ``--resume``."""
+    """What to distil from which teachers run in the loop: ``session.Run`` plus the
+    teacher checkpoints (several: their mean probabilities), how many classes to keep
+    (None: all) and the ``kd`` settings; checked again on ``--resume``."""
 
-    teacher: str = field(kw_only=True)
+    teachers: tuple[str, ...] = field(kw_only=True)
     topk: int | None = field(default=ONLINE_TOPK, kw_only=True)
     kd: KdConfig = field(default_factory=KdConfig, kw_only=True)
 
     def __post_init__(self) -> None:
+        if not self.teachers:
+            raise ConfigError("teacher_online: give at least one teacher checkpoint")
         k = self.topk
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ConfigError(f"teacher_online: topk must be an integer >= 1 or null, got {k!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "teacher_online": {"model": self.teacher, "topk": self.topk},
+        model: str | list[str] = (
+            self.teachers[0] if len(self.teachers) == 1 else list(self.teachers)
+        )
+        return {**super().to_dict(), "teacher_online": {"model": model, "topk": self.topk},
                 "kd": self.kd.to_dict()}  # fmt: skip
 
     def inputs(self) -> list[str]:
-        return [*super().inputs(), self.teacher]
+        return [*super().inputs(), *self.teachers]
 
 
 @dataclass
 class OnlineTeacher:
-    """A loaded teacher (eval mode, on the student's device) and the classes it keeps."""
+    """Loaded teachers (eval mode, on the student's device), each with its subsampling,
+    and the classes their mean keeps."""
 
-    model: torch.nn.Module
-    subsampling: int
+    models: list[torch.nn.Module]
+    subsampling: list[int]
     topk: int | None
 
     @torch.no_grad()
     def targets(self, batch: Batch, out_frames: int, student_sub: int) -> SoftTargets:
-        """The teacher's targets of ``batch`` at the student's output rate (T' frames, or
+        """The teachers' targets of ``batch`` at the student's output rate (T' frames, or
         one row of a clip), as a store's would be (``data.SoftTargets``)."""
-        logits, lengths = self.model(batch.x, batch.lengths)  # (B, T_t, C) or (B, C)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        if logp.dim() == 2:
-            logp, lengths = logp[:, None], torch.ones_like(lengths)  # (B, 1, C), (B,)
-            rows = torch.zeros(1, dtype=torch.int64, device=logp.device)  # (1,)
-        else:  # student frame j reads teacher row (j * s_student) // s_teacher
-            rows = torch.arange(out_frames, device=logp.device) * student_sub // self.subsampling
-        valid = rows[None, :] < lengths[:, None]  # (B, T')
-        logp = logp[:, rows.clamp(max=logp.shape[1] - 1)]  # (B, T', C)
+        logps, valids = [], []
+        for model, sub in zip(self.models, self.subsampling, strict=True):
+            logp, valid = _at_student_rate(model, sub, batch, out_frames, student_sub)
+            logps.append(logp)
+            valids.append(valid)
+        if len(logps) == 1:
+            logp, valid = logps[0], valids[0]  # (B, T', C), (B, T')
+        else:  # mean-prob: log (1/M) sum_m p_m
+            count = torch.tensor(float(len(logps)), device=logps[0].device)
+            logp = torch.logsumexp(torch.stack(logps), dim=0) - count.log()  # (B, T', C)
+            valid = torch.stack(valids).all(dim=0)  # (B, T')
         if self.topk is None or self.topk >= logp.shape[-1]:
             values = logp  # (B, T', C)
             idx = torch.arange(logp.shape[-1], device=logp.device).expand_as(logp)
@@ -90,6 +98,23 @@ class OnlineTeacher:
             tail = torch.log(-torch.expm1(kept))  # log(1 - kept mass); -inf when none left
         weight = torch.ones(valid.shape[0], device=logp.device)  # (B,)
         return SoftTargets(idx.contiguous(), values.contiguous(), tail, valid, weight)
+
+
+def _at_student_rate(
+    model: torch.nn.Module, sub: int, batch: Batch, out_frames: int, student_sub: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One teacher's log-posteriors (B, T', C) at the student's output frames (student
+    frame j reads teacher row (j * s_student) // s_teacher; one row for a clip) and which
+    rows it has (B, T')."""
+    logits, lengths = model(batch.x, batch.lengths)  # (B, T_t, C) or (B, C)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    if logp.dim() == 2:
+        logp, lengths = logp[:, None], torch.ones_like(lengths)  # (B, 1, C), (B,)
+        rows = torch.zeros(1, dtype=torch.int64, device=logp.device)  # (1,)
+    else:
+        rows = torch.arange(out_frames, device=logp.device) * student_sub // sub  # (T',)
+    valid = rows[None, :] < lengths[:, None]  # (B, T')
+    return logp[:, rows.clamp(max=logp.shape[1] - 1)], valid  # (B, T', C), (B, T')
 
 
 @dataclass
@@ -120,14 +145,22 @@ class OnlineObjective:
         )
 
 
-def load_teacher(
+def load_teachers(
     run: OnlineRun, corpus: FeatureStore, student_sub: int, device: torch.device
 ) -> OnlineTeacher:
-    """The teacher checkpoint, checked against the corpus (labels, features, level) and
-    the student's rate; a ``package.module:Class`` teacher is refused (its code would run
-    without ``--trust-custom-code``: teach it into a store instead)."""
-    where = f"--teacher-online {run.teacher}"
-    card = read_card(run.teacher)
+    """The teacher checkpoints, each checked against the corpus (labels, features, level)
+    and the student's rate."""
+    models = [load_teacher(path, corpus, student_sub, device) for path in run.teachers]
+    return OnlineTeacher(models, [model_subsampling(model) for model in models], run.topk)
+
+
+def load_teacher(
+    path: str, corpus: FeatureStore, student_sub: int, device: torch.device
+) -> torch.nn.Module:
+    """One teacher, checked; a ``package.module:Class`` teacher is refused (its code would
+    run without ``--trust-custom-code``: teach it into a store instead), as is a CTC one."""
+    where = f"--teacher-online {path}"
+    card = read_card(path)
     if ":" in card.architecture:
         raise ModelError(
             f"{where} is a {card.architecture} model: custom code does not run in the loop; "
@@ -144,9 +177,9 @@ def load_teacher(
         raise ModelError(str(error)) from None
     if corpus.level == FRAME:
         check_rates(student_sub, card.subsampling, where)
-    model, _ = load_checkpoint(run.teacher, device)
+    model, _ = load_checkpoint(path, device)
     model.requires_grad_(False)
-    return OnlineTeacher(model, model_subsampling(model), run.topk)
+    return model
 
 
 def train_online(
@@ -167,7 +200,7 @@ def train_online(
         model, _, subsampling = session.build_student(
             run.student, run.model_config, store, cfg.seed, init=run.init
         )
-        teacher = load_teacher(run, store, subsampling, device)
+        teacher = load_teachers(run, store, subsampling, device)
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         card = make_card(
             model,
@@ -178,7 +211,7 @@ def train_online(
             training={
                 **run.to_dict(),
                 "objective": "kd-online",
-                "teacher": read_card(run.teacher).weights_sha256,
+                "teachers": [read_card(path).weights_sha256 for path in run.teachers],
                 "parameters": sum(param.numel() for param in model.parameters()),
             },
         )

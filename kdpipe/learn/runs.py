@@ -179,7 +179,11 @@ def _build_run(
             raise ConfigError(f"{where}: teacher_online distils without a store and without "
                               "CTC: drop the targets (or the ctc loss)")  # fmt: skip
         check_keys(kd_cfg, KdConfig, "kd")
-        return OnlineRun(teacher=str(online["model"]), topk=online.get("topk", ONLINE_TOPK),
+        given = online["model"]
+        models = [given] if isinstance(given, str) else given
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ConfigError(f"{where}: teacher_online model is a path or a list of paths")
+        return OnlineRun(teachers=tuple(models), topk=online.get("topk", ONLINE_TOPK),
                          kd=KdConfig.from_dict(kd_cfg), **common)  # fmt: skip
     if stores:
         check_keys(kd_cfg, KdConfig, "kd")

@@ -37,8 +37,9 @@ def setup(tmp_path_factory):
 
 
 def online(store, teacher, out, topk=3, **kw):
+    model = teacher if isinstance(teacher, list) else str(teacher)
     run = build_run({}, corpus=store.location, student="dnn", model=DNN, train=TRAIN,
-                    kd={"alpha": 0.5}, teacher_online={"model": str(teacher), "topk": topk},
+                    kd={"alpha": 0.5}, teacher_online={"model": model, "topk": topk},
                     **kw)  # fmt: skip
     return train_run(run, out, progress=False)
 
@@ -62,7 +63,7 @@ def test_online_targets_are_the_stores_of_the_same_teacher(setup, tmp_path):
     where = {utt: i for i, utt in enumerate(data.ids)}
     batch = data.batch(np.array([where[utt] for utt in stream.describe(stored.index)]))
     torch.testing.assert_close(batch.x, stored.x)
-    live = OnlineTeacher(model, 2, 3).targets(batch, batch.x.shape[1], 1)
+    live = OnlineTeacher([model], [2], 3).targets(batch, batch.x.shape[1], 1)
     mask = stored.targets.valid
     assert torch.equal(live.valid & mask, mask) and int(mask.sum()) > 100
     assert torch.equal(live.idx[mask], stored.targets.idx[mask])
@@ -79,11 +80,33 @@ def test_online_distillation_trains_and_records_its_teacher(setup, tmp_path):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] and result.best_dev_acc > 0.3
     card = read_card(tmp_path / "s")
     assert card.training["objective"] == "kd-online"
-    assert card.training["teacher"] == read_card(teacher).weights_sha256
+    assert card.training["teachers"] == [read_card(teacher).weights_sha256]
     assert card.training["teacher_online"] == {"model": str(teacher), "topk": 3}
     # the whole posterior (topk null) trains too
     online(store, teacher, tmp_path / "full", topk=None)
     assert read_card(tmp_path / "full").training["teacher_online"]["topk"] is None
+
+
+def test_an_ensemble_in_the_loop_averages_its_teachers_probabilities(setup, tmp_path):
+    """Two teachers at different rates (s=2 and s=1): the targets are the mean of their
+    probabilities at the student's frames (teach's mean-prob), and a student trains on it."""
+    store, teacher = setup
+    other = tmp_path / "t1"
+    train_run(build_run({}, corpus=store.location, student="dnn", model=DNN,
+                        train={**TRAIN, "epochs": 1}), other, progress=False)  # fmt: skip
+    (a, _), (b, _) = load_checkpoint(teacher), load_checkpoint(other)
+    batch = LabelledData.from_store(store, "dev").batch(np.arange(3))
+    t = batch.x.shape[1]
+    got = OnlineTeacher([a, b], [2, 1], None).targets(batch, t, 1)
+    with torch.no_grad():
+        pa = torch.softmax(a(batch.x, batch.lengths)[0], -1)[:, torch.arange(t) // 2]
+        pb = torch.softmax(b(batch.x, batch.lengths)[0], -1)
+    mask = got.valid
+    torch.testing.assert_close(got.logp[mask].exp(), ((pa + pb) / 2)[mask])
+    result = online(store, [str(teacher), str(other)], tmp_path / "s", topk=2)
+    assert result.best_dev_acc > 0
+    assert read_card(tmp_path / "s").training["teacher_online"]["model"] == [str(teacher),
+                                                                            str(other)]  # fmt: skip
 
 
 def test_what_online_distillation_refuses(setup, tmp_path):
