@@ -14,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,21 +248,45 @@ class TargetStream(IterableDataset[Batch]):
         yield from self._run(plans[role], [number for shard, number in rest if shard == role])
 
     def _run(self, plan: list[np.ndarray], todo: list[int]) -> Iterator[Batch]:
+        """The batches ``todo`` of ``plan``: each block is read once, when a batch first
+        needs one of its utterances, and the next block is read in a background thread
+        while the caller trains on this one's batches (as ``StoreReader.blocks`` reads
+        ahead); one thread does every read, so readers and caches are never shared."""
         if not todo:
             return
         needed = {int(example) for number in todo for example in plan[number]}
+        schedule: list[list[int]] = []  # the examples of each block read, in reading order
+        scheduled: set[int] = set()
+        for number in todo:
+            for block in dict.fromkeys(int(self.table.block[int(ex)]) for ex in plan[number]):
+                if block not in scheduled:
+                    scheduled.add(block)
+                    members = [int(example) for example in self.members[block]]
+                    schedule.append([example for example in members if example in needed])
         loaded: dict[int, Example] = {}
         self.peak_held = 0  # most examples held in memory at once (bounded; see epoch_order)
-        for number in todo:
-            batch = plan[number]
-            missing = [int(example) for example in batch if int(example) not in loaded]
-            if missing:
-                blocks = dict.fromkeys(int(self.table.block[example]) for example in missing)
-                for block in blocks:
-                    members = [int(example) for example in self.members[block]]
-                    loaded.update(self._load([example for example in members if example in needed]))
-                self.peak_held = max(self.peak_held, len(loaded))
-            yield self._collate([loaded.pop(int(example)) for example in batch], batch)
+        with ThreadPoolExecutor(1, thread_name_prefix="kdpipe-stream-ahead") as ahead:
+            reads = iter(schedule)
+            pending: deque[Future[dict[int, Example]]] = deque()
+
+            def read_next() -> None:
+                examples = next(reads, None)
+                if examples is not None:
+                    pending.append(ahead.submit(self._load, examples))
+
+            read_next()
+            try:
+                for number in todo:
+                    batch = plan[number]
+                    while any(int(example) not in loaded for example in batch):
+                        got = pending.popleft().result()  # a read's error is raised here
+                        read_next()  # the next block, while this one trains
+                        loaded.update(got)
+                        self.peak_held = max(self.peak_held, len(loaded))
+                    yield self._collate([loaded.pop(int(example)) for example in batch], batch)
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def _load(self, examples: list[int]) -> dict[int, Example]:
         """Read the targets of ``examples`` (one block: one store, one part) and their
