@@ -7,6 +7,8 @@
 - ``make_teacher``: a checkpoint of an architecture with random, peaked (scaled) weights.
 - ``checkpoint_weights``, ``assert_same_weights``: a checkpoint's tensors, and comparing
   two checkpoints' tensors exactly (resume equals an uninterrupted run).
+- ``FreeTeacher``: a teacher whose forward pass costs next to nothing (its logits are rows
+  of a fixed table), to measure what ``teach`` costs around the teacher.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.labels import LabelSet
@@ -89,3 +92,24 @@ def assert_same_weights(a: str | Path, b: str | Path) -> None:
     assert sorted(wa) == sorted(wb)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+class FreeTeacher(nn.Module):
+    """Frame-level logits (B, T, C) read from a fixed (R, C) random table, row t % R for
+    frame t: no computation but the copy, so a ``teach`` run with it as its member
+    measures selection, encoding and writing (``benchmarks/teach_ceiling.py``). A kind
+    ``module`` member: ``module: kdpipe.testing.teachers:FreeTeacher``."""
+
+    level = "frame"
+    subsampling = 1
+
+    def __init__(self, num_features: int, num_classes: int, rows: int = 4096, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("table", 4 * torch.randn(rows, num_classes, generator=gen))
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        rows = torch.arange(t, device=x.device) % self.table.shape[0]  # (T,)
+        return self.table[rows].expand(b, t, -1), lengths  # (B, T, C), (B,)
