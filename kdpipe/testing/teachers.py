@@ -106,6 +106,7 @@ class FreeTeacher(nn.Module):
     def __init__(self, num_features: int, num_classes: int, rows: int = 4096, seed: int = 0):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
+        self.table: torch.Tensor
         self.register_buffer("table", 4 * torch.randn(rows, num_classes, generator=gen))
         self.num_features = num_features
 
