@@ -11,12 +11,13 @@ phones at 40 ms), trained ``--teacher-epochs`` on the train split's phone transc
 card records the same run. Its greedy dev token accuracy (1 - TER) is printed.
 
 Bytes per frame: ``kdpipe teach --topk K`` (the Python call behind it) over the train split
-for K = 1, 2, 4, 8; on-disk bytes per stored (40 ms) frame of the target arrays (indices +
-values + tail) and of the whole store (per-utterance index and metadata included), and per
-second of audio; with the teacher's mean entropy, mean blank probability, the fraction of
-"spike" frames (blank below 0.5: what ``kd.ctc_frames=spikes`` keeps) and the tail mass the
-rule drops; and the same for a frame-label (CE) BLSTM teacher of the same size at
-10 ms, trained ``--ce-epochs`` (0: none), for contrast.
+for K = 1, 2, 4, 8, and ``--threshold 0.01`` for contrast (a variable number of classes per
+frame); on-disk bytes per stored (40 ms) frame of the target arrays (indices + values +
+tail, + row offsets for variable rows) and of the whole store (per-utterance index and
+metadata included), and per second of audio; with the teacher's mean entropy, mean blank
+probability, the fraction of "spike" frames (blank below 0.5: what ``kd.ctc_frames=spikes``
+keeps) and the tail mass the rule drops; and the same for a frame-label (CE) BLSTM teacher
+of the same size at 10 ms, trained ``--ce-epochs`` (0: none), for contrast.
 
 Throughput: one LSTM-CTC student (2 x 96, ``delay: 3``, at the teacher's rate), same data,
 seed and settings, trained through ``train_run`` (what ``kdpipe learn`` calls) as (a) plain
@@ -81,17 +82,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SYNTH = "data/synth/phones-small"  # the Makefile's $(PH) at SIZE=small
 FEATS = "data/feats/phones-small.zarr"
 KS = (1, 2, 4, 8)
+P_MIN = 0.01  # the threshold rule's row, for contrast: peaky CTC rows keep ~1 class
+FRAME_ARRAYS = ("indices", "values", "tail", "row_offsets")  # row_offsets: variable rows only
 TEACHER = {"hidden_dim": 128, "num_layers": 3, "dropout": 0.2}  # pipelines/ctc_distill
 STUDENT = {"hidden_dim": 96, "num_layers": 2, "dropout": 0.1, "delay": 3}
 TEACHER_TRAIN = {"lr": 0.003, "batch_frames": 4000, "patience": 0, "warmup_epochs": 0.5}
 STUDENT_TRAIN = {"lr": 0.003, "batch_frames": 4000, "patience": 0, "seed": 0}
+GRAD_CLIP = 5.0  # the trainer's default (TrainConfig.grad_clip), for the steps timed here
 MODES = {  # name -> kd settings (None: plain CTC, no store)
     "a": None,
     "b": {"alpha": 0.5},
     "c": {"alpha": 0.5, "ctc_frames": "spikes"},
     "d": {"alpha": 0.5, "workers": 1},
 }
-GRAD_CLIP = 5.0  # the trainer's default (TrainConfig.grad_clip)
 LABEL = {
     "a": "plain CTC",
     "b": "CTC + KD (top-4, alpha 0.5)",
@@ -175,28 +178,34 @@ def _files(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
-def essence_row(teacher: Path, feats: str, out: Path, k: int, blank: int | None) -> dict:
-    """``kdpipe teach --topk k`` over train into ``out``, and what the store holds."""
+def essence_row(teacher: Path, feats: str, out: Path, rule: Rule, blank: int | None) -> dict:
+    """``kdpipe teach`` with ``rule`` over train into ``out``, and what the store holds."""
     t0 = time.perf_counter()
-    summary = teach(single_teacher(teacher, Rule("topk", {"k": k})), feats, out, split="train",
-                    overwrite=True, progress=False, device="cpu")  # fmt: skip
+    summary = teach(single_teacher(teacher, rule), feats, out, split="train", overwrite=True,
+                    progress=False, device="cpu")  # fmt: skip
     secs = time.perf_counter() - t0
     r = StoreReader(out)
     n = r.total_frames
     parts = [out / "parts" / p.id / "frame" for p in r.parts]
-    size = {a: sum(_files(p / a) for p in parts) / n for a in ("indices", "values", "tail")}
-    blanks, top1, tails = [], [], []
+    size = {a: sum(_files(p / a) for p in parts) / n for a in FRAME_ARRAYS}
+    blanks, top1, tails, widths = [], [], [], []
     for block in r.blocks():
         f = block.frame
-        p = np.exp(f.logprobs())  # (R, K)
-        top1.append(p.max(1))
+        p = np.exp(f.logprobs()).ravel()  # (R * k,) or (nnz,): entries, rows in turn
+        rows, classes = f.row_ids().ravel(), f.class_ids().ravel()
+        first = np.r_[0, np.cumsum(f.widths())[:-1]]  # (R,) each row's top-1 entry
+        top1.append(p[first])
         tails.append(f.tail_mass())
+        widths.append(f.widths())
         if blank is not None:
-            blanks.append(np.where(f.indices == blank, p, 0.0).sum(1))  # (R,)
+            blanks.append(np.bincount(rows, p * (classes == blank), minlength=len(f)))  # (R,)
     b = np.concatenate(blanks) if blanks else None
     shift_ms = float(r.meta.features["config"]["frame_shift_ms"]) * r.meta.subsampling
+    k = rule.params.get("k")
     return {
+        "rule": f"top-{k}" if rule.name == "topk" else f"p >= {rule.params['p_min']}",
         "k": k,
+        "width": float(np.concatenate(widths).mean()),
         "frames": n,
         "shift_ms": shift_ms,
         "classes": r.meta.num_classes,
@@ -211,6 +220,13 @@ def essence_row(teacher: Path, feats: str, out: Path, k: int, blank: int | None)
         "teach_fps": summary.frames_per_second,
         "seconds": secs,
     }
+
+
+def essences(teacher: Path, feats: str, work: Path, name: str, blank: int | None) -> list:
+    """The rows of every rule (top-k for each k, then the threshold) for one teacher."""
+    rules = [Rule("topk", {"k": k}) for k in KS] + [Rule("threshold", {"p_min": P_MIN})]
+    return [essence_row(teacher, feats, work / f"{name}-{rule.name}-{i}.zarr", rule, blank)
+            for i, rule in enumerate(rules)]  # fmt: skip
 
 
 def student_run(feats: str, store: str, s: int, mode: str, epochs: int, threads: int) -> Any:
@@ -380,37 +396,40 @@ def main() -> None:
     feats = corpus()
     teacher, s, _ = ctc_teacher(feats, work, a.teacher_epochs, a.threads)
     blank = int(read_card(teacher).ctc["blank"])
-    rows = [essence_row(teacher, feats, work / f"ctc-top{k}.zarr", k, blank) for k in KS]
+    rows = essences(teacher, feats, work, "ctc", blank)
     ce_rows = []
     if a.ce_epochs:
         ce = ce_teacher(feats, work, a.ce_epochs, a.threads)
-        ce_rows = [essence_row(ce, feats, work / f"ce-top{k}.zarr", k, None) for k in KS]
-    store = str(work / "ctc-top4.zarr")
+        ce_rows = essences(ce, feats, work, "ce", None)
+    store = str(work / f"ctc-topk-{KS.index(4)}.zarr")
     print("training the student (a, b, c, d interleaved) ...", flush=True)
     fps = throughput(feats, store, s, work, a)
     parts = breakdown(feats, store, s, a)
     load1 = os.getloadavg()[0]
 
-    print(f"\n### Bytes per frame of a CTC teacher's top-k essence (train split, "
-          f"{rows[0]['frames']:,} frames of {rows[0]['shift_ms']:.0f} ms, C = "
-          f"{rows[0]['classes']} with blank)\n")  # fmt: skip
-    print("| teacher | k | frame | indices | values | tail | targets B/frame | store B/frame "
-          "| store B/s of audio | Kaldi Posterior B/frame | mean entropy (nats) | mean blank "
-          "p | spike frames | mean tail mass | teach frames/s |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n### Bytes per frame of a teacher's essence: top-k, and p >= {P_MIN} for "
+          f"contrast (train split, {rows[0]['frames']:,} frames of {rows[0]['shift_ms']:.0f} "
+          f"ms, C = {rows[0]['classes']} with blank)\n")  # fmt: skip
+    print("| teacher | rule | kept / frame | frame | indices | values | tail | row offsets | "
+          "targets B/frame | store B/frame | store B/s of audio | Kaldi Posterior B/frame | "
+          "mean entropy (nats) | mean blank p | spike frames | mean tail mass | "
+          "teach frames/s |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, group in (("BLSTM-CTC", rows), ("BLSTM-CE", ce_rows)):
         for r in group:
-            print(f"| {name} | {r['k']} | {r['shift_ms']:.0f} ms | {r['indices']:.2f} | "
-                  f"{r['values']:.2f} | {r['tail']:.2f} | **{r['targets']:.2f}** | "
-                  f"{r['store']:.2f} | {r['store'] * 1000 / r['shift_ms']:.0f} | "
-                  f"{10 * r['k'] + 5} | {r['entropy']:.3f} | {_fmt(r['blank'], '.3f')} | "
+            print(f"| {name} | {r['rule']} | {r['width']:.2f} | {r['shift_ms']:.0f} ms | "
+                  f"{r['indices']:.2f} | {r['values']:.2f} | {r['tail']:.2f} | "
+                  f"{r['row_offsets']:.2f} | **{r['targets']:.2f}** | {r['store']:.2f} | "
+                  f"{r['store'] * 1000 / r['shift_ms']:.0f} | {10 * r['width'] + 5:.0f} | "
+                  f"{r['entropy']:.3f} | {_fmt(r['blank'], '.3f')} | "
                   f"{_fmt(r['spikes'], '.3f')} | {r['tail_mass']:.4f} | "
                   f"{r['teach_fps']:,.0f} |")  # fmt: skip
     k4 = next(r for r in rows if r["k"] == 4)
     print(f"\ndense float32: {4 * k4['classes']} B/frame. Expectation (issue 16): well under "
           f"5 B/frame at k = 4: targets {k4['targets']:.2f}, whole store {k4['store']:.2f} "
-          f"({'met' if k4['targets'] < 5 else 'missed'}); mean top-1 probability "
-          f"{k4['top1']:.3f}.")  # fmt: skip
+          f"({'met' if k4['targets'] < 5 else 'missed'}); indices + values alone (what KD's "
+          f"default tail rule, renorm, reads) {k4['indices'] + k4['values']:.2f}; mean top-1 "
+          f"probability {k4['top1']:.3f}.")  # fmt: skip
 
     base = statistics.median(fps["a"])
     timed = len(fps["a"]) // a.rounds
@@ -436,9 +455,11 @@ def main() -> None:
         "kl": "CTC + KL step, the stream's batches",
         "spikes": "CTC + KL on spike frames, the stream's batches",
         "read": "reading the stream alone (top-4 store + features)",
-        "features": "of which: the features (FeatureStore.features + CMVN)",
-        "targets": "of which: the target store (StoreReader.read, all ids)",
+        "features": "the features alone (FeatureStore.features + CMVN, every utterance)",
+        "targets": "the target store alone (StoreReader.read of every id)",
+        "rest": "the rest of the read (to the student's rate, collating, read-ahead thread)",
     }
+    sec["rest"] = sec["read"] - sec["features"] - sec["targets"]
     for key, name in names.items():
         print(f"| {name} | {sec[key]:.3f} | {n / sec[key]:,.0f} | {sec[key] / sec['ctc']:.3f} |")
     kl_share = (sec["kl"] - sec["ctc"]) / sec["kl"]

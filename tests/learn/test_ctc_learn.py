@@ -357,3 +357,33 @@ def test_early_stopping_sees_past_the_blank_plateau(words, tmp_path, breaks_ties
         assert (result.epochs_run, result.best_epoch, saved) == (4, 4, [1, 2, 3, 4])
     else:
         assert (result.epochs_run, result.best_epoch, saved) == (2, 1, [1])
+
+
+def test_an_ensemble_of_ctc_teachers_shares_one_token_set(teacher, words, tmp_path):
+    """Two CTC members over the same units make a CTC store; a CTC member beside a
+    frame-label member, or beside a CTC member of other units, is refused before work."""
+    model, _ = teacher
+    other = tmp_path / "chars"
+    learn(words.location, other, units="chars", train={"epochs": 1})
+    frame = tmp_path / "frame"
+    train_run(build_run({}, corpus=words.location, student="dnn", model=SMALL["dnn"],
+                        train={**TRAIN, "epochs": 1}), frame, progress=False)  # fmt: skip
+
+    def ensemble(*members, name="e"):
+        path = tmp_path / f"{name}.yaml"
+        lines = ["members:"] + [
+            f"  - {{checkpoint: {m}, name: m{i}}}" for i, m in enumerate(members)
+        ]
+        path.write_text("\n".join([*lines, "rule: {name: topk, params: {k: 2}}", ""]))
+        return CliRunner().invoke(app, ["teach", "--model", str(path), "--corpus",
+                                        words.location, "--out", str(tmp_path / f"{name}.zarr"),
+                                        "--no-progress"])  # fmt: skip
+
+    ok = ensemble(model, model)
+    assert ok.exit_code == 0, ok.output
+    assert StoreReader(str(tmp_path / "e.zarr")).meta.extra["ctc"] == read_card(model).ctc
+    mixed = ensemble(model, frame, name="m")
+    assert mixed.exit_code == 1 and "mixes CTC and frame-label teachers" in mixed.output
+    units = ensemble(model, other, name="u")
+    assert units.exit_code == 1 and "must share one token set" in units.output
+    assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "u.zarr").exists()
