@@ -225,8 +225,13 @@ def essence_row(teacher: Path, feats: str, out: Path, rule: Rule, blank: int | N
 def essences(teacher: Path, feats: str, work: Path, name: str, blank: int | None) -> list:
     """The rows of every rule (top-k for each k, then the threshold) for one teacher."""
     rules = [Rule("topk", {"k": k}) for k in KS] + [Rule("threshold", {"p_min": P_MIN})]
-    return [essence_row(teacher, feats, work / f"{name}-{rule.name}-{i}.zarr", rule, blank)
-            for i, rule in enumerate(rules)]  # fmt: skip
+    return [essence_row(teacher, feats, work / f"{name}-{_tag(rule)}.zarr", rule, blank)
+            for rule in rules]  # fmt: skip
+
+
+def _tag(rule: Rule) -> str:
+    """A store's name part: top4, p0.01."""
+    return f"top{rule.params['k']}" if rule.name == "topk" else f"p{rule.params['p_min']}"
 
 
 def student_run(feats: str, store: str, s: int, mode: str, epochs: int, threads: int) -> Any:
@@ -401,7 +406,7 @@ def main() -> None:
     if a.ce_epochs:
         ce = ce_teacher(feats, work, a.ce_epochs, a.threads)
         ce_rows = essences(ce, feats, work, "ce", None)
-    store = str(work / f"ctc-topk-{KS.index(4)}.zarr")
+    store = str(work / f"ctc-{_tag(Rule('topk', {'k': 4}))}.zarr")
     print("training the student (a, b, c, d interleaved) ...", flush=True)
     fps = throughput(feats, store, s, work, a)
     parts = breakdown(feats, store, s, a)

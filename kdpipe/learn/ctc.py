@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -74,13 +74,23 @@ def accuracy_counts(errors: list[ErrorCounts]) -> tuple[int, int]:
     return max(ref - wrong, 0), ref
 
 
+class SoftTerm(Protocol):
+    """The KD term of a CTC objective: its loss on a batch and its weight in an epoch."""
+
+    def __call__(
+        self, logits: torch.Tensor, out_lengths: torch.Tensor, batch: Batch
+    ) -> torch.Tensor: ...
+
+    def alpha(self, epoch: int) -> float: ...
+
+
 @dataclass
 class CtcObjective:
     """``trainer.Objective`` of CTC on ``batch.tokens``; with ``kd``, plus frame KL on the
     batch's teacher targets: ``alpha * KL + (1 - alpha) * CTC`` (``kdpipe.learn.kd``)."""
 
     blank: int
-    soft: Any = None  # a callable (logits, out_lengths, batch, epoch) -> (loss, alpha)
+    soft: SoftTerm | None = None  # the KD term (``kd.CtcKd``); None: CTC alone
 
     def __call__(
         self, model: torch.nn.Module, batch: Batch, epoch: int
@@ -88,13 +98,22 @@ class CtcObjective:
         logits, out_lengths = model(batch.x, batch.lengths)  # (B, T', C)
         if batch.tokens is None:
             raise ConfigError("a CTC objective needs batches with token sequences")
+        alpha = 0.0 if self.soft is None else self.soft.alpha(epoch)
         weight = None if batch.targets is None else batch.targets.weight
-        hard = ctc_term(logits, out_lengths, batch.tokens, self.blank, weight)
-        loss = hard
-        if self.soft is not None:
-            soft_loss, alpha = self.soft(logits, out_lengths, batch, epoch)
-            loss = soft_loss if alpha >= 1 else hard if alpha <= 0 else (
-                alpha * soft_loss + (1 - alpha) * hard)  # fmt: skip
+        # a term weighted 0 is not computed (as ``losses.multitask``: nor can its NaN leak)
+        hard = (
+            ctc_term(logits, out_lengths, batch.tokens, self.blank, weight) if alpha < 1 else None
+        )
+        soft = (
+            self.soft(logits, out_lengths, batch) if self.soft is not None and alpha > 0 else None
+        )
+        if soft is None:
+            assert hard is not None
+            loss = hard
+        elif hard is None:
+            loss = soft
+        else:
+            loss = alpha * soft + (1 - alpha) * hard
         with torch.no_grad():
             correct, counted = accuracy_counts(
                 greedy_errors(logits, out_lengths, batch.tokens, self.blank)

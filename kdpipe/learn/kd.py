@@ -136,9 +136,13 @@ class CtcKd:
     blank: int
     sampled: bool = False
 
+    def alpha(self, epoch: int) -> float:
+        """The teacher's weight in 0-based ``epoch`` (the schedule's)."""
+        return self.kd.alpha_at(epoch, self.epochs)
+
     def __call__(
-        self, logits: torch.Tensor, out_lengths: torch.Tensor, batch: Batch, epoch: int
-    ) -> tuple[torch.Tensor, float]:
+        self, logits: torch.Tensor, out_lengths: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
         soft = batch.targets
         if soft is None:
             raise TrainingError("a CTC student's KD term needs teacher targets")
@@ -148,7 +152,7 @@ class CtcKd:
         loss, _, _ = kd_loss(logits, out_lengths, replace(batch, targets=soft), alpha=1.0,
                              temperature=self.kd.temperature, tail=self.kd.tail,
                              sampled=self.sampled)  # fmt: skip
-        return loss, self.kd.alpha_at(epoch, self.epochs)
+        return loss
 
 
 def teacher_blank(soft: SoftTargets, blank: int) -> torch.Tensor:
@@ -261,6 +265,7 @@ def train_kd(
             world=dist.world,
             allow_partial=kd.allow_partial,
             tokens=tokens,
+            cache_bytes=kd.cache_mb << 20,
         )
         if dist.is_main:
             for report in stream.quality_reports:

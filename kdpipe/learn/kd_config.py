@@ -29,6 +29,9 @@ class KdConfig:
     buffer_utts: int = 512  # shuffle buffer: enough to mix ~4 blocks of short utterances
     window_utts: int = 128  # utterances sorted together into length-homogeneous batches
     workers: int = 0  # DataLoader worker processes per rank (0: read in the training process)
+    # examples kept in memory across epochs (cropped features + targets at the student's
+    # rate): a split that fits is read once, as in-memory training holds all of it; 0: off
+    cache_mb: int = 512
     allow_partial: bool = False  # a store covering part of the split is an error by default
     verify: bool = True  # checksum the whole store before the first step (it is read anyway)
     # CTC students (docs/ctc.md): "all" frames in the KL, or only the teacher's "spikes",
@@ -51,6 +54,7 @@ class KdConfig:
         for name in ("block_frames", "buffer_utts", "window_utts"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1")
         need(self.workers >= 0, "workers must be >= 0")
+        need(self.cache_mb >= 0, "cache_mb must be >= 0 (0: no cache)")
         need(self.ctc_frames in CTC_FRAMES, f"ctc_frames: one of {', '.join(CTC_FRAMES)}")
         need(0 < self.blank_max <= 1, f"blank_max must be in (0, 1], got {self.blank_max}")
 

@@ -77,7 +77,11 @@ class TargetStream(IterableDataset[Batch]):
 
     ``subsampling`` and ``level`` are the student's; ``tokens`` (CTC students) maps corpus
     utterance indices to their transcripts' token ids (batches carry them as
-    ``Batch.tokens``; an utterance not in it has none). ``rank``/``world`` default to the
+    ``Batch.tokens``; an utterance not in it has none). ``cache_bytes`` > 0 keeps the
+    examples read (features cropped, targets at the student's rate) in memory across
+    epochs up to that many bytes, so a split that fits is read once, as in-memory training
+    reads it (in the training process: DataLoader workers start afresh each epoch).
+    ``rank``/``world`` default to the
     ``torchrun`` environment; ``num_workers`` must be the DataLoader's (``loader()`` makes
     one). Call ``set_epoch(epoch)`` before each epoch; ``skip`` batches already trained.
     """
@@ -102,9 +106,13 @@ class TargetStream(IterableDataset[Batch]):
         allow_partial: bool = False,
         labels: Sequence[str] | None = None,
         tokens: dict[int, np.ndarray] | None = None,
+        cache_bytes: int = 0,
     ) -> None:
         super().__init__()
         self.tokens = tokens
+        # examples kept across epochs (read once), up to this many bytes; see ``_run``
+        self.cache_bytes, self._cached_bytes = int(cache_bytes), 0
+        self._cache: dict[int, Example] = {}
         fixed_mmap_threshold()  # flat peak memory whatever the corpus size
         # (location[, weight[, split]]) of each store
         stores: list[tuple[Any, ...]] = [
@@ -254,7 +262,8 @@ class TargetStream(IterableDataset[Batch]):
         ahead); one thread does every read, so readers and caches are never shared."""
         if not todo:
             return
-        needed = {int(example) for number in todo for example in plan[number]}
+        cache = self._cache  # examples of earlier epochs, never read again
+        needed = {int(ex) for number in todo for ex in plan[number] if int(ex) not in cache}
         schedule: list[list[int]] = []  # the examples of each block read, in reading order
         scheduled: set[int] = set()
         for number in todo:
@@ -262,7 +271,9 @@ class TargetStream(IterableDataset[Batch]):
                 if block not in scheduled:
                     scheduled.add(block)
                     members = [int(example) for example in self.members[block]]
-                    schedule.append([example for example in members if example in needed])
+                    wanted = [example for example in members if example in needed]
+                    if wanted:
+                        schedule.append(wanted)
         loaded: dict[int, Example] = {}
         self.peak_held = 0  # most examples held in memory at once (bounded; see epoch_order)
         with ThreadPoolExecutor(1, thread_name_prefix="kdpipe-stream-ahead") as ahead:
@@ -278,15 +289,28 @@ class TargetStream(IterableDataset[Batch]):
             try:
                 for number in todo:
                     batch = plan[number]
-                    while any(int(example) not in loaded for example in batch):
+                    while any(int(ex) not in loaded and int(ex) not in cache for ex in batch):
                         got = pending.popleft().result()  # a read's error is raised here
                         read_next()  # the next block, while this one trains
-                        loaded.update(got)
+                        for example, item in got.items():
+                            if not self._keep(example, item):
+                                loaded[example] = item
                         self.peak_held = max(self.peak_held, len(loaded))
-                    yield self._collate([loaded.pop(int(example)) for example in batch], batch)
+                    examples = [cache[int(ex)] if int(ex) in cache else loaded.pop(int(ex))
+                                for ex in batch]  # fmt: skip
+                    yield self._collate(examples, batch)
             finally:
                 for future in pending:
                     future.cancel()
+
+    def _keep(self, example: int, item: Example) -> bool:
+        """Cache ``item`` if it fits the budget (``cache_bytes``); whether it was."""
+        size = sum(array.nbytes for array in vars(item).values() if array is not None)
+        if self._cached_bytes + size > self.cache_bytes:
+            return False
+        self._cache[example] = item
+        self._cached_bytes += size
+        return True
 
     def _load(self, examples: list[int]) -> dict[int, Example]:
         """Read the targets of ``examples`` (one block: one store, one part) and their

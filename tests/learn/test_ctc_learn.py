@@ -114,16 +114,17 @@ def test_spike_remedy_equals_a_dense_kl_over_the_teachers_token_frames():
     batch = Batch(torch.zeros(b, t, 1), torch.tensor([t, t]), torch.full((b, t), IGNORE),
                   np.arange(b), soft)  # fmt: skip
     kd = KdConfig(ctc_frames="spikes", blank_max=0.5)
-    got, alpha = CtcKd(kd, epochs=1, blank=0)(logits, torch.tensor([t, t]), batch, 0)
+    term = CtcKd(kd, epochs=1, blank=0)
+    got = term(logits, torch.tensor([t, t]), batch)
     keep = teacher[..., 0] < 0.5  # (B, T)
     assert 0 < int(keep.sum()) < b * t  # the case has both kinds of frames
     torch.testing.assert_close(teacher_blank(soft, 0), teacher[..., 0])
     want = dense_kd(logits[keep], teacher[keep]).mean()
     torch.testing.assert_close(got, want)
-    everything, _ = CtcKd(KdConfig(), epochs=1, blank=0)(logits, torch.tensor([t, t]), batch, 0)
+    everything = CtcKd(KdConfig(), epochs=1, blank=0)(logits, torch.tensor([t, t]), batch)
     torch.testing.assert_close(everything, dense_kd(logits.reshape(-1, c),
                                                     teacher.reshape(-1, c)).mean())  # fmt: skip
-    assert alpha == 1.0
+    assert term.alpha(0) == 1.0
 
 
 # -- training ---------------------------------------------------------------------------

@@ -58,6 +58,31 @@ def test_bounded_memory(data):
     assert s.peak_held <= 6 + 8 + per_block < 40
 
 
+@pytest.mark.parametrize("budget", [10**9, 20_000])  # everything, or part of the epoch
+def test_the_example_cache_changes_no_batch_and_reads_once(data, monkeypatch, budget):
+    """With cache_bytes, epochs 2 and 3 yield exactly the batches of a stream without a
+    cache (values too), reading the store only for what the cache could not hold."""
+    plain, cached = stream(data), stream(data, cache_bytes=budget)
+    reads = []
+    real = cached._load
+    monkeypatch.setattr(
+        cached, "_load", lambda examples: reads.append(len(examples)) or real(examples)
+    )
+    for epoch in range(3):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for a, b in zip(plain, cached, strict=True):
+            assert a.index.tolist() == b.index.tolist()
+            torch.testing.assert_close(a.x, b.x)
+            torch.testing.assert_close(a.targets.logp, b.targets.logp)
+            assert torch.equal(a.targets.idx, b.targets.idx) and torch.equal(a.y, b.y)
+    if budget == 10**9:
+        assert sum(reads) == 40  # every utterance read once, in the first epoch
+    else:
+        assert 40 < sum(reads) < 3 * 40  # what did not fit is read again each epoch
+    assert cached._cached_bytes <= budget
+
+
 def test_ranks_split_without_overlap(data):
     r0, r1 = (stream(data, rank=r, world=2) for r in (0, 1))
     a, b = ids_of(r0), ids_of(r1)
