@@ -360,7 +360,7 @@ def phases(parts: tuple, rounds: int) -> dict[str, float]:
             t2 = time.perf_counter()
             hard = ctc_term(logits, out_lengths, batch.tokens, blank, batch.targets.weight)
             t3 = time.perf_counter()
-            soft, alpha = kd_term(logits, out_lengths, batch, 0)
+            soft, alpha = kd_term(logits, out_lengths, batch), kd_term.alpha(0)
             loss = alpha * soft + (1 - alpha) * hard
             t4 = time.perf_counter()
             with torch.no_grad():
