@@ -56,6 +56,13 @@ def teach(
         int | None, typer.Option(help="Frames per committed store part (default 1M).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="Torch intra-op threads (0: torch's default, one per core); 1 on a machine "
+            "other jobs share: spinning threads there cost far more than they give."
+        ),
+    ] = 0,
     overwrite: Annotated[
         bool, typer.Option(help="Replace a store made with other settings.")
     ] = False,
@@ -81,6 +88,11 @@ def teach(
     from kdpipe.teach.run import teach as run_teach
 
     check_number(batch_frames, "--batch-frames", low=1)
+    check_number(threads, "--threads", low=0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     check_number(part_frames, "--part-frames", low=1)
     rule = rule_from_flags(topk, threshold, mass, sample, full)
     if model.is_dir() or model.suffix == ".onnx":

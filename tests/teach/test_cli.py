@@ -144,3 +144,20 @@ def test_clip_teacher(tmp_path):
     b = s.read(list(fs.ids))
     np.testing.assert_array_equal(b.hard_utt, fs.clip_labels)
     assert b.utt.indices.shape == (6, 2)
+
+
+def test_threads_sets_torchs_threads_and_refuses_a_negative_count(tmp_path):
+    import torch
+
+    fs = teacher_corpus(tmp_path / "feats.zarr")
+    teacher = make_teacher(tmp_path / "t", fs, "dnn")
+    before = torch.get_num_threads()
+    try:
+        r = invoke("--model", teacher, "--corpus", fs.location, "--out", tmp_path / "s.zarr",
+                   "--topk", "2", "--threads", "1")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    one_line_error(invoke("--model", teacher, "--corpus", fs.location, "--out",
+                          tmp_path / "x.zarr", "--threads", "-1"), "--threads")  # fmt: skip
