@@ -89,10 +89,6 @@ def teach(
 
     check_number(batch_frames, "--batch-frames", low=1)
     check_number(threads, "--threads", low=0)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     check_number(part_frames, "--part-frames", low=1)
     rule = rule_from_flags(topk, threshold, mass, sample, full)
     if model.is_dir() or model.suffix == ".onnx":
@@ -122,6 +118,7 @@ def teach(
         device=device,
         progress=progress,
         trust_custom_code=trust_custom_code,
+        threads=threads,
     )
     done = summary.to_dict()
     if json_:

@@ -183,6 +183,7 @@ def teach(
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
     trust_custom_code: bool = False,
+    threads: int = 0,
 ) -> TeachSummary:
     """Label ``split`` (or ``ids``; both None: the whole corpus) of feature store ``corpus``
     with ``ens`` into the target store ``out``.
@@ -190,7 +191,10 @@ def teach(
     Resumable (a rerun skips what is committed), shardable (``shard`` ``"i/N"``, or
     torchrun's RANK/WORLD_SIZE), and refuses a store made with other settings unless
     ``overwrite``. Every check that can fail on the inputs runs before inference.
+    ``threads`` > 0 sets torch's intra-op threads (0: torch's default).
     """
+    if threads:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     rank, world = shard if isinstance(shard, tuple) else job.parse_shard(shard)
     if overwrite and world > 1:
