@@ -28,7 +28,6 @@ from kdpipe.learn.token_data import UNITS_DIR, TokenData, check_lengths, corpus_
 from kdpipe.learn.trainer import TrainResult
 from kdpipe.losses import IGNORE, ctc
 from kdpipe.metrics import ErrorCounts, error_counts
-from kdpipe.models import make_card
 
 
 def ctc_term(
@@ -230,19 +229,8 @@ def train_ctc(
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         if dist.is_main:
             units.write(out / UNITS_DIR)
-        card = make_card(
-            model,
-            labels=units.labels,
-            features=store.config,
-            feature_fingerprint=store.feature_fingerprint,
-            data_fingerprint=store.fingerprint,
-            training={
-                **run.to_dict(),
-                "objective": "ctc",
-                "parameters": sum(param.numel() for param in model.parameters()),
-            },
-            ctc=ctc_record(units),
-        )
+        card = session.run_card(model, run, store, "ctc", labels=units.labels,
+                                ctc=ctc_record(units))  # fmt: skip
         return session.fit(model, train_data, dev_data, cfg, out, CtcObjective(units.blank),
                            card, resume=resume, dist=dist, device=device, progress=progress,
                            evaluate=score_ctc)  # fmt: skip

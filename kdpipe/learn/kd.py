@@ -32,7 +32,6 @@ from kdpipe.learn.train_config import TrainConfig
 from kdpipe.learn.trainer import Objective, TrainResult
 from kdpipe.levels import FRAME, Level
 from kdpipe.losses import IGNORE, multitask, sampled_kd, sparse_kd
-from kdpipe.models import make_card
 from kdpipe.store.reader import StoreReader
 
 
@@ -284,30 +283,21 @@ def train_kd(
             evaluate = score_ctc
             if dist.is_main:
                 units.write(out / UNITS_DIR)
-        card = make_card(
-            model,
-            labels=labels,
-            features=corpus.config,
-            feature_fingerprint=corpus.feature_fingerprint,
-            data_fingerprint=readers[0].record["fingerprint"],
-            training={
-                **run.to_dict(),
-                "objective": "kd",
-                "stores": [
-                    {
-                        "location": reader.location,
-                        "fingerprint": reader.record["fingerprint"],
-                        "rule": reader.meta.rule.to_dict(),
-                        "teachers": [teacher.name for teacher in reader.meta.teachers],
-                    }
-                    for reader in readers
-                ],
-                "utterances": len(stream.table),
-                **({"quality_filter": stream.quality_reports} if stream.quality_reports else {}),
-                "parameters": sum(param.numel() for param in model.parameters()),
-            },
-            ctc=record,
-        )
+        stores = [
+            {
+                "location": reader.location,
+                "fingerprint": reader.record["fingerprint"],
+                "rule": reader.meta.rule.to_dict(),
+                "teachers": [teacher.name for teacher in reader.meta.teachers],
+            }
+            for reader in readers
+        ]
+        quality = {"quality_filter": stream.quality_reports} if stream.quality_reports else {}
+        card = session.run_card(
+            model, run, corpus, "kd", labels=labels, ctc=record,
+            data_fingerprint=readers[0].record["fingerprint"], stores=stores,
+            utterances=len(stream.table), **quality,
+        )  # fmt: skip
         return session.fit(model, StreamSource(stream), dev_data, cfg, out, objective, card,
                            resume=resume, dist=dist, device=device, progress=progress,
                            evaluate=evaluate)  # fmt: skip

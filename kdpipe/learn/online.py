@@ -30,7 +30,7 @@ from kdpipe.learn.targets import check_rates
 from kdpipe.learn.trainer import TrainResult
 from kdpipe.levels import FRAME
 from kdpipe.losses import align_frame_labels
-from kdpipe.models import load_checkpoint, make_card, read_card
+from kdpipe.models import load_checkpoint, read_card
 from kdpipe.models.protocol import model_subsampling
 
 ONLINE_TOPK = 8  # the store recipes' top-8: the same targets as `teach --topk 8`
@@ -202,19 +202,8 @@ def train_online(
         )
         teacher = load_teachers(run, store, subsampling, device)
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
-        card = make_card(
-            model,
-            labels=store.labels,
-            features=store.config,
-            feature_fingerprint=store.feature_fingerprint,
-            data_fingerprint=store.fingerprint,
-            training={
-                **run.to_dict(),
-                "objective": "kd-online",
-                "teachers": [read_card(path).weights_sha256 for path in run.teachers],
-                "parameters": sum(param.numel() for param in model.parameters()),
-            },
-        )
+        teachers = [read_card(path).weights_sha256 for path in run.teachers]
+        card = session.run_card(model, run, store, "kd-online", teachers=teachers)
         objective = OnlineObjective(teacher, run.kd, cfg.epochs, subsampling)
         return session.fit(model, train_data, dev_data, cfg, out, objective, card,
                            resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip

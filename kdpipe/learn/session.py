@@ -38,6 +38,7 @@ from kdpipe.models import (
     ModelCard,
     build_model,
     load_checkpoint,
+    make_card,
     pick_device,
     read_card,
     save_checkpoint,
@@ -239,6 +240,37 @@ def load_init(
         raise ModelError(str(error)) from None
     trained, _ = load_checkpoint(init, "cpu", trust_custom_code=is_custom(spec.architecture))
     model.load_state_dict(trained.state_dict(), strict=True)
+
+
+def run_card(
+    model: torch.nn.Module,
+    run: Run,
+    corpus: FeatureStore,
+    objective: str,
+    *,
+    labels: LabelSet | None = None,
+    data_fingerprint: str | None = None,
+    ctc: dict[str, Any] | None = None,
+    **training: Any,
+) -> ModelCard:
+    """The card of a run's checkpoint: the corpus' features, the run's identity and its
+    ``objective`` (hard, kd, kd-online, ctc), ``training`` extras and the parameter count;
+    ``labels`` are the corpus' unless given (a CTC model's tokens), the data fingerprint the
+    corpus' unless given (a target store's)."""
+    return make_card(
+        model,
+        labels=corpus.labels if labels is None else labels,
+        features=corpus.config,
+        feature_fingerprint=corpus.feature_fingerprint,
+        data_fingerprint=corpus.fingerprint if data_fingerprint is None else data_fingerprint,
+        training={
+            **run.to_dict(),
+            "objective": objective,
+            **training,
+            "parameters": sum(param.numel() for param in model.parameters()),
+        },
+        ctc=ctc,
+    )
 
 
 def fit(

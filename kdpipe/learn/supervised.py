@@ -14,7 +14,6 @@ from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.learn import session
 from kdpipe.learn.data import LabelledData
 from kdpipe.learn.trainer import HardLabels, TrainResult
-from kdpipe.models import make_card
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,6 @@ def train_supervised(
         )
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         objective = HardLabels(train_data.level, subsampling, cfg.label_smoothing)
-        card = make_card(
-            model,
-            labels=store.labels,
-            features=store.config,
-            feature_fingerprint=store.feature_fingerprint,
-            data_fingerprint=store.fingerprint,
-            training={
-                **run.to_dict(),
-                "objective": "hard",
-                "parameters": sum(param.numel() for param in model.parameters()),
-            },
-        )
+        card = session.run_card(model, run, store, "hard")
         return session.fit(model, train_data, dev_data, cfg, out, objective, card,
                            resume=resume, dist=dist, device=device, progress=progress)  # fmt: skip
