@@ -12,12 +12,20 @@ from kdpipe.testing.corpora import make_feature_store
 
 
 def build(
-    root: Path, utts: int, classes: int, k: int = 8, frames=(200, 300), dim: int = 40
+    root: Path,
+    utts: int,
+    classes: int,
+    k: int = 8,
+    frames=(200, 300),
+    dim: int = 40,
+    level: str = "frame",
 ) -> tuple[str, str]:
     """(feature store, target store) of ``utts`` train utterances (+ 4 dev) with random
-    teacher posteriors over ``classes`` classes, top-``k``."""
+    teacher posteriors over ``classes`` classes, top-``k``; ``level`` "utt" makes a clip
+    corpus with one posterior per utterance (for the pooled students)."""
     fs = make_feature_store(
         root / "feats.zarr",
+        task="frame" if level == "frame" else "clip",
         labels=tuple(f"c{i}" for i in range(classes)),
         per_split={"train": utts, "dev": 4},
         num_mel_bins=dim,
@@ -26,7 +34,8 @@ def build(
     meta = StoreMeta(
         labels=fs.labels.to_list(),
         rule=Rule("topk", {"k": k}),
-        hard_labels=("frame",),
+        levels=(level,),
+        hard_labels=(level,),
         features={"fingerprint": fs.config.fingerprint, "config": fs.config.to_dict()},
         corpus_fingerprint=fs.fingerprint,
     )
@@ -35,8 +44,12 @@ def build(
         for i, u in enumerate(fs.ids):
             if fs.splits[i] != "train":
                 continue
-            n = int(fs.num_frames[i])
+            n = int(fs.num_frames[i]) if level == "frame" else 1
             z = rng.standard_normal((n, classes), dtype=np.float32) * 6  # (T, C) logits
-            w.add(u, frame=meta.rule.apply(as_logprobs(z, "logits")),
-                  hard_frame=fs.frame_labels(i))  # fmt: skip
+            rows = meta.rule.apply(as_logprobs(z, "logits"))
+            if level == "frame":
+                w.add(u, frame=rows, hard_frame=fs.frame_labels(i))
+            else:
+                assert fs.clip_labels is not None
+                w.add(u, utt=rows, hard_utt=int(fs.clip_labels[i]))
     return str(root / "feats.zarr"), str(root / "targets.zarr")
