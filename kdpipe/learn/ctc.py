@@ -47,22 +47,22 @@ def ctc_term(
     return (rows * w[has]).sum() / (out_lengths[has].float() * w[has]).sum().clamp(min=1e-12)
 
 
+def greedy_batch(logits: torch.Tensor, out_lengths: torch.Tensor, blank: int) -> list[list[int]]:
+    """Each utterance's greedy decoding: its best path (B, T') collapsed."""
+    best = logits.argmax(-1).cpu().numpy()  # (B, T')
+    lengths = out_lengths.cpu().numpy()
+    return [path_tokens(best[row, : lengths[row]], blank) for row in range(best.shape[0])]
+
+
 def greedy_errors(
     logits: torch.Tensor, out_lengths: torch.Tensor, tokens: torch.Tensor, blank: int
 ) -> list[ErrorCounts]:
     """Per utterance: kaldialign's errors of the greedy decoding against the tokens
     (utterances without tokens are skipped)."""
-    best = logits.argmax(-1).cpu().numpy()  # (B, T')
-    lengths, refs = out_lengths.cpu().numpy(), tokens.cpu().numpy()
-    out = []
-    for row in range(best.shape[0]):
-        ref = refs[row][refs[row] != IGNORE]
-        if len(ref) == 0:
-            continue
-        path = best[row, : lengths[row]]
-        hyp = path_tokens(path, blank)
-        out.append(error_counts(ref.tolist(), hyp))
-    return out
+    refs = tokens.cpu().numpy()  # (B, L)
+    pairs = zip(refs, greedy_batch(logits, out_lengths, blank), strict=True)
+    return [error_counts(ref[ref != IGNORE].tolist(), hyp)
+            for ref, hyp in pairs if (ref != IGNORE).any()]  # fmt: skip
 
 
 def accuracy_counts(errors: list[ErrorCounts]) -> tuple[int, int]:
@@ -162,11 +162,10 @@ def score_ctc(
         rows = ctc(logits, out_lengths, batch.tokens, token_lengths, data.blank)  # (B,)
         total += float(rows.sum())
         frames += int(out_lengths.sum())
-        best = logits.argmax(-1).cpu().numpy()  # (B, T')
         lengths = out_lengths.cpu().numpy()
         logp = torch.log_softmax(logits.float(), -1).cpu().numpy() if keep else None
-        for row, utt in enumerate(batch.index):
-            hyp = path_tokens(best[row, : lengths[row]], data.blank)
+        decoded = greedy_batch(logits, out_lengths, data.blank)
+        for row, (utt, hyp) in enumerate(zip(batch.index, decoded, strict=True)):
             counts = counts + error_counts(refs[int(utt)].tolist(), hyp)
             if keep:
                 hyps[int(utt)] = hyp

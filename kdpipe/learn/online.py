@@ -23,7 +23,7 @@ import torch
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError
 from kdpipe.learn import session
-from kdpipe.learn.data import Batch, LabelledData, SoftTargets
+from kdpipe.learn.data import Batch, SoftTargets
 from kdpipe.learn.kd import kd_loss
 from kdpipe.learn.kd_config import KdConfig
 from kdpipe.learn.targets import check_rates
@@ -195,11 +195,7 @@ def train_online(
     cfg = run.train
     with session.session(cfg) as (dist, device):
         store = FeatureStore.open(run.corpus)
-        train_data = LabelledData.from_store(store, run.train_split, run.view)
-        dev_data = LabelledData.from_store(store, run.dev_split, run.view)
-        model, _, subsampling = session.build_student(
-            run.student, run.model_config, store, cfg.seed, init=run.init
-        )
+        train_data, dev_data, model, subsampling = session.in_memory_student(run, store)
         teacher = load_teachers(run, store, subsampling, device)
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         teachers = [read_card(path).weights_sha256 for path in run.teachers]

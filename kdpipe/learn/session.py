@@ -203,6 +203,19 @@ def build_student(
     return model, level, model_subsampling(model)
 
 
+def in_memory_student(
+    run: Run, corpus: FeatureStore
+) -> tuple[LabelledData, LabelledData, torch.nn.Module, int]:
+    """A run on the corpus' hard labels held in memory: its train and dev splits (through
+    the run's view) and its student; (train, dev, model, subsampling)."""
+    train_data = LabelledData.from_store(corpus, run.train_split, run.view)
+    dev_data = LabelledData.from_store(corpus, run.dev_split, run.view)
+    model, _, subsampling = build_student(
+        run.student, run.model_config, corpus, run.train.seed, init=run.init
+    )
+    return train_data, dev_data, model, subsampling
+
+
 def load_init(
     model: torch.nn.Module, init: str | Path, corpus: FeatureStore, labels: LabelSet
 ) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.learn import session
-from kdpipe.learn.data import LabelledData
 from kdpipe.learn.trainer import HardLabels, TrainResult
 
 
@@ -34,11 +33,7 @@ def train_supervised(
     cfg = run.train
     with session.session(cfg) as (dist, device):
         store = FeatureStore.open(run.corpus)
-        train_data = LabelledData.from_store(store, run.train_split, run.view)
-        dev_data = LabelledData.from_store(store, run.dev_split, run.view)
-        model, _, subsampling = session.build_student(
-            run.student, run.model_config, store, cfg.seed, init=run.init
-        )
+        train_data, dev_data, model, subsampling = session.in_memory_student(run, store)
         session.claim_output(out, run, resume, overwrite)  # after every check on the inputs
         objective = HardLabels(train_data.level, subsampling, cfg.label_smoothing)
         card = session.run_card(model, run, store, "hard")
