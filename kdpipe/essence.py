@@ -69,12 +69,20 @@ def topk(logp: np.ndarray, k: int) -> SparseRows:
     soft-target loss is Hinton, Vinyals & Dean, "Distilling the knowledge in a neural
     network", 2015. Uses ``argpartition`` (O(C) per row), then sorts only the k kept.
     """
-    n, c = logp.shape
+    c = logp.shape[1]
     if not 1 <= k <= c:
         raise ConfigError(f"topk: k must be in [1, {c}], got {k}")
     idx, vals = _sorted_top(logp, k)  # (N, k)
-    vals = vals.astype(np.float32)
-    return SparseRows(values=vals, tail=_tail(vals, None, n), num_classes=c, indices=idx)
+    return top_rows(idx, vals, c)
+
+
+def top_rows(indices: np.ndarray, values: np.ndarray, num_classes: int) -> SparseRows:
+    """Fixed-width rows from each row's kept classes (N, k) and log-probs (N, k), sorted
+    descending, with the tail of what they leave: ``topk``'s result, also for top-k
+    selected elsewhere (on the teacher's device, ``kdpipe.device_essence``)."""
+    vals = values.astype(np.float32, copy=False)
+    tail = _tail(vals, None, len(vals))
+    return SparseRows(values=vals, tail=tail, num_classes=num_classes, indices=indices)
 
 
 def threshold(logp: np.ndarray, p_min: float) -> SparseRows:

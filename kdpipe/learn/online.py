@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from kdpipe.corpus.featstore import FeatureStore
+from kdpipe.device_essence import log_tail
 from kdpipe.errors import ConfigError, FingerprintMismatch, LabelSetError, ModelError
 from kdpipe.learn import session
 from kdpipe.learn.data import Batch, SoftTargets
@@ -94,8 +95,7 @@ class OnlineTeacher:
             tail = torch.full(valid.shape, -torch.inf, device=logp.device)  # (B, T')
         else:
             values, idx = logp.topk(self.topk, dim=-1)  # (B, T', K) each, sorted
-            kept = torch.logsumexp(values, dim=-1).clamp(max=0.0)  # (B, T') log kept mass
-            tail = torch.log(-torch.expm1(kept))  # log(1 - kept mass); -inf when none left
+            tail = log_tail(values)  # (B, T') log(1 - kept mass); -inf when none left
         weight = torch.ones(valid.shape[0], device=logp.device)  # (B,)
         return SoftTargets(idx.contiguous(), values.contiguous(), tail, valid, weight)
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kdpipe.seeds import utt_rng
+from kdpipe.sparse import SparseRows
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import StoreWriter
 
@@ -103,20 +104,28 @@ def quality(logp: np.ndarray, hard: np.ndarray | int | None) -> tuple[Added, dic
         if missing.any():
             rows = logp[missing]
             plogp[missing] = np.where(np.isneginf(rows), 0.0, probs[missing] * rows).sum(1)
-    entropy = -float(plogp.sum(dtype=np.float64))
+    return quality_of(-plogp, logp.argmax(-1), hard)
+
+
+def quality_of(
+    entropy: np.ndarray, top: np.ndarray, hard: np.ndarray | int | None
+) -> tuple[Added, dict[str, float]]:
+    """``quality`` from each row's entropy (R,) and top-1 class (R,), however computed
+    (here, or on the teacher's device: ``kdpipe.device_essence``)."""
+    total = float(entropy.sum(dtype=np.float64))
     correct = counted = 0
     if hard is not None:
-        labels = np.atleast_1d(np.asarray(hard))[: len(logp)]  # (R,), -1: no label
+        labels = np.atleast_1d(np.asarray(hard))[: len(top)]  # (R,), -1: no label
         labelled = labels >= 0
-        top = logp.argmax(-1)[: len(labels)]  # (R,)
+        top = top[: len(labels)]  # (R,)
         correct = int((top[labelled] == labels[labelled]).sum())
         counted = int(labelled.sum())
-    rows = len(logp)
+    rows = len(entropy)
     columns = {
-        "entropy": entropy / max(rows, 1),
+        "entropy": total / max(rows, 1),
         "agreement": correct / counted if counted else float("nan"),
     }
-    return Added(rows, entropy, 0.0, correct, counted), columns
+    return Added(rows, total, 0.0, correct, counted), columns
 
 
 class Sink(Protocol):
@@ -147,7 +156,7 @@ class PosteriorWriter:
         window: tuple[int, int] = (0, -1),
     ) -> Added | None:
         """Add one utterance's (R, C) log-probs; None if the store already has it."""
-        rule, level = self.meta.rule, self.level
+        rule = self.meta.rule
         sample = rule.name == "sample"
         rng = utt_rng(self.seed, utt_id, "sample") if sample else None
         kept = rule.apply(logp, rng=rng)
@@ -155,10 +164,25 @@ class PosteriorWriter:
             rule.apply(rows, rng=utt_rng(self.seed, utt_id, f"sample-{j}") if sample else None)
             for j, rows in enumerate(members)
         ]
-        added, columns = quality(logp, hard)
-        targets: dict[str, Any] = {level: kept, f"members_{level}": member_rows}
-        if level in self.meta.hard_labels:
-            targets[f"hard_{level}"] = hard
+        return self.add_selected(utt_id, kept, quality(logp, hard), members=member_rows,
+                                 hard=hard, window=window)  # fmt: skip
+
+    def add_selected(
+        self,
+        utt_id: str,
+        kept: SparseRows,
+        measured: tuple[Added, dict[str, float]],
+        *,
+        members: Sequence[SparseRows] = (),
+        hard: np.ndarray | int | None = None,
+        window: tuple[int, int] = (0, -1),
+    ) -> Added | None:
+        """Add one utterance whose rows the store's rule already kept (``add``, or top-k
+        on the teacher's device), with its ``quality``; None if the store has it."""
+        added, columns = measured
+        targets: dict[str, Any] = {self.level: kept, f"members_{self.level}": list(members)}
+        if self.level in self.meta.hard_labels:
+            targets[f"hard_{self.level}"] = hard
         if not self.writer.add(utt_id, **targets, input_window=window, quality=columns):
             return None
         added.tail_sum = float(kept.tail_mass().sum())

@@ -266,15 +266,29 @@ def _to_logprobs(out: torch.Tensor, kind: str, temperature: float) -> torch.Tens
     x = out.float()
     if kind == "probs":
         x = x.clamp(min=0).log()
-    return torch.log_softmax(x / temperature, dim=-1)
+    if temperature != 1.0:  # a full pass over (B, T, C) saved at the usual T = 1
+        x = x / temperature
+    return torch.log_softmax(x, dim=-1)
 
 
 def _bad_values(out: torch.Tensor, lengths: torch.Tensor, kind: str, level: Level) -> int | None:
     """Index of the first utterance whose valid outputs are not valid ``kind`` values:
-    NaN anywhere, inf in logits, +inf in log-probs, negative or inf probabilities."""
+    NaN anywhere, inf in logits, +inf in log-probs, negative or inf probabilities.
+
+    The usual case costs one reduction over (B, T, C) and allocates nothing: the sum of
+    the outputs is finite (NaN and +-inf propagate into it), not NaN or +inf for
+    log-probs, finite with a non-negative minimum for probabilities. Only an unusual sum
+    (padding, overflow, or a real fault) pays for the exact per-element search."""
+    total = out.sum(dtype=torch.float32)
     if kind == "logits":
-        if bool(torch.isfinite(out).all()):  # the usual case in one pass over (B, T, C)
-            return None
+        usual = torch.isfinite(total)
+    elif kind == "log_probs":
+        usual = ~torch.isnan(total) & (total != float("inf"))
+    else:
+        usual = torch.isfinite(total) & (out.amin() >= 0)
+    if bool(usual):
+        return None
+    if kind == "logits":
         bad = ~torch.isfinite(out)
     elif kind == "log_probs":
         bad = torch.isnan(out) | (out == float("inf"))
@@ -362,7 +376,7 @@ def fit_frames(
 
 def find_nan(logp: torch.Tensor, lengths: torch.Tensor, level: Level) -> int | None:
     """Index of the first utterance with a NaN inside its valid frames, else None."""
-    if not bool(torch.isnan(logp).any()):
+    if not bool(torch.isnan(logp.sum())):  # log-probs hold no +inf: only NaN makes it NaN
         return None
     for b in range(logp.shape[0]):
         rows = logp[b, : int(lengths[b])] if level == "frame" else logp[b]

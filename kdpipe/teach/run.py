@@ -1,9 +1,13 @@
 """``teach``: run the teacher(s) over a corpus once and write the target store.
 
 The main thread reads features, pads batches and runs the members under
-``torch.inference_mode``; a background thread applies the selection rule, encodes and
-writes parts (``StoreWriter``), so the teacher never waits for the disk. A bounded queue
-between them keeps memory flat. Legend: B batch, T frames, T' output frames, C classes.
+``torch.inference_mode``; a background thread encodes and writes parts (``StoreWriter``),
+so the teacher never waits for the disk. A bounded queue between them keeps memory flat.
+Under the top-k rule, selection and the quality statistics run on the teacher's device
+(``kdpipe.device_essence``) and only k entries a frame cross to the host (pinned,
+non-blocking on CUDA); the other rules get the full posteriors on the host and select
+there (``PosteriorWriter.add``). Legend: B batch, T frames, T' output frames, C classes,
+k kept.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from kdpipe import outputs
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import crop_windows, labels_at_rate, view_lengths
+from kdpipe.device_essence import HostCopy, top_and_entropy
 from kdpipe.errors import ConfigError
+from kdpipe.essence import top_rows
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
-from kdpipe.store.posteriors import PosteriorWriter, Totals
+from kdpipe.sparse import SparseRows
+from kdpipe.store.posteriors import PosteriorWriter, Totals, quality_of
 from kdpipe.store.spec import StoreMeta
 from kdpipe.store.writer import PART_FRAMES, StoreWriter
 from kdpipe.teach import job
@@ -45,7 +52,9 @@ class TeachSummary(Totals):
 
     store: str
     shard: tuple[int, int]
-    forward_seconds: float = 0.0  # in the members' forward passes (+ copy to host)
+    forward_seconds: float = 0.0  # the members' forward passes and device-side selection
+    writer_seconds: float = 0.0  # the writer thread busy (host selection, encoding, writes)
+    wait_seconds: float = 0.0  # the main thread waiting for the writer (full queue, the end)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +66,8 @@ class TeachSummary(Totals):
             "bytes_per_frame": self.bytes_per_frame,
             "seconds": self.seconds,
             "forward_seconds": self.forward_seconds,
+            "writer_seconds": self.writer_seconds,
+            "wait_seconds": self.wait_seconds,
             "frames_per_second": self.frames_per_second,
             "mean_entropy": self.mean_entropy,
             "mean_tail_mass": self.mean_tail_mass,
@@ -77,12 +88,15 @@ class _Utterance:
 
 @dataclass
 class _Batch:
-    """What the teacher thread hands to the writer thread for one batch."""
+    """What the teacher thread hands to the writer thread for one batch: the full
+    posteriors (host selection), or their top-k selected on the device."""
 
     utts: list[_Utterance]
-    logp: np.ndarray  # (B, T', C) or (B, C) ensemble log-probs
     lengths: np.ndarray  # (B,) output frames
-    member_logp: list[np.ndarray]  # each member's (B, T', C) or (B, C); [] unless kept
+    posteriors: HostCopy  # full: the ensemble's (B, T', C) or (B, C) log-probs, then each
+    # kept member's; top-k: the ensemble's values, indices (B, T', k) and entropy (B, T'),
+    # then each kept member's values and indices
+    top: bool  # posteriors holds the top-k selected on the device
 
 
 def _hard_labels(
@@ -96,10 +110,10 @@ def _hard_labels(
     return None if labels is None else labels_at_rate(labels, utt.window, sub, rows)
 
 
-def _rows_of(logp: np.ndarray, row: int, frames: int, level: Level) -> np.ndarray:
-    """Utterance ``row`` of batch log-probs (B, T', C) or (B, C): its first ``frames``
-    output frames (T', C), or its (1, C) row at utterance level."""
-    return logp[row, :frames] if level == "frame" else logp[row : row + 1]
+def _rows_of(batch: np.ndarray, row: int, frames: int, level: Level) -> np.ndarray:
+    """Utterance ``row`` of a batch array (B, T', ...) or (B, ...): its first ``frames``
+    output frames (T', ...), or its (1, ...) row at utterance level."""
+    return batch[row, :frames] if level == "frame" else batch[row : row + 1]
 
 
 class _Writer(threading.Thread):
@@ -124,9 +138,13 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         try:
             while (batch := self.queue.get()) is not None:
+                busy = time.perf_counter()
                 self._batch(batch)
+                self.summary.writer_seconds += time.perf_counter() - busy
+            busy = time.perf_counter()
             if not self.abandoned:
                 self.writer.close()  # commits the last part
+            self.summary.writer_seconds += time.perf_counter() - busy
         except BaseException as error:  # handed to the main thread by put()
             self.error = error
 
@@ -142,30 +160,49 @@ class _Writer(threading.Thread):
 
     def put(self, batch: _Batch | None) -> None:
         """Queue a batch (None: the end), re-raising the writer thread's error if it failed."""
+        waiting = time.perf_counter()
         while True:
             if self.error is not None:
                 raise self.error
             try:
                 self.queue.put(batch, timeout=0.2)
+                self.summary.wait_seconds += time.perf_counter() - waiting
                 return
             except queue.Full:
                 continue
 
     def _batch(self, batch: _Batch) -> None:
-        """Select, measure and add one batch's utterances; accumulate the summary."""
+        """Select (unless the device did), measure and add one batch's utterances;
+        accumulate the summary."""
         level, summary = self.level, self.summary
+        arrays = batch.posteriors.wait()
         for row, utt in enumerate(batch.utts):
             frames = int(batch.lengths[row]) if level == "frame" else 1
-            members = [_rows_of(m, row, frames, level) for m in batch.member_logp]
-            added = self.posteriors.add(
-                utt.id,
-                _rows_of(batch.logp, row, frames, level),  # (T', C) or (1, C)
-                members=members,
-                hard=utt.hard,
-                window=utt.window,
-            )
+            rows = [_rows_of(a, row, frames, level) for a in arrays]  # (T', ...) or (1, ...)
+            if batch.top:
+                values, indices, entropy, *member_top = rows
+                added = self.posteriors.add_selected(
+                    utt.id,
+                    self._rows(indices, values),
+                    quality_of(entropy, indices[:, 0], utt.hard),
+                    members=[
+                        self._rows(i, v)
+                        for v, i in zip(member_top[::2], member_top[1::2], strict=True)
+                    ],
+                    hard=utt.hard,
+                    window=utt.window,
+                )
+            else:
+                logp, *members = rows  # (T', C) or (1, C) each
+                added = self.posteriors.add(
+                    utt.id, logp, members=members, hard=utt.hard, window=utt.window
+                )
             if added is not None:
                 summary.count(added)
+
+    def _rows(self, indices: np.ndarray, values: np.ndarray) -> SparseRows:
+        """Top-k rows (R, k) selected on the device, with the tail of what they leave."""
+        return top_rows(indices, values, len(self.meta.labels))
 
 
 def teach(
@@ -236,6 +273,7 @@ def teach(
     ]
     summary.skipped = sum(features.ids[i] in done for _, batch in batches for i in batch)
     model = Ensemble(ens, plan)
+    top_k = int(meta.rule.params["k"]) if meta.rule.name == "topk" else None  # on the device
     worker = _Writer(writer, meta, ens, level, summary)
     worker.start()
     total = int(sum(lengths[np.searchsorted(selection.index, batch)].sum() for _, batch in todo))
@@ -252,14 +290,14 @@ def teach(
                     )
                     forward_start = time.perf_counter()
                     logp, out_lengths, parts = model(inputs, x_lengths, [utt.id for utt in utts])
-                    host_logp, host_lengths = logp.cpu().numpy(), out_lengths.cpu().numpy()
-                    member_logp = [p.cpu().numpy() for p in parts] if meta.members else []
+                    posteriors = _to_host(logp, parts if meta.members else [], top_k)
+                    host_lengths = out_lengths.cpu().numpy()
                     summary.forward_seconds += time.perf_counter() - forward_start
                     for utt, rows in zip(utts, host_lengths, strict=True):
                         # a CTC teacher's tokens are not the corpus' labels: no agreement
                         if plan.ctc is None:
                             utt.hard = _hard_labels(features, raw, utt, sub, int(rows), level)
-                    worker.put(_Batch(utts, host_logp, host_lengths, member_logp))
+                    worker.put(_Batch(utts, host_lengths, posteriors, top_k is not None))
                     advance(int(x_lengths.sum()))
     except BaseException:
         if worker.error is None:
@@ -267,7 +305,9 @@ def teach(
         writer.release()
         raise
     worker.put(None)
+    waiting = time.perf_counter()
     worker.join()
+    summary.wait_seconds += time.perf_counter() - waiting
     if worker.error is not None:
         writer.release()
         raise worker.error
@@ -276,6 +316,20 @@ def teach(
     summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _to_host(logp: torch.Tensor, members: list[torch.Tensor], k: int | None) -> HostCopy:
+    """What the writer thread needs of a batch, on its way to the host: the top-k of the
+    ensemble (values, indices, entropy) and of each kept member (values, indices),
+    selected on the device; or, for the other rules (k None), the full log-probs."""
+    if k is None:
+        return HostCopy(logp, *members)
+    top = top_and_entropy(logp, k)
+    kept = [top.values, top.indices, top.entropy]
+    for member in members:
+        values, indices = member.topk(k, dim=-1)  # (B, T', k) each, sorted
+        kept += [values, indices.to(torch.int32)]
+    return HostCopy(*kept)
 
 
 def _member_paths(ens: EnsembleConfig) -> list[str]:

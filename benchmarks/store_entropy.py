@@ -1,0 +1,765 @@
+"""How far the top-k target store is from the information in its streams, and what other
+encodings of the same numbers cost in bytes and in decoding time.
+
+Reads the top-k rows of a store (``--store PATH``: fixed layout, uint8 values, e.g. what
+``kdpipe teach --topk 8`` wrote) in stored order, or makes synthetic ``segments`` rows as
+``store_size.py`` does (``kdpipe.testing.posteriors``, C = 2000, written and read back
+through ``StoreWriter`` / ``StoreReader``), and prints:
+
+1. **Entropy estimates** of the index, value and tail streams under simple models that
+   condition on the previous frame, in bytes per frame. Each model gives two numbers:
+   ``static``, the empirical (conditional) entropy with the statistics known in advance
+   (a lower bound for any code using that model, but optimistic for many contexts), and
+   ``adaptive``, the length of a one-pass adaptive code (Krichevsky-Trofimov counts, one
+   set per context, alphabet = the symbols the stream uses): achievable, learning cost
+   included.
+2. **Candidate encodings**, each array chunked in ``131072`` rows and compressed by blosc
+   (zstd, whole-chunk blocks up to 2 MiB, as format 2): bytes per frame, encode speed
+   (transform + compression) and single-thread decode speed (decompression + whatever
+   numpy work a reader needs to get back the stored-order arrays), every one checked to
+   round-trip before it is reported.
+3. The candidates as a markdown table, and combinations of one index, one value and one
+   tail encoding: the smallest ones, the smallest that decode at least as fast as
+   format 2, and the target (issue 18: 12 B/frame).
+
+Single thread throughout (``numcodecs.blosc.set_nthreads(1)``; run with
+``OMP_NUM_THREADS=1``); speeds are the best of ``--repeats`` rounds.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/store_entropy.py [--frames 131072]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/store_entropy.py --store exp/cd-blstm-top8.zarr
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numcodecs.blosc as nblosc
+import numpy as np
+from scipy.special import gammaln
+from store_size import C, UTT_FRAMES, _files
+
+from kdpipe.essence import topk
+from kdpipe.essence import Rule
+from kdpipe.sparse import SparseRows
+from kdpipe.store import coding
+from kdpipe.store.reader import StoreReader
+from kdpipe.store.spec import StoreMeta
+from kdpipe.store.writer import StoreWriter
+from kdpipe.testing.posteriors import synthetic_logprobs
+
+CHUNK_ROWS = 131072  # format 2's chunk rows
+TARGET = 12.0  # issue 18: top-8 targets (indices + values + tail) in B/frame
+SHUFFLES = {"no": nblosc.NOSHUFFLE, "byte": nblosc.SHUFFLE, "bit": nblosc.BITSHUFFLE}
+
+
+# ---------------------------------------------------------------------------- the rows
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The stored top-k rows of one store, in stored order."""
+
+    name: str
+    indices: np.ndarray  # (R, k) uint16 class ids, descending value order
+    codes: np.ndarray  # (R, k) uint8 value codes, non-increasing along each row
+    tail: np.ndarray  # (R,) uint8 tail codes
+    on_disk: dict[str, float]  # B/frame of each frame array's chunk files (indices, ...)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.tail)
+
+
+def read_rows(path: Path, name: str | None = None) -> Rows:
+    """The frame-level top-k rows of the store at ``path`` and its arrays' bytes on disk."""
+    r = StoreReader(path)
+    if r.meta.values != "uint8" or r.meta.rule.name != "topk":
+        raise SystemExit(f"{path}: needs a top-k store with uint8 values")
+    idx, codes, tail = [], [], []
+    for block in r.blocks():
+        rows = block.frame
+        assert rows is not None and rows.indices is not None
+        idx.append(rows.indices.astype(np.uint16))
+        codes.append(rows.values)
+        tail.append(rows.tail)
+    parts = [path / "parts" / p.id / "frame" for p in r.parts]
+    n = r.total_frames
+    on_disk = {a: sum(_files(p / a) for p in parts) / n for a in ("indices", "values", "tail")}
+    return Rows(
+        name or str(path), np.concatenate(idx), np.concatenate(codes), np.concatenate(tail), on_disk
+    )
+
+
+def synthetic_rows(kind: str, n: int, k: int) -> Rows:
+    """``store_size.py``'s synthetic rows (the same batches and seeds as its ``generate``),
+    top-k taken batch by batch (no (n, C) array), written with the default codecs and
+    read back."""
+    tops = []
+    for s in range(0, n, 16384):
+        lp = synthetic_logprobs(min(16384, n - s), C, kind, seed=s)  # (B, C)
+        tops.append(topk(lp, k))
+    top = SparseRows.concat(tops)
+    meta = StoreMeta(labels=tuple(f"s{i}" for i in range(C)), rule=Rule("topk", {"k": k}))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.zarr"
+        with StoreWriter(path, meta, part_frames=1 << 30) as w:
+            for i, a in enumerate(range(0, n, UTT_FRAMES)):
+                w.add(f"u{i:06d}", frame=top.slice_rows(a, min(a + UTT_FRAMES, n)))
+        return read_rows(path, f"synthetic {kind}, {n} frames, top-{k} of {C}")
+
+
+# ----------------------------------------------------------------------- entropy models
+
+
+def code_bits(sym: np.ndarray, ctx: np.ndarray | None = None) -> tuple[float, float]:
+    """(static, adaptive) total bits of coding the symbols ``sym`` given ``ctx`` (the same
+    shape, or None: order 0). Static: sum over contexts of n_c H(sym | c), the empirical
+    conditional entropy. Adaptive: Krichevsky-Trofimov (counts + 1/2) sequential code per
+    context over the alphabet the whole stream uses: its length depends on the counts
+    only, sum_c [lnG(n_c + A/2) - lnG(A/2)] - sum_{c,s} [lnG(n_cs + 1/2) - lnG(1/2)]."""
+    s = np.asarray(sym).reshape(-1).astype(np.int64)
+    if not s.size:
+        return 0.0, 0.0
+    c = np.zeros_like(s) if ctx is None else np.asarray(ctx).reshape(-1).astype(np.int64)
+    _, s_inv = np.unique(s, return_inverse=True)
+    _, c_inv = np.unique(c, return_inverse=True)
+    a = int(s_inv.max()) + 1
+    _, n_cs = np.unique(c_inv * a + s_inv, return_counts=True)
+    n_c = np.bincount(c_inv)
+    n_c = n_c[n_c > 0].astype(np.float64)
+    n_cs = n_cs.astype(np.float64)
+    static = float((n_c * np.log2(n_c)).sum() - (n_cs * np.log2(n_cs)).sum())
+    nats = (gammaln(n_c + a / 2) - gammaln(a / 2)).sum() - (
+        gammaln(n_cs + 0.5) - gammaln(0.5)
+    ).sum()
+    return static, float(nats / math.log(2))
+
+
+def prev_positions(idx: np.ndarray, lag: int = 1) -> np.ndarray:
+    """(R, k) int64 position of each id in row r - ``lag``, -1 where absent (or no row)."""
+    r, k = idx.shape
+    out = np.full((r, k), -1, dtype=np.int64)
+    if r > lag:
+        eq = idx[lag:, :, None] == idx[:-lag, None, :]  # (R - lag, k, k)
+        out[lag:] = np.where(eq.any(2), eq.argmax(2), -1)
+    return out
+
+
+def lehmer_table(k: int) -> np.ndarray:
+    """(k!, k) uint8: row L is the permutation with Lehmer index L (lexicographic order)."""
+    return np.array(list(itertools.permutations(range(k))), dtype=np.uint8)
+
+
+def lehmer_index(ranks: np.ndarray) -> np.ndarray:
+    """(R,) int64 Lehmer index of each row of ``ranks`` (R, k), a permutation of 0..k-1."""
+    r, k = ranks.shape
+    out = np.zeros(r, dtype=np.int64)
+    for j in range(k - 1):
+        smaller = (ranks[:, j + 1 :] < ranks[:, j : j + 1]).sum(1)
+        out += smaller * math.factorial(k - 1 - j)
+    return out
+
+
+def sort_rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids sorted within each row (R, k) and ranks (R, k) uint8 such that
+    ``take_along_axis(sorted, ranks, 1) == idx``."""
+    order = np.argsort(idx, axis=1, kind="stable")  # (R, k)
+    ranks = np.argsort(order, axis=1).astype(np.uint8)
+    return np.take_along_axis(idx, order, 1), ranks
+
+
+@dataclass(frozen=True)
+class Estimate:
+    stream: str
+    model: str
+    static: float  # B/frame
+    adaptive: float  # B/frame
+    whole: bool  # codes the whole stream (else a component, or the order alone)
+
+
+def _sum(*bits: tuple[float, float]) -> tuple[float, float]:
+    return sum(b[0] for b in bits), sum(b[1] for b in bits)
+
+
+def estimates(rows: Rows) -> list[Estimate]:
+    """Entropy estimates of the index, value and tail streams (see the module docstring)."""
+    idx, q, tail = rows.indices.astype(np.int64), rows.codes.astype(np.int64), rows.tail
+    n, k = idx.shape
+    j = np.broadcast_to(np.arange(k), (n, k))  # (R, k) rank of each entry
+    out: list[Estimate] = []
+
+    def add(stream: str, model: str, bits: tuple[float, float], whole: bool = True) -> None:
+        out.append(Estimate(stream, model, bits[0] / 8 / n, bits[1] / 8 / n, whole))
+
+    add("indices", "order 0: each id alone", code_bits(idx))
+    add("indices", "id given its rank j", code_bits(idx, j))
+    pos = prev_positions(idx)  # (R, k)
+    inp = pos >= 0
+    flag = code_bits(inp, j)
+    where = code_bits(pos[inp], j[inp])
+    new_ids = code_bits(idx[~inp])
+    add("indices", "prev-frame model: in prev row? | j", flag, False)
+    add("indices", "  + position in prev row | j (entries in it)", where, False)
+    add("indices", "  + new id, order 0 (entries not in it)", new_ids, False)
+    ordered = _sum(flag, where, new_ids)
+    add("indices", "= ordered row given the previous row", ordered)
+    pos2 = prev_positions(idx, 2)
+    tok = np.where(inp, pos, np.where(pos2 >= 0, k + pos2, 2 * k))  # (R, k) source token
+    tok_prev = np.concatenate([np.full((n, 1), 2 * k + 1), tok[:, :-1]], 1)  # rank j-1's
+    fresh = tok == 2 * k
+    two = _sum(code_bits(tok, j * (2 * k + 2) + tok_prev), code_bits(idx[fresh]))
+    add("indices", "two rows back: source | (j, source of j-1) + new ids", two)
+    # set + order: which previous entries stay (a k-bit mask), the new ids as a set
+    # (order 0, minus log2 m! for their order), then the order given the set
+    mask = (np.where(inp, 1 << np.maximum(pos, 0), 0)).sum(1)  # (R,)
+    m = (~inp).sum(1)  # (R,) new entries per row
+    fact = float(sum(math.log2(math.factorial(int(x))) for x in m))
+    mask_bits = code_bits(mask)
+    set_bits = (mask_bits[0] + new_ids[0] - fact, mask_bits[1] + new_ids[1] - fact)
+    add("indices", "set given prev set: kept mask + new ids as a set", set_bits, False)
+    smaller_new = ((idx[:, :, None] > idx[:, None, :]) & ~inp[:, None, :]).sum(2)
+    token = np.where(inp, pos, k + smaller_new)  # prev position, or k + rank among new
+    pattern = (token << (4 * np.arange(k))).sum(1)  # (R,) the row's order, one symbol
+    order_prev = code_bits(pattern, mask)
+    add("indices", "order given set, prev order: row pattern | mask", order_prev, False)
+    add("indices", "= set + order given the previous row", _sum(set_bits, order_prev))
+    _, ranks = sort_rows(idx)
+    lehmer = lehmer_index(ranks)
+    same = np.concatenate([[False], lehmer[1:] == lehmer[:-1]])
+    add("indices", "order alone: permutation index (Lehmer) order 0", code_bits(lehmer), False)
+    perm_flag = _sum(code_bits(same), code_bits(lehmer[~same]))
+    add("indices", "order alone: same as prev? + Lehmer when not", perm_flag, False)
+
+    add("values", "code given rank j", code_bits(q, j))
+    d = coding.delta_encode(rows.codes).astype(np.int64)  # (R, k)
+    add("values", "row delta d_j given j", code_bits(d, j))
+    q_up = np.concatenate([np.full((n, 1), 255), q[:, :-1]], 1)  # code of rank j-1
+    add("values", "d_j given (j, q_(j-1) // 16)", code_bits(d, j * 16 + q_up // 16))
+    qprev = np.full((n, k), 256, dtype=np.int64)  # same class's code in the previous row
+    qprev[1:] = np.where(inp[1:], np.take_along_axis(q[:-1], np.maximum(pos[1:], 0), 1), 256)
+    add("values", "code given (j, same class's code in prev row)", code_bits(q, j * 257 + qprev))
+    mixed = _sum(code_bits(q[inp] - qprev[inp], j[inp]), code_bits(d[~inp], j[~inp]))
+    add("values", "q - q_prev | j if in prev row, else d_j | j", mixed)
+    guess = np.where(inp, np.clip(q_up - qprev, -8, 54) + 8, 63)
+    add("values", "d_j given (j, q_(j-1) - q_prev clipped)", code_bits(d, j * 64 + guess))
+
+    t = tail.astype(np.int64)
+    t_prev = np.concatenate([[256], t[:-1]])
+    add("tail", "order 0", code_bits(t))
+    add("tail", "given the previous tail", code_bits(t, t_prev))
+    add("tail", "difference to the previous tail, order 0", code_bits((t - t_prev) % 256))
+    return out
+
+
+def print_estimates(rows: Rows, est: list[Estimate]) -> float:
+    """Prints section 1; returns the bound (adaptive, B/frame)."""
+    n, k = rows.indices.shape
+    today = sum(rows.on_disk.values())
+    print(f"\n## 1. Entropy estimates ({rows.name}: {n} rows, k = {k})")
+    print(f"{'stream':8s} {'model':56s} {'static':>7s} {'adaptive':>8s}  B/frame")
+    for e in est:
+        print(f"{e.stream:8s} {e.model:56s} {e.static:7.2f} {e.adaptive:8.2f}")
+    best: dict[str, tuple[float, float]] = {}
+    for s in ("indices", "values", "tail"):
+        whole = [e for e in est if e.stream == s and e.whole]
+        best[s] = (min(e.static for e in whole), min(e.adaptive for e in whole))
+    st, ad = sum(b[0] for b in best.values()), sum(b[1] for b in best.values())
+    disk = ", ".join(f"{a} {b:.2f}" for a, b in rows.on_disk.items())
+    print(
+        f"bound (best model per stream): static {st:.2f}, adaptive {ad:.2f} B/frame "
+        f"(indices {best['indices'][1]:.2f}, values {best['values'][1]:.2f}, tail "
+        f"{best['tail'][1]:.2f} adaptive); on disk today {today:.2f} ({disk}): "
+        f"gap {today - ad:.2f} B/frame to the adaptive bound"
+    )
+    return ad
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Blosc zstd over chunks of ``CHUNK_ROWS`` rows of a stream."""
+
+    shuffle: str = "bit"  # "no" | "byte" | "bit"
+    clevel: int = 5  # blosc clevel (5 = zstd 9: format 2)
+    kmajor: bool = False  # transpose each (rows, w) chunk to (w, rows) before compressing
+
+
+@dataclass(frozen=True)
+class Packed:
+    chunks: list[bytes]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    codec: Codec
+
+
+def _blosc(codec: Codec, nbytes: int) -> nblosc.Blosc:
+    block = min(max(nbytes, 1), coding.MAX_BLOCK_BYTES)
+    return nblosc.Blosc("zstd", codec.clevel, SHUFFLES[codec.shuffle], block)
+
+
+def pack(a: np.ndarray, codec: Codec) -> Packed:
+    chunks = []
+    for s in range(0, max(len(a), 1), CHUNK_ROWS):
+        c = a[s : s + CHUNK_ROWS]
+        if codec.kmajor:
+            c = c.T
+        c = np.ascontiguousarray(c)
+        chunks.append(bytes(_blosc(codec, c.nbytes).encode(c)))
+    return Packed(chunks, a.shape, a.dtype, codec)
+
+
+def unpack(p: Packed) -> np.ndarray:
+    out = np.empty(p.shape, dtype=p.dtype)
+    dec = nblosc.Blosc()
+    for i, buf in enumerate(p.chunks):
+        part = out[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS]
+        if p.codec.kmajor:
+            t = np.empty(part.shape[::-1], dtype=p.dtype)
+            dec.decode(buf, out=t)
+            part[...] = t.T
+        else:
+            dec.decode(buf, out=part)
+    return out
+
+
+Streams = dict[str, tuple[np.ndarray, Codec]]
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One encoding of some of the arrays: ``what`` is ``indices``, ``values``, ``tail``
+    or ``indices+values`` (both arrays from one encoding)."""
+
+    what: str
+    name: str
+    encode: Callable[[Rows], Streams]
+    decode: Callable[[Arrays], tuple[np.ndarray, ...]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    cand: Candidate
+    sizes: dict[str, float]  # B/frame per stream
+    encode_mfs: float  # M frames/s
+    decode_mfs: float
+    check: str  # how it round-trips
+
+    @property
+    def bpf(self) -> float:
+        return sum(self.sizes.values())
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    """(R,) bool: row r equals row r - 1 (row 0: False)."""
+    out = np.zeros(len(a), dtype=bool)
+    out[1:] = (a[1:] == a[:-1]).all(1)
+    return out
+
+
+def _gather(sorted_ids: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Stored-order ids from class-sorted rows and the ranks: ``sorted[r, ranks[r, j]]``."""
+    n, k = sorted_ids.shape
+    flat = ranks.astype(np.intp)
+    flat += np.arange(0, n * k, k, dtype=np.intp)[:, None]
+    return sorted_ids.reshape(-1)[flat]
+
+
+def _row_gather(a: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Rows ``a[which]`` of a (M, k) array, moved as one opaque item each."""
+    n, k = len(which), a.shape[1]
+    items = np.ascontiguousarray(a).view(f"V{k * a.itemsize}").reshape(-1)
+    return items[which].view(a.dtype).reshape(n, k)
+
+
+def _kept_rows(same: np.ndarray) -> np.ndarray:
+    """(R,) intp: for each row, the stored row it copies (the last row not flagged same)."""
+    return np.cumsum(~same, dtype=np.intp) - 1
+
+
+def index_candidates(k: int) -> list[Candidate]:
+    table = lehmer_table(k)
+    table_items = table.view(f"V{k}").reshape(-1) if k in (1, 2, 4, 8) else None
+
+    def ranks_of(lehmer: np.ndarray) -> np.ndarray:
+        if table_items is not None:
+            return table_items[lehmer].view(np.uint8).reshape(len(lehmer), k)
+        return table[lehmer]
+
+    out = []
+    for lvl in (5, 6, 7, 8):
+        base = " (format 2)" if lvl == 5 else ""
+        out.append(
+            Candidate(
+                "indices",
+                f"zstd-{lvl} noshuffle{base}",
+                lambda r, lvl=lvl: {"ids": (r.indices, Codec("no", lvl))},
+                lambda a: (a["ids"],),
+            )
+        )
+    for sh in ("no", "byte", "bit"):
+        out.append(
+            Candidate(
+                "indices",
+                f"k-major (transposed) {sh}shuffle",
+                lambda r, sh=sh: {"ids": (r.indices, Codec(sh, kmajor=True))},
+                lambda a: (a["ids"],),
+            )
+        )
+    out.append(
+        Candidate(
+            "indices",
+            "byte planes: low noshuffle + high bitshuffle",
+            lambda r: {
+                "lo": ((r.indices & 255).astype(np.uint8), Codec("no")),
+                "hi": ((r.indices >> 8).astype(np.uint8), Codec("bit")),
+            },
+            lambda a: (a["lo"].astype(np.uint16) | (a["hi"].astype(np.uint16) << 8),),
+        )
+    )
+    out.append(
+        Candidate(
+            "indices",
+            "same-row flag + changed rows noshuffle",
+            lambda r: {
+                "same": (_same(r.indices).astype(np.uint8), Codec("bit")),
+                "rows": (r.indices[~_same(r.indices)], Codec("no")),
+            },
+            lambda a: (_row_gather(a["rows"], _kept_rows(a["same"].view(bool))),),
+        )
+    )
+
+    def sorted_enc(ids: Codec, perm: str, gaps: bool = False) -> Callable[[Rows], Streams]:
+        def enc(r: Rows) -> Streams:
+            s, ranks = sort_rows(r.indices)
+            if gaps:
+                s = s.copy()
+                s[:, 1:] = np.diff(s, axis=1)
+            out: Streams = {"sorted": (s, ids)}
+            if perm == "ranks":
+                out["ranks"] = (ranks, Codec("bit"))
+            else:
+                out["lehmer"] = (lehmer_index(ranks).astype(np.uint16), Codec(perm))
+            return out
+
+        return enc
+
+    def sorted_dec(gaps: bool = False) -> Callable[[Arrays], tuple[np.ndarray, ...]]:
+        def dec(a: Arrays) -> tuple[np.ndarray, ...]:
+            s = np.cumsum(a["sorted"], axis=1, dtype=np.uint16) if gaps else a["sorted"]
+            ranks = a["ranks"] if "ranks" in a else ranks_of(a["lehmer"])
+            return (_gather(s, ranks),)
+
+        return dec
+
+    for sh in ("no", "byte", "bit"):
+        out.append(
+            Candidate(
+                "indices",
+                f"class-sorted ids {sh}shuffle + ranks uint8 bitshuffle",
+                sorted_enc(Codec(sh), "ranks"),
+                sorted_dec(),
+            )
+        )
+    out.append(
+        Candidate(
+            "indices",
+            "class-sorted ids k-major noshuffle + ranks uint8 bitshuffle",
+            sorted_enc(Codec("no", kmajor=True), "ranks"),
+            sorted_dec(),
+        )
+    )
+    for sh in ("no", "byte"):
+        out.append(
+            Candidate(
+                "indices",
+                f"class-sorted ids noshuffle + Lehmer uint16 {sh}shuffle",
+                sorted_enc(Codec("no"), sh),
+                sorted_dec(),
+            )
+        )
+    for sh in ("no", "byte", "bit"):
+        out.append(
+            Candidate(
+                "indices",
+                f"class-sorted gaps {sh}shuffle + Lehmer uint16 noshuffle",
+                sorted_enc(Codec(sh), "no", gaps=True),
+                sorted_dec(gaps=True),
+            )
+        )
+
+    def setflag_enc(r: Rows) -> Streams:
+        s, ranks = sort_rows(r.indices)
+        same = _same(s)
+        return {
+            "same": (same.astype(np.uint8), Codec("bit")),
+            "sorted": (s[~same], Codec("no")),
+            "lehmer": (lehmer_index(ranks).astype(np.uint16), Codec("no")),
+        }
+
+    def setflag_dec(a: Arrays) -> tuple[np.ndarray, ...]:
+        s = _row_gather(a["sorted"], _kept_rows(a["same"].view(bool)))
+        return (_gather(s, ranks_of(a["lehmer"])),)
+
+    out.append(
+        Candidate(
+            "indices",
+            "same-set flag + changed sets noshuffle + Lehmer noshuffle",
+            setflag_enc,
+            setflag_dec,
+        )
+    )
+    return out
+
+
+def value_candidates() -> list[Candidate]:
+    out = []
+    for lvl in (5, 6, 7, 8):
+        base = " (format 2)" if lvl == 5 else ""
+        out.append(
+            Candidate(
+                "values",
+                f"row deltas zstd-{lvl} bitshuffle{base}",
+                lambda r, lvl=lvl: {"d": (coding.delta_encode(r.codes), Codec("bit", lvl))},
+                lambda a: (coding.delta_decode(a["d"]),),
+            )
+        )
+    out.append(
+        Candidate(
+            "values",
+            "row deltas noshuffle",
+            lambda r: {"d": (coding.delta_encode(r.codes), Codec("no"))},
+            lambda a: (coding.delta_decode(a["d"]),),
+        )
+    )
+    for sh in ("no", "bit"):
+        out.append(
+            Candidate(
+                "values",
+                f"row deltas k-major {sh}shuffle",
+                lambda r, sh=sh: {"d": (coding.delta_encode(r.codes), Codec(sh, kmajor=True))},
+                lambda a: (coding.delta_decode(a["d"]),),
+            )
+        )
+    out.append(
+        Candidate(
+            "values",
+            "plain codes bitshuffle (format 1)",
+            lambda r: {"q": (r.codes, Codec("bit"))},
+            lambda a: (a["q"],),
+        )
+    )
+    return out
+
+
+def tail_candidates() -> list[Candidate]:
+    def tdelta(t: np.ndarray) -> np.ndarray:
+        d = t.copy()
+        d[1:] -= t[:-1]  # uint8, modulo 256
+        return d
+
+    return [
+        Candidate(
+            "tail", "zstd-5 bitshuffle (format 2)", lambda r: {"t": (r.tail, Codec("bit"))}, lambda a: (a["t"],)
+        ),
+        Candidate(
+            "tail", "noshuffle", lambda r: {"t": (r.tail, Codec("no"))}, lambda a: (a["t"],)
+        ),
+        Candidate(
+            "tail",
+            "temporal delta (mod 256) bitshuffle",
+            lambda r: {"t": (tdelta(r.tail), Codec("bit"))},
+            lambda a: (np.cumsum(a["t"], dtype=np.uint8),),
+        ),
+    ]
+
+
+def canonical(idx: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows reordered by (code descending, class id ascending): the stored order up to the
+    order among equal codes."""
+    key = ((255 - q.astype(np.uint32)) << 16) | idx.astype(np.uint32)  # (R, k) distinct
+    o = np.argsort(key, axis=1)
+    return np.take_along_axis(idx, o, 1), np.take_along_axis(q, o, 1)
+
+
+def joint_candidates() -> list[Candidate]:
+    def enc(r: Rows, ids: Codec, vals: Codec) -> Streams:
+        s, ranks = sort_rows(r.indices)
+        qs = np.take_along_axis(r.codes, np.argsort(ranks, axis=1), 1)  # class order
+        return {"sorted": (s, ids), "q": (qs, vals)}
+
+    def dec(a: Arrays) -> tuple[np.ndarray, ...]:
+        s, qs = a["sorted"], a["q"]
+        o = np.argsort(255 - qs, axis=1, kind="stable")  # descending codes, ties by id
+        return np.take_along_axis(s, o, 1), np.take_along_axis(qs, o, 1)
+
+    out = []
+    for sh in ("bit", "no"):
+        out.append(
+            Candidate(
+                "indices+values",
+                f"class-sorted ids noshuffle + codes in class order {sh}shuffle, no permutation",
+                lambda r, sh=sh: enc(r, Codec("no"), Codec(sh)),
+                dec,
+                note="ties among equal codes come back ordered by class id",
+            )
+        )
+    return out
+
+
+def measure(rows: Rows, cand: Candidate, repeats: int) -> Result:
+    n = rows.num_rows
+    enc_t, packed = math.inf, {}
+    for _ in range(max(1, repeats // 2)):
+        t = time.perf_counter()
+        streams = cand.encode(rows)
+        packed = {name: pack(a, codec) for name, (a, codec) in streams.items()}
+        enc_t = min(enc_t, time.perf_counter() - t)
+    dec_t, got = math.inf, ()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        got = cand.decode({name: unpack(p) for name, p in packed.items()})
+        dec_t = min(dec_t, time.perf_counter() - t)
+    want: tuple[np.ndarray, ...] = {
+        "indices": (rows.indices,),
+        "values": (rows.codes,),
+        "tail": (rows.tail,),
+        "indices+values": (rows.indices, rows.codes),
+    }[cand.what]
+    check = "exact"
+    if cand.what == "indices+values":
+        moved = (~(got[0] == rows.indices).all(1)).mean()
+        want = canonical(rows.indices, rows.codes)
+        check = f"exact up to ties ({100 * moved:.2f} % of rows reordered)"
+    for g, w in zip(got, want, strict=True):
+        if g.dtype != w.dtype or not np.array_equal(g, w):
+            raise AssertionError(f"{cand.what} / {cand.name}: does not round-trip")
+    sizes = {name: sum(map(len, p.chunks)) / n for name, p in packed.items()}
+    return Result(cand, sizes, n / enc_t / 1e6, n / dec_t / 1e6, check)
+
+
+def print_results(results: list[Result]) -> None:
+    print(f"{'array':14s} {'encoding':64s} {'B/frame':>7s} {'enc M/s':>7s} {'dec M/s':>7s}")
+    for r in results:
+        parts = " + ".join(f"{v:.2f}" for v in r.sizes.values()) if len(r.sizes) > 1 else ""
+        print(
+            f"{r.cand.what:14s} {r.cand.name:64s} {r.bpf:7.2f} {r.encode_mfs:7.2f} "
+            f"{r.decode_mfs:7.1f}  {parts}{'  ' + r.check if r.check != 'exact' else ''}"
+        )
+
+
+@dataclass(frozen=True)
+class Combo:
+    names: tuple[str, ...]
+    bpf: float
+    decode_mfs: float  # the parts decoded in turn, one thread
+    encode_mfs: float
+
+
+def combos(results: list[Result], n: int) -> list[Combo]:
+    by = {w: [r for r in results if r.cand.what == w] for w in ("indices", "values", "tail")}
+    out = []
+    pairs = [(i, v) for i in by["indices"] for v in by["values"]]
+    pairs += [(r, None) for r in results if r.cand.what == "indices+values"]
+    for first, second in pairs:
+        for t in by["tail"]:
+            parts = [p for p in (first, second, t) if p is not None]
+            out.append(
+                Combo(
+                    tuple(f"{p.cand.what}: {p.cand.name}" for p in parts),
+                    sum(p.bpf for p in parts),
+                    1 / sum(1 / p.decode_mfs for p in parts),
+                    1 / sum(1 / p.encode_mfs for p in parts),
+                )
+            )
+    return out
+
+
+def print_markdown(rows: Rows, results: list[Result], bound: float, load: tuple) -> None:
+    n = rows.num_rows
+    cs = combos(results, n)
+    base = next(
+        c for c in cs if all("format 2" in x for x in c.names) and len(c.names) == 3
+    )
+    print(f"\n## 3. Markdown ({rows.name})\n")
+    print(
+        f"{os.cpu_count()} cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+        f"(1, 5, 15 min) at the start; one thread; speeds: best of the rounds.\n"
+    )
+    print("| array | encoding | B/frame | encode M frames/s | decode M frames/s |")
+    print("|-------|----------|--------:|------------------:|------------------:|")
+    for r in results:
+        extra = f" ({r.check})" if r.check != "exact" else ""
+        print(
+            f"| {r.cand.what} | {r.cand.name}{extra} | {r.bpf:.2f} | {r.encode_mfs:.2f} | "
+            f"{r.decode_mfs:.1f} |"
+        )
+    print(
+        f"\nTargets (indices + values + tail), combinations; format 2 re-encoded here: "
+        f"{base.bpf:.2f} B/frame (on disk {sum(rows.on_disk.values()):.2f}), decode "
+        f"{base.decode_mfs:.1f} M frames/s; adaptive entropy bound {bound:.2f}.\n"
+    )
+    print("| combination | B/frame | decode M frames/s | encode M frames/s | vs format 2 |")
+    print("|-------------|--------:|------------------:|------------------:|------------:|")
+    small = sorted(cs, key=lambda c: c.bpf)[:5]
+    fast = sorted((c for c in cs if c.decode_mfs >= base.decode_mfs), key=lambda c: c.bpf)[:5]
+    seen: set[tuple[str, ...]] = set()
+    for c in [base, *small, *fast]:
+        if c.names in seen:
+            continue
+        seen.add(c.names)
+        print(
+            f"| {'; '.join(c.names)} | {c.bpf:.2f} | {c.decode_mfs:.1f} | {c.encode_mfs:.2f} | "
+            f"{c.bpf - base.bpf:+.2f} B, x{c.decode_mfs / base.decode_mfs:.2f} |"
+        )
+    ok = [c for c in fast if c.bpf <= TARGET]
+    print(
+        f"\n<= {TARGET:g} B/frame with decode at least format 2's: "
+        + ("; ".join(f"{c.bpf:.2f} ({c.decode_mfs:.1f} M/s)" for c in ok) if ok else "none")
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", type=Path, help="a top-k uint8 store (else synthetic rows)")
+    ap.add_argument("--kind", default="segments", choices=("segments", "iid"))
+    ap.add_argument("--frames", type=int, default=131072, help="synthetic rows")
+    ap.add_argument("--k", type=int, default=8, help="synthetic top-k")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds per speed measurement")
+    args = ap.parse_args()
+    nblosc.set_nthreads(1)
+    nblosc.use_threads = False
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    rows = read_rows(args.store) if args.store else synthetic_rows(args.kind, args.frames, args.k)
+    print(
+        f"# store entropy: {rows.name}; {os.cpu_count()} cores, load {load[0]:.2f} "
+        f"{load[1]:.2f} {load[2]:.2f}; read in {time.perf_counter() - t0:.1f} s"
+    )
+    bound = print_estimates(rows, estimates(rows))
+    k = rows.indices.shape[1]
+    print(f"\n## 2. Candidate encodings (blosc zstd, {CHUNK_ROWS}-row chunks, one thread)")
+    cands = index_candidates(k) + value_candidates() + tail_candidates() + joint_candidates()
+    results = [measure(rows, c, args.repeats) for c in cands]
+    print_results(results)
+    print_markdown(rows, results, bound, load)
+    end = os.getloadavg()
+    print(
+        f"\nload average at the end {end[0]:.2f} / {end[1]:.2f} / {end[2]:.2f}; "
+        f"{time.perf_counter() - t0:.0f} s in all"
+    )
+
+
+if __name__ == "__main__":
+    main()
