@@ -292,6 +292,7 @@ class Codec:
     shuffle: str = "bit"  # "no" | "byte" | "bit"
     clevel: int = 5  # blosc clevel (5 = zstd 9: format 2)
     kmajor: bool = False  # transpose each (rows, w) chunk to (w, rows) before compressing
+    raw: bool = False  # k-major: the decoder takes the chunks k-major (no transpose back)
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,9 @@ def unpack(p: Packed) -> np.ndarray:
     dec = nblosc.Blosc()
     for i, buf in enumerate(p.chunks):
         part = out[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS]
-        if p.codec.kmajor:
+        if p.codec.raw:  # chunk i's rows, k-major, where its rows are in ``out``
+            dec.decode(buf, out=part)
+        elif p.codec.kmajor:
             t = np.empty(part.shape[::-1], dtype=p.dtype)
             dec.decode(buf, out=t)
             part[...] = t.T
@@ -368,12 +371,79 @@ def _same(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _gather(sorted_ids: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Stored-order ids from class-sorted rows and the ranks: ``sorted[r, ranks[r, j]]``."""
-    n, k = sorted_ids.shape
-    flat = ranks.astype(np.intp)
-    flat += np.arange(0, n * k, k, dtype=np.intp)[:, None]
-    return sorted_ids.reshape(-1)[flat]
+GATHER_ROWS = 8192  # rows per step of the gathers: their index arrays stay in cache
+
+
+def _gather(src: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """(R, k) ``src[r, ranks[r, j]]``: stored-order ids from rows in another order (class
+    or slot order) and, for each rank j, where its entry is. Blocks of ``GATHER_ROWS``
+    rows, whose intp indices stay in cache (~25 % faster than one fancy index)."""
+    n, k = src.shape
+    out = np.empty_like(src)
+    base = np.arange(0, GATHER_ROWS * k, k, dtype=np.intp)[:, None]
+    flat = np.empty((GATHER_ROWS, k), dtype=np.intp)
+    for a in range(0, n, GATHER_ROWS):
+        b = min(a + GATHER_ROWS, n)
+        fl = flat[: b - a]
+        np.add(ranks[a:b], base[: b - a], out=fl)
+        np.take(src[a:b].reshape(-1), fl, out=out[a:b], mode="clip")
+    return out
+
+
+def _gather_kmajor(src: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """The same from ``src`` holding each chunk of ``CHUNK_ROWS`` rows k-major (as
+    ``Codec(kmajor=True, raw=True)`` decodes it): entry (r, s) of a chunk of n_c rows
+    starting at row c is at ``c * k + s * n_c + (r - c)``."""
+    n, k = ranks.shape
+    out = np.empty((n, k), dtype=src.dtype)
+    flat = np.empty((GATHER_ROWS, k), dtype=np.intp)
+    flat_src = src.reshape(-1)
+    for c in range(0, n, CHUNK_ROWS):
+        n_c = min(CHUNK_ROWS, n - c)
+        col = np.arange(c * k, c * k + n_c, dtype=np.intp)[:, None]  # (n_c, 1)
+        for a in range(0, n_c, GATHER_ROWS):
+            b = min(a + GATHER_ROWS, n_c)
+            fl = flat[: b - a]
+            np.multiply(ranks[c + a : c + b], np.intp(n_c), out=fl)
+            fl += col[a:b]
+            np.take(flat_src, fl, out=out[c + a : c + b], mode="clip")
+    return out
+
+
+def slot_layout(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's ids put in k slots so that an id present in consecutive rows keeps its
+    slot (chunk by chunk: each chunk's first row takes slots in rank order); a new id
+    takes the slot of an id that left (the i-th new one by rank, the i-th that left by
+    rank). Returns ``slotted`` (R, k) ids in slot order, ``slot`` (R, k) uint8 the slot of
+    rank j (a permutation per row: ``_gather(slotted, slot) == idx``), and ``start``
+    (R, k) bool: slot s holds a new id in row r. Every entry's slot is its root's rank in
+    the chunk's first row, found by pointer jumping (log2 of the chunk's rows passes)."""
+    n, k = idx.shape
+    pos = prev_positions(idx)  # (R, k)
+    first = np.zeros(n, dtype=bool)
+    first[::CHUNK_ROWS] = True
+    pos[first] = -1
+    cont = pos >= 0
+    rr, jj = np.nonzero(cont)
+    parent = np.arange(n * k, dtype=np.int64).reshape(n, k)  # roots: themselves
+    parent[rr, jj] = (rr - 1) * k + pos[rr, jj]
+    ref = np.zeros((n, k), dtype=bool)
+    ref[rr - 1, pos[rr, jj]] = True  # entries of row r - 1 that row r continues
+    left = ~ref[:-1] & ~first[1:, None]  # (R - 1, k) entries of row r - 1 gone in row r
+    new = ~cont & ~first[:, None]
+    flat = parent.reshape(-1)
+    flat[np.flatnonzero(new)] = np.flatnonzero(left)  # equal counts, row by row
+    while True:
+        nxt = flat[flat]
+        if np.array_equal(nxt, flat):
+            break
+        flat = nxt
+    slot = (flat % k).reshape(n, k).astype(np.uint8)
+    slotted = np.empty_like(idx)
+    np.put_along_axis(slotted, slot.astype(np.intp), idx, 1)
+    start = np.zeros((n, k), dtype=bool)
+    np.put_along_axis(start, slot.astype(np.intp), ~cont, 1)
+    return slotted, slot, start
 
 
 def _row_gather(a: np.ndarray, which: np.ndarray) -> np.ndarray:
@@ -520,6 +590,66 @@ def index_candidates(k: int) -> list[Candidate]:
             setflag_dec,
         )
     )
+
+    def slots_enc(ids: Codec, perm: str) -> Callable[[Rows], Streams]:
+        def enc(r: Rows) -> Streams:
+            slotted, slot, _ = slot_layout(r.indices)
+            out: Streams = {"slotted": (slotted, ids)}
+            if perm == "ranks":
+                out["ranks"] = (slot, Codec("bit"))
+            else:
+                out["lehmer"] = (lehmer_index(slot).astype(np.uint16), Codec(perm))
+            return out
+
+        return enc
+
+    def slots_dec(a: Arrays) -> tuple[np.ndarray, ...]:
+        ranks = a["ranks"] if "ranks" in a else ranks_of(a["lehmer"])
+        return (_gather_kmajor(a["slotted"], ranks),)
+
+    for sh in ("no", "byte"):
+        for perm in ("byte", "ranks"):
+            what = "ranks uint8 bitshuffle" if perm == "ranks" else "Lehmer uint16 byteshuffle"
+            out.append(
+                Candidate(
+                    "indices",
+                    f"slots: ids by slot k-major {sh}shuffle + {what}",
+                    slots_enc(Codec(sh, kmajor=True, raw=True), perm),
+                    slots_dec,
+                )
+            )
+
+    def starts_enc(new_ids: Codec) -> Callable[[Rows], Streams]:
+        def enc(r: Rows) -> Streams:
+            slotted, slot, start = slot_layout(r.indices)
+            mask = np.packbits(start, axis=1, bitorder="little")  # (R, ceil(k / 8))
+            return {
+                "mask": (mask, Codec("bit")),
+                "new": (slotted[start], new_ids),  # (M,) row by row, slot order
+                "lehmer": (lehmer_index(slot).astype(np.uint16), Codec("byte")),
+            }
+
+        return enc
+
+    def starts_dec(a: Arrays) -> tuple[np.ndarray, ...]:
+        ranks = ranks_of(a["lehmer"])
+        n, kk = ranks.shape
+        st = np.unpackbits(a["mask"], axis=1, count=kk, bitorder="little").view(bool)
+        last = np.cumsum(st.reshape(-1), dtype=np.intp).reshape(n, kk)  # (R, k) 1-based
+        last *= st
+        np.maximum.accumulate(last, axis=0, out=last)  # the slot's latest new id
+        last -= 1
+        return (_gather(a["new"][last], ranks),)
+
+    for sh in ("no", "byte", "bit"):
+        out.append(
+            Candidate(
+                "indices",
+                f"slots: start mask bitshuffle + new ids {sh}shuffle + Lehmer byteshuffle",
+                starts_enc(Codec(sh)),
+                starts_dec,
+            )
+        )
     return out
 
 

@@ -1,5 +1,5 @@
-"""The top-k rule and the teacher's quality on the tensors' own device, and the copy of
-what is kept to the host. Legend: ... leading dims (B, T' or B), C classes, k kept.
+"""The top-k rule and the teacher's quality on the tensors' own device. Legend: ...
+leading dims (B, T' or B), C classes, k kept.
 
 ``essence`` is the rule set in numpy (every rule, for imported outputs and the reference);
 this module is the fast path of its standard rule for outputs that are still tensors
@@ -10,16 +10,13 @@ and the host never makes a full pass over the classes. The stored numbers are th
 a store is bit for bit the one the numpy rule writes (tested), the entropy column aside
 (float32 sums in another order).
 
-``HostCopy`` moves tensors to the host with pinned buffers and non-blocking copies on
-CUDA (the copy overlaps the next batch's forward; ``wait`` before reading), and is a
-no-op view on the CPU, where the same code runs in the tests.
+What is kept goes to the host through ``kdpipe.host_device.HostCopy``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 
@@ -64,33 +61,3 @@ def log_tail(values: torch.Tensor) -> torch.Tensor:
     """(...,) log(1 - kept mass) of kept log-probs (..., k); -inf when nothing is left."""
     kept = torch.logsumexp(values, dim=-1).clamp(max=0.0)  # (...,) log kept mass
     return torch.log(-torch.expm1(kept))
-
-
-class HostCopy:
-    """Tensors copied to the host: pinned buffers and non-blocking copies on CUDA (their
-    end recorded as an event), the tensors themselves on the CPU. ``wait()`` returns
-    them as numpy arrays once the copies have landed; call it from any thread.
-
-    Pinned buffers come from torch's caching host allocator, so a buffer per batch costs
-    no ``cudaHostAlloc`` after the first few batches.
-    """
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self._event: torch.cuda.Event | None = None
-        if any(t.device.type == "cuda" for t in tensors):
-            host = []
-            for t in tensors:
-                buffer = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-                buffer.copy_(t, non_blocking=True)
-                host.append(buffer)
-            self._event = torch.cuda.Event()
-            self._event.record()  # on the current stream, after the copies
-            self._host = host
-        else:
-            self._host = [t.detach().cpu() for t in tensors]  # on the CPU: no copy
-
-    def wait(self) -> list[np.ndarray]:
-        """The tensors as host numpy arrays (waits for the copies on CUDA)."""
-        if self._event is not None:
-            self._event.synchronize()
-        return [t.numpy() for t in self._host]

@@ -1,6 +1,6 @@
-"""The top-k rule on the tensors' device equals the numpy rule; the host copy returns what
-was on the device. The CPU runs the same functions the GPU does (its device is the CPU);
-the pinned, non-blocking branch of ``HostCopy`` runs where CUDA is present."""
+"""The top-k rule on the tensors' device equals the numpy rule; the copies between host
+and device return what was copied. The CPU runs the same functions the GPU does (its
+device is the CPU); the pinned, non-blocking branches run where CUDA is present."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdpipe.device_essence import CPU_ROWS, HostCopy, log_tail, top_and_entropy
+from kdpipe.device_essence import CPU_ROWS, log_tail, top_and_entropy
 from kdpipe.essence import as_logprobs, top_rows, topk
+from kdpipe.host_device import HostCopy, to_device
 from kdpipe.store.posteriors import quality, quality_of
 
 
@@ -73,11 +74,13 @@ def test_host_copy_returns_the_tensors_on_the_cpu():
     np.testing.assert_array_equal(got[0], a.numpy())
     np.testing.assert_array_equal(got[1], b.numpy())
     assert got[1].dtype == np.int32
+    moved = to_device(a, torch.device("cpu"))
+    assert moved.device.type == "cpu" and torch.equal(moved, a)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the pinned branch)")
 def test_host_copy_from_cuda_is_pinned_and_complete():  # pragma: no cover - GPU machines
-    a = torch.randn(64, 2000, device="cuda")
+    a = to_device(torch.randn(64, 2000), torch.device("cuda"))
     top = top_and_entropy(torch.log_softmax(a, -1), 8)
     copy = HostCopy(top.values, top.indices, top.entropy)
     assert all(t.is_pinned() for t in copy._host)

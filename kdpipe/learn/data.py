@@ -15,6 +15,7 @@ from kdpipe.batching import pad_features, pad_labels
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import ViewConfig, crop_windows
 from kdpipe.errors import TrainingError
+from kdpipe.host_device import to_device
 from kdpipe.levels import FRAME, Level
 
 
@@ -29,7 +30,7 @@ class SoftTargets:
     weight: torch.Tensor  # (B,) float32 per-utterance loss weight (store mixing)
 
     def to(self, device: torch.device) -> SoftTargets:
-        moved = (tensor.to(device, non_blocking=True) for tensor in vars(self).values())
+        moved = (to_device(tensor, device) for tensor in vars(self).values())
         return SoftTargets(*moved)
 
 
@@ -48,10 +49,10 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         soft = None if self.targets is None else self.targets.to(device)
-        tokens = None if self.tokens is None else self.tokens.to(device)
+        tokens = None if self.tokens is None else to_device(self.tokens, device)
         return Batch(
-            self.x.to(device), self.lengths.to(device), self.y.to(device), self.index, soft,
-            tokens,
+            to_device(self.x, device), to_device(self.lengths, device), to_device(self.y, device),
+            self.index, soft, tokens,
         )  # fmt: skip
 
 

@@ -4,10 +4,10 @@ The main thread reads features, pads batches and runs the members under
 ``torch.inference_mode``; a background thread encodes and writes parts (``StoreWriter``),
 so the teacher never waits for the disk. A bounded queue between them keeps memory flat.
 Under the top-k rule, selection and the quality statistics run on the teacher's device
-(``kdpipe.device_essence``) and only k entries a frame cross to the host (pinned,
-non-blocking on CUDA); the other rules get the full posteriors on the host and select
-there (``PosteriorWriter.add``). Legend: B batch, T frames, T' output frames, C classes,
-k kept.
+(``kdpipe.device_essence``) and only k entries a frame cross to the host
+(``kdpipe.host_device``: pinned, non-blocking on CUDA); the other rules get the full
+posteriors on the host and select there (``PosteriorWriter.add``). Legend: B batch,
+T frames, T' output frames, C classes, k kept.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from kdpipe import outputs
 from kdpipe.console import progress_bar
 from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.views import crop_windows, labels_at_rate, view_lengths
-from kdpipe.device_essence import HostCopy, top_and_entropy
+from kdpipe.device_essence import top_and_entropy
 from kdpipe.errors import ConfigError
 from kdpipe.essence import top_rows
+from kdpipe.host_device import HostCopy
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
 from kdpipe.sparse import SparseRows
@@ -55,6 +56,7 @@ class TeachSummary(Totals):
     forward_seconds: float = 0.0  # the members' forward passes and device-side selection
     writer_seconds: float = 0.0  # the writer thread busy (host selection, encoding, writes)
     wait_seconds: float = 0.0  # the main thread waiting for the writer (full queue, the end)
+    setup_seconds: float = 0.0  # before the first batch: checks, plan, members loaded
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class TeachSummary(Totals):
             "forward_seconds": self.forward_seconds,
             "writer_seconds": self.writer_seconds,
             "wait_seconds": self.wait_seconds,
+            "setup_seconds": self.setup_seconds,
             "frames_per_second": self.frames_per_second,
             "mean_entropy": self.mean_entropy,
             "mean_tail_mass": self.mean_tail_mass,
@@ -277,6 +280,7 @@ def teach(
     worker = _Writer(writer, meta, ens, level, summary)
     worker.start()
     total = int(sum(lengths[np.searchsorted(selection.index, batch)].sum() for _, batch in todo))
+    summary.setup_seconds = time.perf_counter() - started
     try:
         with (
             torch.inference_mode(),
@@ -289,9 +293,9 @@ def teach(
                         plan, features, batch, raw, views, torch_device
                     )
                     forward_start = time.perf_counter()
-                    logp, out_lengths, parts = model(inputs, x_lengths, [utt.id for utt in utts])
+                    logp, _, parts = model(inputs, x_lengths, [utt.id for utt in utts])
                     posteriors = _to_host(logp, parts if meta.members else [], top_k)
-                    host_lengths = out_lengths.cpu().numpy()
+                    host_lengths = _output_rows(utts, features, level, sub)  # no device sync
                     summary.forward_seconds += time.perf_counter() - forward_start
                     for utt, rows in zip(utts, host_lengths, strict=True):
                         # a CTC teacher's tokens are not the corpus' labels: no agreement
@@ -316,6 +320,18 @@ def teach(
     summary.bytes = writer.bytes_written()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _output_rows(
+    utts: list[_Utterance], features: FeatureStore, level: Level, sub: int
+) -> np.ndarray:
+    """(B,) output rows of each utterance, as ``Ensemble`` makes them: ceil(view frames /
+    s), or 1 at utterance level; known on the host, so the loop never waits for the
+    device before queueing the next batch."""
+    if level == "utt":
+        return np.ones(len(utts), dtype=np.int64)
+    frames = [_view_frames(utt.window, int(features.num_frames[utt.index])) for utt in utts]
+    return -(-np.asarray(frames, dtype=np.int64) // sub)
 
 
 def _to_host(logp: torch.Tensor, members: list[torch.Tensor], k: int | None) -> HostCopy:

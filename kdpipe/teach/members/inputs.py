@@ -33,6 +33,7 @@ from kdpipe.corpus.featstore import FeatureStore
 from kdpipe.corpus.manifest import Utterance
 from kdpipe.corpus.readers import read_corpus
 from kdpipe.errors import ConfigError, CorpusError
+from kdpipe.host_device import to_device
 from kdpipe.teach.ensemble_yaml import InputConfig
 
 FRAME_TOLERANCE = 2  # frames two feature extractions of one utterance may differ by (edges)
@@ -74,7 +75,7 @@ class CorpusFeatures:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = [_cut(self.corpus.normalize(raw[i]), windows[i]) for i in index]  # (T_view, F)
         x, lengths = pad_features(inputs)  # (B, T, F), (B,)
-        return x.to(device), lengths.to(device)
+        return to_device(x, device), to_device(lengths, device)
 
 
 class OtherFeatures:
@@ -131,7 +132,7 @@ class OtherFeatures:
             cut = _cut(normalized, windows[i])  # (T_view', F)
             inputs.append(cut if len(cut) else normalized[-1:])
         x, lengths = pad_features(inputs)  # (B, T_o, F), (B,)
-        return x.to(device), lengths.to(device)
+        return to_device(x, device), to_device(lengths, device)
 
 
 class Waveform:
@@ -194,7 +195,7 @@ class Waveform:
             first, last = self.samples(windows[i])
             waves.append(wave[first:last][:, None])  # (S_view, 1)
         x, lengths = pad_features(waves)  # (B, S, 1)
-        return x[..., 0].to(device), lengths.to(device)  # (B, S), (B,)
+        return to_device(x[..., 0], device), to_device(lengths, device)  # (B, S), (B,)
 
 
 def input_source(config: InputConfig, corpus: FeatureStore, selection: np.ndarray) -> InputSource:
