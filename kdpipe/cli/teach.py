@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,13 @@ def teach(
         int | None, typer.Option(help="Frames per committed store part (default 1M).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Members' forward: fp32 (exact) or bf16 (autocast: a GPU's tensor cores); "
+            "recorded in the store. Default: the ensemble.yaml's, else fp32."
+        ),
+    ] = None,
     threads: Annotated[
         int,
         typer.Option(
@@ -100,6 +108,8 @@ def teach(
         ens = load_ensemble(model)
     else:
         raise ConfigError(f"--model {model}: no such checkpoint directory or ensemble.yaml")
+    if precision is not None:
+        ens = replace(ens, precision=precision)  # validated on construction
     id_list = None
     if ids is not None:
         text = read_text(ids, ConfigError, "--ids file")  # a BOM is not part of the first id

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdpipe.errors import ConfigError
+from kdpipe.precision import check_precision
 from kdpipe.schema import from_dict, to_dict
 
 
@@ -31,6 +32,7 @@ class TrainConfig:
     device: str = "auto"  # cuda when present, else cpu
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     save_every: int = 0  # steps between mid-epoch states for --resume; 0 = epoch ends only
+    precision: str = "fp32"  # fp32: exact and portable; bf16: autocast on a GPU (kdpipe.precision)
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -48,6 +50,7 @@ class TrainConfig:
         need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         need(self.num_threads >= 0, "num_threads must be >= 0")
         need(self.save_every >= 0, "save_every must be >= 0 (0 = at epoch ends only)")
+        check_precision(self.precision, "train")
         for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0")
 

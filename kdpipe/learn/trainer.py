@@ -29,6 +29,7 @@ from kdpipe.learn.specaug import spec_augment
 from kdpipe.learn.train_config import TrainConfig
 from kdpipe.losses import align_frame_labels, hard_ce
 from kdpipe.models.checkpoint import load_training_state, save_training_state
+from kdpipe.precision import autocast
 
 LAST_STATE = "last.pt"  # training state after the latest finished epoch, for --resume
 
@@ -211,7 +212,8 @@ def train(
                         cfg.time_masks,
                         cfg.time_mask_width,
                     )
-                loss, batch_correct, batch_counted = objective(net, batch, epoch)
+                with autocast(device, cfg.precision):  # bf16: the forward and the loss
+                    loss, batch_correct, batch_counted = objective(net, batch, epoch)
                 value = loss.detach().item()
                 if not math.isfinite(value):
                     raise TrainingError(

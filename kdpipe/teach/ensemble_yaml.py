@@ -18,6 +18,7 @@ from typing import Any
 from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
 from kdpipe.essence import Rule
+from kdpipe.precision import check_precision
 from kdpipe.schema import check_keys, load_yaml, to_dict
 
 __all__ = [
@@ -232,10 +233,12 @@ class EnsembleConfig:
     view: ViewConfig | None = None  # None: the whole utterance
     seed: int = 0  # seeds the sample rule (per utterance, from (seed, utt id))
     hard_labels: bool = True  # store the corpus' hard labels when it has them
+    precision: str = "fp32"  # members' forward: fp32 (exact), bf16 (autocast, a GPU's speed)
 
     def __post_init__(self) -> None:
         if not self.members:
             raise ConfigError("ensemble: at least one member is needed")
+        check_precision(self.precision, "ensemble")
         if self.combine not in COMBINE:
             raise ConfigError(f"ensemble: combine must be one of {COMBINE}, got {self.combine!r}")
         if self.values not in ("uint8", "float16"):

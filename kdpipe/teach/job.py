@@ -107,6 +107,7 @@ def store_meta(
         "seed": ens.seed,
         "selection": selection.what,
         "feature_cmvn": store.config.cmvn,
+        **({"precision": ens.precision} if ens.precision != "fp32" else {}),  # older stores: fp32
     }
     return StoreMeta(
         labels=plan.labels.names,

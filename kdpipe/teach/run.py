@@ -33,6 +33,7 @@ from kdpipe.essence import top_rows
 from kdpipe.host_device import HostCopy
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
+from kdpipe.precision import autocast
 from kdpipe.sparse import SparseRows
 from kdpipe.store.posteriors import PosteriorWriter, Totals, quality_of
 from kdpipe.store.spec import StoreMeta
@@ -293,7 +294,8 @@ def teach(
                         plan, features, batch, raw, views, torch_device
                     )
                     forward_start = time.perf_counter()
-                    logp, _, parts = model(inputs, x_lengths, [utt.id for utt in utts])
+                    with autocast(torch_device, ens.precision):  # the members' forward
+                        logp, _, parts = model(inputs, x_lengths, [utt.id for utt in utts])
                     posteriors = _to_host(logp, parts if meta.members else [], top_k)
                     host_lengths = _output_rows(utts, features, level, sub)  # no device sync
                     summary.forward_seconds += time.perf_counter() - forward_start
