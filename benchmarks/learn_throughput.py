@@ -2,8 +2,9 @@
 
 Both modes train the same student on the same batches in the same order (one epoch of a
 ``TargetStream``), with the KD loss, in one process, alternating A/B/A/B so machine noise
-hits both: ``stream`` reads the store and the features through a DataLoader worker while
-the model trains; ``memory`` first materialises every batch of the epoch as tensors, then
+hits both: ``stream`` reads the store and the features while the model trains (in a
+read-ahead thread, learn's default ``kd.workers: 0``; ``--workers N``: N DataLoader worker
+processes); ``memory`` first materialises every batch of the epoch as tensors, then
 times only the training loop; ``cached`` is the stream after an epoch has filled its
 example cache (``kd.cache_mb``: what ``learn`` streams from its second epoch on). The ratio
 stream / memory is the cost of streaming (target: at least 0.95).
@@ -55,7 +56,9 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=2000)
     ap.add_argument("--student", default="lstm", choices=sorted(CONFIGS))
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="DataLoader worker processes: 0 is learn's default (kd.workers): "
+                    "the stream reads ahead in a thread of the training process")  # fmt: skip
     a = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,10 @@ SCRIPTS = [
     "onnx_member.py",
     "export_size.py",
     "import_speed.py",
+    "teach_ceiling.py",
+    "learn_throughput.py",
+    "offline_vs_online.py",
+    "gpu.py",  # says so and stops where there is no CUDA
 ]
 
 if __name__ == "__main__":
