@@ -13,14 +13,23 @@ through ``StoreWriter`` / ``StoreReader``), and prints:
    ``adaptive``, the length of a one-pass adaptive code (Krichevsky-Trofimov counts, one
    set per context, alphabet = the symbols the stream uses): achievable, learning cost
    included.
-2. **Candidate encodings**, each array chunked in ``131072`` rows and compressed by blosc
-   (zstd, whole-chunk blocks up to 2 MiB, as format 2): bytes per frame, encode speed
-   (transform + compression) and single-thread decode speed (decompression + whatever
-   numpy work a reader needs to get back the stored-order arrays), every one checked to
-   round-trip before it is reported.
+2. **Candidate encodings**, each stream chunked in ``131072`` rows and compressed by
+   blosc (zstd unless named, whole-chunk blocks up to 2 MiB, as format 2): bytes per
+   frame, encode speed (transform + compression) and single-thread decode speed
+   (decompression + whatever numpy work a reader needs to get back the stored-order
+   arrays), every one checked to round-trip before it is reported. Families: format 2
+   and other codecs of the same arrays; k-major (transposed) chunks; ids sorted by class
+   within rows plus the permutation back to rank order (ranks, or one Lehmer index of
+   k! per row); **slots** (``slot_layout``): an id keeps its slot while it stays in the
+   top-k, a new id takes a freed slot, so each slot column is constant over runs of
+   frames (stored as is k-major, or as start bits + the new ids), plus the permutation
+   from slot to rank order; and joint encodings whose values are not in rank order
+   (checked "up to ties": equal codes may come back in another order, or "as sets":
+   rows left in slot order). Ragged streams (new ids, changed rows) are chunked in
+   ``131072`` of their own entries, not per frame chunk.
 3. The candidates as a markdown table, and combinations of one index, one value and one
-   tail encoding: the smallest ones, the smallest that decode at least as fast as
-   format 2, and the target (issue 18: 12 B/frame).
+   tail encoding: format 2, the size / decode-speed front, the smallest that decode at
+   least as fast as format 2, and the fastest within the target (issue 18: 12 B/frame).
 
 Single thread throughout (``numcodecs.blosc.set_nthreads(1)``; run with
 ``OMP_NUM_THREADS=1``); speeds are the best of ``--repeats`` rounds.
@@ -56,7 +65,7 @@ from kdpipe.testing.posteriors import synthetic_logprobs
 C = 2000  # synthetic classes, as store_size.py
 UTT_FRAMES = 400  # frames per synthetic utterance, as store_size.py
 CHUNK_ROWS = 131072  # format 2's chunk rows
-_LGAMMA = np.frompyfunc(math.lgamma, 1, 1)
+_LGAMMA = np.frompyfunc(math.lgamma, 1, 1)  # log Gamma elementwise (object results)
 STEP = 1.05  # the combination table's steps in decode speed (timings move ~5 % by run)
 TARGET = 12.0  # issue 18: top-8 targets (indices + values + tail) in B/frame
 SHUFFLES = {"no": nblosc.NOSHUFFLE, "byte": nblosc.SHUFFLE, "bit": nblosc.BITSHUFFLE}

@@ -72,16 +72,22 @@ def kd_loss(
         return (rows * w).sum() / w.sum().clamp(min=1e-12)
 
     soft_loss = hard_loss = zero
-    if alpha > 0 and bool(mask.any()):
-        z, w = logits[mask], weight[mask]  # (N, C), (N,)
+    use_soft, use_hard = alpha > 0 and bool(mask.any()), alpha < 1 and bool(hard_mask.any())
+    # the usual batch has a target and a label on every live row: its rows are gathered
+    # once for both terms (one (N, C) copy and one scatter in the backward, not two)
+    shared = use_soft and use_hard and torch.equal(mask, hard_mask)
+    z = logits[mask] if use_soft else None  # (N, C)
+    if z is not None:
+        w = weight[mask]  # (N,)
         idx, logp = soft.idx[:, :t][mask], soft.logp[:, :t][mask]  # (N, K)
         if sampled:
             rows = sampled_kd(z, idx, logp)
         else:
             rows = sparse_kd(z, idx, logp, soft.tail[:, :t][mask], temperature, tail)
         soft_loss = weighted(rows, w)
-    if alpha < 1 and bool(hard_mask.any()):
-        rows = F.cross_entropy(logits[hard_mask], y[hard_mask], reduction="none")  # (N,)
+    if use_hard:
+        zh = z if shared and z is not None else logits[hard_mask]  # (N, C)
+        rows = F.cross_entropy(zh, y[hard_mask], reduction="none")  # (N,)
         hard_loss = weighted(rows, weight[hard_mask])
     loss = multitask(soft_loss, hard_loss, alpha)
     with torch.no_grad():
