@@ -15,6 +15,7 @@ stream / memory is the cost of streaming (target: at least 0.95).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -61,6 +62,7 @@ def main() -> None:
                     "the stream reads ahead in a thread of the training process")  # fmt: skip
     a = ap.parse_args()
     torch.set_num_threads(1)
+    print(f"cores {os.cpu_count()}, 1 thread, load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         level = LEVELS.get(a.student, "frame")
@@ -87,7 +89,8 @@ def main() -> None:
         cached_ratio = best["cached"] / best["memory"]
         print(f"{a.student}: stream {best['stream']:,.0f} fr/s, cached {best['cached']:,.0f} "
               f"fr/s, memory {best['memory']:,.0f} fr/s; ratio {ratio:.3f} (first epoch), "
-              f"{cached_ratio:.3f} (later epochs, from the cache)")  # fmt: skip
+              f"{cached_ratio:.3f} (later epochs, from the cache); load "
+              f"{os.getloadavg()[0]:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
