@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -40,6 +40,28 @@ SynthJobs = Annotated[
 SynthOverwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace an earlier synth output in OUT.")
 ]
+SynthRealism = Annotated[
+    bool,
+    typer.Option(
+        "--realism",
+        help="Harder speech: a mix of reverberation, telephone lines, speed and tempo "
+        "perturbation and microphone colouring (docs/corpora.md); the --*-prob options win.",
+    ),
+]
+
+
+def _prob(flag: str, what: str) -> Any:
+    """A channel probability's option (``--reverb-prob``, ...)."""
+    return typer.Option(flag, help=f"Share of utterances {what} (default 0; --realism: a mix).")
+
+
+SynthReverb = Annotated[float | None, _prob("--reverb-prob", "in a reverberant room")]
+SynthTelephone = Annotated[
+    float | None, _prob("--telephone-prob", "over a telephone line (300-3400 Hz, codec)")
+]
+SynthSpeed = Annotated[float | None, _prob("--speed-prob", "speed-perturbed (0.9-1.1)")]
+SynthTempo = Annotated[float | None, _prob("--tempo-prob", "tempo-perturbed, pitch kept")]
+SynthMic = Annotated[float | None, _prob("--mic-prob", "through a coloured microphone")]
 
 
 def _print_synth(summary: SynthSummary) -> None:
@@ -62,13 +84,29 @@ def synth_keywords_cmd(
     words: Annotated[
         str | None, typer.Option("--words", help="Comma-separated keywords (default: 35).")
     ] = None,
+    realism: SynthRealism = False,
+    reverb_prob: SynthReverb = None,
+    telephone_prob: SynthTelephone = None,
+    speed_prob: SynthSpeed = None,
+    tempo_prob: SynthTempo = None,
+    mic_prob: SynthMic = None,
 ) -> None:
     """A Speech-Commands-like keyword set: 1 s clips, many voices, noise, split by speaker."""
     from kdpipe.corpus.synth import KeywordSynthConfig, synth_keywords
 
     chosen = tuple(w.strip() for w in words.split(",") if w.strip()) if words else None
     cfg = KeywordSynthConfig.for_size(
-        size, seed=seed, num_utts=num_utts, num_voices=num_voices, words=chosen
+        size,
+        realism,
+        seed=seed,
+        num_utts=num_utts,
+        num_voices=num_voices,
+        words=chosen,
+        reverb_prob=reverb_prob,
+        telephone_prob=telephone_prob,
+        speed_prob=speed_prob,
+        tempo_prob=tempo_prob,
+        mic_prob=mic_prob,
     )
     _print_synth(synth_keywords(out, cfg, jobs=jobs, overwrite=overwrite))
 
@@ -100,12 +138,19 @@ def synth_phones_cmd(
             "`kdpipe corpus align`, the truth under OUT/reference. Both write lexicon.txt.",
         ),
     ] = "true",
+    realism: SynthRealism = False,
+    reverb_prob: SynthReverb = None,
+    telephone_prob: SynthTelephone = None,
+    speed_prob: SynthSpeed = None,
+    tempo_prob: SynthTempo = None,
+    mic_prob: SynthMic = None,
 ) -> None:
     """Sentences with frame-level labels from eSpeak's phoneme events, as Kaldi data dirs."""
     from kdpipe.corpus.synth import PhoneSynthConfig, synth_phones
 
     cfg = PhoneSynthConfig.for_size(
         size,
+        realism,
         seed=seed,
         num_utts=num_utts,
         num_voices=num_voices,
@@ -113,6 +158,11 @@ def synth_phones_cmd(
         num_states=num_states,
         text_file=str(text) if text else None,
         labels=labels,
+        reverb_prob=reverb_prob,
+        telephone_prob=telephone_prob,
+        speed_prob=speed_prob,
+        tempo_prob=tempo_prob,
+        mic_prob=mic_prob,
     )
     _print_synth(synth_phones(out, cfg, jobs=jobs, overwrite=overwrite))
 

@@ -7,6 +7,10 @@
   and a lexicon as spoken only, for an aligner, with the true labels kept apart;
 - ``speak``: one text, one voice -> (16 kHz float32 audio, [(phone, start_s, end_s)]).
 
+Either corpus can be made harder (``REALISM``, ``--realism``, ``reverb_prob`` and the
+other channel settings): reverberation, telephone band and codecs, speed and tempo
+perturbation, microphone colouring, the labels kept true to the audio.
+
 Everything follows from the seed: the same seed and size give byte-identical files,
 whatever the number of worker processes (see ``espeak`` for how).
 
@@ -14,10 +18,11 @@ Modules: ``settings`` (the two tasks' configs), ``draws`` (every random choice, 
 ``voices`` (accents x variants, split by variant), ``espeak`` and ``private`` (the eSpeak NG
 binding and its private copies), ``phonemes`` and ``align`` (eSpeak's events to clean phone
 spans), ``spoken`` (eSpeak's word events to each word's phones, the lexicon as spoken),
-``audio`` (``speak``, resampling), ``noise``, ``worker`` (one utterance: speak, place, add
-noise, write), ``runner`` (output folder, babble bank, worker processes, summary),
-``keywords`` and ``phones`` (the two tasks), ``units`` (phone, state and tied-triphone
-frame labels).
+``audio`` (``speak``, resampling), ``noise``, ``channel`` (the recording channel: speed
+and tempo perturbation, room, microphone, telephone line; off unless asked, ``--realism``),
+``worker`` (one utterance: speak, place, channel and noise, write), ``runner`` (output
+folder, babble bank, worker processes, summary), ``keywords`` and ``phones`` (the two
+tasks), ``units`` (phone, state and tied-triphone frame labels).
 """
 
 from kdpipe.corpus.synth.audio import Speech, speak
@@ -26,6 +31,7 @@ from kdpipe.corpus.synth.phonemes import PHONES, SIL, normalize_phone
 from kdpipe.corpus.synth.phones import synth_phones
 from kdpipe.corpus.synth.runner import SynthSummary
 from kdpipe.corpus.synth.settings import (
+    REALISM,
     SIZES,
     SPEECH_COMMANDS_WORDS,
     KeywordSynthConfig,
@@ -36,6 +42,7 @@ from kdpipe.corpus.synth.voices import ACCENTS, available_variants, check_voice
 __all__ = [
     "ACCENTS",
     "PHONES",
+    "REALISM",
     "SIL",
     "SIZES",
     "SPEECH_COMMANDS_WORDS",

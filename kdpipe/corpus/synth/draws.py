@@ -1,5 +1,5 @@
 """Random choices both tasks make up front, all from the seed: voices, splits, prosody,
-background noise, and the babble bank.
+background noise, the recording channel, and the babble bank.
 
 Every choice is drawn here in a fixed order, before any work is shared out, so the same
 seed gives the same corpus whatever the number of workers.
@@ -13,6 +13,7 @@ from importlib.resources import files
 import numpy as np
 
 from kdpipe.corpus.synth.audio import resample
+from kdpipe.corpus.synth.channel import CLEAN, SHELF_Q, Band, Channel
 from kdpipe.corpus.synth.espeak import synthesize
 from kdpipe.corpus.synth.noise import mix_babble_bank
 from kdpipe.corpus.synth.settings import BaseSynthConfig
@@ -22,7 +23,12 @@ from kdpipe.corpus.synth.worker import Background, Prosody
 BABBLE_TALKERS = 6  # talkers summed into the babble bank (a crowd, not one voice)
 BABBLE_SECONDS = 15.0  # length of the bank; clips take random stretches of it
 _TASKS = {"keywords": 1, "phones": 2}
-_STREAMS = {"voices": 1, "utterances": 2, "babble": 3}
+_STREAMS = {"voices": 1, "utterances": 2, "babble": 3, "channel": 4}
+MIC_LOW_SHELF_HZ = (100.0, 300.0)  # a microphone's bass: proximity boost or a thin capsule
+MIC_HIGH_SHELF_HZ = (2500.0, 6000.0)  # its treble: presence lift or roll-off
+MIC_PEAK_HZ = (300.0, 5000.0)  # resonances of capsule and housing (log-uniform)
+MIC_PEAK_Q = (0.7, 3.0)  # from broad to narrow resonances
+MIC_PEAKS = 2  # resonances per microphone
 
 
 def builtin_words() -> list[str]:
@@ -79,6 +85,51 @@ def background(config: BaseSynthConfig, rng: np.random.Generator) -> Background:
     snr = float(rng.uniform(*config.snr_db))
     level = float(rng.uniform(*config.level_db))
     return Background(kind, round(snr, 2), round(level, 2), int(rng.integers(2**31)))
+
+
+def channel(config: BaseSynthConfig, rng: np.random.Generator) -> Channel:
+    """One utterance's recording channel (``CLEAN`` when the config has none).
+
+    Each utterance takes one seed from ``rng`` and draws every value from it whatever the
+    probabilities, so turning one effect on, or changing its share, moves no other draw.
+    """
+    if not config.has_channel:
+        return CLEAN
+    own = np.random.default_rng(int(rng.integers(2**63)))
+    coins = own.random(5)  # reverb, telephone, speed, tempo, mic
+    rt60 = round(float(own.uniform(*config.rt60)), 3)
+    codecs = config.codecs
+    codec = codecs[min(int(own.random() * len(codecs)), len(codecs) - 1)]
+    speed = round(float(own.uniform(*config.speed)), 3)
+    tempo = round(float(own.uniform(*config.tempo)), 3)
+    mic = mic_bands(own, config.mic_gain_db)
+    seed = int(own.integers(2**31))
+    return Channel(
+        speed=speed if coins[2] < config.speed_prob else 1.0,
+        tempo=tempo if coins[3] < config.tempo_prob else 1.0,
+        rt60=rt60 if coins[0] < config.reverb_prob else None,
+        mic=mic if coins[4] < config.mic_prob else None,
+        telephone=codec if coins[1] < config.telephone_prob else None,
+        seed=seed,
+    )
+
+
+def mic_bands(rng: np.random.Generator, gain_db: float) -> tuple[Band, ...]:
+    """A random microphone EQ: a low and a high shelf and ``MIC_PEAKS`` resonances, each
+    gain uniform in +- ``gain_db``."""
+
+    def gain() -> float:
+        return round(float(rng.uniform(-gain_db, gain_db)), 2)
+
+    bands: list[Band] = [
+        ("lowshelf", round(float(rng.uniform(*MIC_LOW_SHELF_HZ))), gain(), SHELF_Q),
+        ("highshelf", round(float(rng.uniform(*MIC_HIGH_SHELF_HZ))), gain(), SHELF_Q),
+    ]
+    lo, hi = np.log(MIC_PEAK_HZ)
+    for _ in range(MIC_PEAKS):
+        freq = round(float(np.exp(rng.uniform(lo, hi))))
+        bands.append(("peak", freq, gain(), round(float(rng.uniform(*MIC_PEAK_Q)), 2)))
+    return tuple(bands)
 
 
 def needs_babble(config: BaseSynthConfig) -> bool:

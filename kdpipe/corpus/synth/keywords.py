@@ -6,6 +6,8 @@ Layout (that of Google Speech Commands, so the same reader takes it)::
     OUT/validation_list.txt               dev clips, paths relative to OUT
     OUT/testing_list.txt                  test clips; everything else is train
     OUT/synth.json                        seed, settings, counts, voices
+    OUT/channel.txt                       <path> speed=.. tempo=.. rt60=.. mic=.. telephone=..
+                                          (only with channel effects: ``channel``)
 """
 
 from __future__ import annotations
@@ -15,8 +17,21 @@ from collections import Counter
 from pathlib import Path
 
 from kdpipe import __version__
-from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
-from kdpipe.corpus.synth.runner import SynthSummary, resolve_jobs, synthesize_plan, write_marker
+from kdpipe.corpus.synth.draws import (
+    background,
+    builtin_words,
+    channel,
+    plan_voices,
+    prosody,
+    rng_for,
+)
+from kdpipe.corpus.synth.runner import (
+    SynthSummary,
+    resolve_jobs,
+    synthesize_plan,
+    write_channels,
+    write_marker,
+)
 from kdpipe.corpus.synth.settings import KeywordSynthConfig
 from kdpipe.corpus.synth.voices import Voice
 from kdpipe.corpus.synth.worker import KeywordJob
@@ -29,7 +44,7 @@ def plan_keywords(
 ) -> tuple[list[Voice], dict[str, str], list[KeywordJob], list[str]]:
     """Voices, speaker -> split, one job per clip, and each job's speaker id."""
     voices, split = plan_voices(config)
-    rng = rng_for(config, "utterances")
+    rng, channel_rng = rng_for(config, "utterances"), rng_for(config, "channel")
     words = list(config.words)
     tiled = words * -(-config.num_utts // len(words))  # every word equally often (+-1)
     order = [tiled[int(i)] for i in rng.permutation(len(tiled))[: config.num_utts]]
@@ -42,8 +57,8 @@ def plan_keywords(
         path = f"{word}/{spk}_nohash_{seen[spk, word]}.wav"
         seen[spk, word] += 1
         said, bg = prosody(config, voice, rng), background(config, rng)
-        offset = float(rng.random())
-        jobs.append(KeywordJob(i, path, word, said, bg, offset, clip, config.sample_rate))
+        offset, heard = float(rng.random()), channel(config, channel_rng)
+        jobs.append(KeywordJob(i, path, word, said, bg, offset, clip, config.sample_rate, heard))
         speakers.append(spk)
     return voices, split, jobs, speakers
 
@@ -79,6 +94,8 @@ def synth_keywords(
         lists[split[spk]].append(job.path)
         spk_by_split[split[spk]].add(spk)
         samples += result.num_samples
+    written = [(job.path, result) for job, result in zip(plan, results, strict=True)]
+    channels = write_channels(out, config, written)
     (out / DEV_LIST).write_text("".join(p + "\n" for p in sorted(lists["dev"])))
     (out / TEST_LIST).write_text("".join(p + "\n" for p in sorted(lists["test"])))
     summary = SynthSummary(
@@ -105,6 +122,7 @@ def synth_keywords(
             "layout": "Google Speech Commands: <word>/<speaker>_nohash_<n>.wav, "
             f"{DEV_LIST} (dev), {TEST_LIST} (test), everything else train",
             "voices": [{**voice.to_dict(), "split": split[voice.speaker_id]} for voice in voices],
+            **channels,
         },
     )
     summary.seconds = time.perf_counter() - started

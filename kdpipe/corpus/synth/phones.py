@@ -10,6 +10,8 @@ Layout::
     OUT/labels.txt                        the label set, one name per line, index order
     OUT/lexicon.txt                       <word> <phone> ...  as spoken (``spoken``)
     OUT/synth.json                        seed, settings, counts, voices
+    OUT/channel.txt                       <utt> speed=.. tempo=.. rt60=.. mic=.. telephone=..
+                                          (only with channel effects: ``channel``)
 
 Utterance ids are ``<speaker>-<index>`` so Kaldi's sort orders agree. Frame ``i`` is
 labelled with the unit active at ``FbankConfig.frame_center(i)``; each ali line has exactly
@@ -37,8 +39,21 @@ from typing import Any
 
 from kdpipe import __version__
 from kdpipe.corpus.features import FbankConfig
-from kdpipe.corpus.synth.draws import background, builtin_words, plan_voices, prosody, rng_for
-from kdpipe.corpus.synth.runner import SynthSummary, resolve_jobs, synthesize_plan, write_marker
+from kdpipe.corpus.synth.draws import (
+    background,
+    builtin_words,
+    channel,
+    plan_voices,
+    prosody,
+    rng_for,
+)
+from kdpipe.corpus.synth.runner import (
+    SynthSummary,
+    resolve_jobs,
+    synthesize_plan,
+    write_channels,
+    write_marker,
+)
 from kdpipe.corpus.synth.settings import PhoneSynthConfig
 from kdpipe.corpus.synth.spoken import SpokenSentence, spoken_lexicon
 from kdpipe.corpus.synth.units import (
@@ -76,7 +91,7 @@ def plan_phones(
 ) -> tuple[list[Voice], dict[str, str], list[PhoneJob], list[str]]:
     """Voices, speaker -> split, one job per sentence, and each job's speaker id."""
     voices, split = plan_voices(config)
-    rng = rng_for(config, "utterances")
+    rng, channel_rng = rng_for(config, "utterances"), rng_for(config, "channel")
     words = builtin_words()
     sentences = read_sentences(config.text_file) if config.text_file else None
     order = rng.permutation(len(sentences)) if sentences else None
@@ -93,8 +108,8 @@ def plan_phones(
         pad_before = round(float(rng.uniform(lo, hi)) * config.sample_rate)
         pad_after = round(float(rng.uniform(lo, hi)) * config.sample_rate)
         utt = f"{voice.speaker_id}-{i:06d}"
-        pad = (pad_before, pad_after)
-        jobs.append(PhoneJob(i, f"wav/{utt}.wav", text, said, bg, pad, config.sample_rate))
+        pad, heard = (pad_before, pad_after), channel(config, channel_rng)
+        jobs.append(PhoneJob(i, f"wav/{utt}.wav", text, said, bg, pad, config.sample_rate, heard))
         speakers.append(voice.speaker_id)
     return voices, split, jobs, speakers
 
@@ -149,6 +164,7 @@ def synth_phones(
         for utterance in kept
     )
     lexicon.write(out / LEXICON)
+    channels = write_channels(out, config, [(u.utt_id, u.result) for u in kept])
     if config.labels == "true":
         labels.write(out / "labels.txt")
         for name, rows in per_split.items():
@@ -190,6 +206,7 @@ def synth_phones(
             "voices": [{**voice.to_dict(), "split": split[voice.speaker_id]} for voice in voices],
             "lexicon": {"file": LEXICON, **lexicon.counts.to_dict()},
             **(_aligned_marker(config) if config.labels == "aligned" else {}),
+            **channels,
         },
     )
     summary.seconds = time.perf_counter() - started

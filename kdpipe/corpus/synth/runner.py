@@ -1,5 +1,5 @@
 """Running synthesis jobs: the output folder, the babble bank, worker processes, progress,
-the summary.
+the summary, the record of the recording channels.
 
 Workers are forked (or spawned where threads run; each loads its own eSpeak); ``jobs=1``
 runs in this process. Jobs are cut into fixed batches and results put back in job order,
@@ -24,7 +24,7 @@ import numpy as np
 from rich.table import Table
 
 from kdpipe.console import progress_bar
-from kdpipe.corpus.synth import worker
+from kdpipe.corpus.synth import channel, worker
 from kdpipe.corpus.synth.draws import babble_bank, needs_babble
 from kdpipe.corpus.synth.settings import BaseSynthConfig
 from kdpipe.corpus.synth.voices import Voice
@@ -32,6 +32,7 @@ from kdpipe.corpus.synth.worker import KeywordJob, PhoneJob, Result
 from kdpipe.errors import SynthError
 
 MARKER = "synth.json"  # written first (incomplete) and last (complete) into every output
+CHANNELS = "channel.txt"  # each utterance's recording channel, when the config has one
 BATCH = 16  # utterances per task sent to a worker (~0.1 s of work)
 
 
@@ -97,6 +98,22 @@ def write_marker(out: Path, content: dict[str, Any]) -> None:
     (out / MARKER).write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
 
 
+def write_channels(
+    out: Path, config: BaseSynthConfig, written: Sequence[tuple[str, Result]]
+) -> dict[str, Any]:
+    """``channel.txt`` (``<utterance> speed=.. tempo=.. rt60=.. mic=.. telephone=..``, the
+    channel each written utterance got, in name order) and what synth.json says of it;
+    nothing without channel effects (the corpus is as it was before they existed)."""
+    if not config.has_channel:
+        return {}
+    rows = sorted(
+        ((name, result.channel) for name, result in written if result.error is None),
+        key=lambda row: row[0],
+    )
+    (out / CHANNELS).write_text("".join(f"{name} {ch.describe()}\n" for name, ch in rows))
+    return {"channel": {"file": CHANNELS, **channel.summary([ch for _, ch in rows])}}
+
+
 def resolve_jobs(jobs: int | None) -> int:
     """``jobs`` checked, or the CPUs this process may use when None."""
     if jobs is None:
@@ -126,6 +143,8 @@ def synthesize_plan(
     every job of ``plan``."""
     prepare_out(out, overwrite)
     write_marker(out, {"task": config.TASK, "complete": False})
+    if config.has_channel:
+        channel.preload()  # before the workers fork, so that none imports scipy again
     bank = None
     if needs_babble(config):
         train = [voice for voice in voices if split[voice.speaker_id] == "train"]

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
+from kdpipe.corpus.synth.channel import CODECS
 from kdpipe.corpus.synth.noise import NOISE_TYPES
 from kdpipe.corpus.synth.phonemes import PHONES
 from kdpipe.corpus.synth.units import STATES, UNITS, Units
@@ -32,6 +33,25 @@ _WORD = re.compile(r"[a-z][a-z']*")
 
 C = TypeVar("C", bound="BaseSynthConfig")
 
+# The recording channel's settings (``channel``): written to ``to_dict`` (so to synth.json
+# and the fingerprints) only when one of them is not its default, so corpora and recipes
+# made before they existed keep their fingerprints.
+CHANNEL_KEYS = (
+    "reverb_prob", "rt60", "telephone_prob", "codecs", "speed_prob", "speed", "tempo_prob",
+    "tempo", "mic_prob", "mic_gain_db",
+)  # fmt: skip
+PROBABILITIES = ("reverb_prob", "telephone_prob", "speed_prob", "tempo_prob", "mic_prob")
+
+# ``for_size(realism=True)``, ``--realism``: a mix like that of a varied recorded corpus,
+# where about one utterance in nine stays clean (0.5 x 0.8 x 0.7 x 0.8 x 0.5):
+REALISM: dict[str, Any] = {
+    "reverb_prob": 0.5,  # half far-field (meeting rooms, smart speakers), half close-talk
+    "telephone_prob": 0.2,  # a fifth over a phone line, as in call-centre data
+    "speed_prob": 0.3,  # Kaldi adds 0.9x and 1.1x copies; no copies here: a third changed
+    "tempo_prob": 0.2,  # talkers' own rate changes, pitch kept
+    "mic_prob": 0.5,  # half through a coloured (cheap or distant) microphone
+}
+
 
 @dataclass(frozen=True)
 class BaseSynthConfig:
@@ -55,6 +75,17 @@ class BaseSynthConfig:
     snr_db: tuple[float, float] = (15.0, 40.0)  # speech-to-noise ratio, uniform
     level_db: tuple[float, float] = (-20.0, -3.0)  # peak level of each file, dBFS, uniform
     sample_rate: int = 16000  # what FbankConfig expects
+    # the recording channel (``channel``; all off by default: the corpora as they were)
+    reverb_prob: float = 0.0  # share of utterances in a reverberant room
+    rt60: tuple[float, float] = (0.2, 0.9)  # reverberation time, s: a car to a lecture hall
+    telephone_prob: float = 0.0  # share over a telephone line (300-3400 Hz, 8 kHz)
+    codecs: tuple[str, ...] = CODECS  # the line's codec, drawn uniformly per such utterance
+    speed_prob: float = 0.0  # share speed-perturbed (tempo and pitch)
+    speed: tuple[float, float] = (0.9, 1.1)  # speed factor, uniform: Kaldi's 0.9 and 1.1
+    tempo_prob: float = 0.0  # share tempo-perturbed (pitch kept)
+    tempo: tuple[float, float] = (0.9, 1.1)  # tempo factor, uniform, as for speed
+    mic_prob: float = 0.0  # share through a coloured microphone
+    mic_gain_db: float = 6.0  # the EQ bands' gains are uniform in +- this: a real mic's
 
     SIZE_PRESETS: ClassVar[dict[str, tuple[int, int]]] = {}
     TASK: ClassVar[str] = ""
@@ -91,19 +122,47 @@ class BaseSynthConfig:
             raise ConfigError(f"{where}: noise_types must be some of {', '.join(NOISE_TYPES)}")
         if self.sample_rate < 8000:
             raise ConfigError(f"{where}: sample_rate must be >= 8000")
+        for name in PROBABILITIES:
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{where}: {name} must be in [0, 1], got {getattr(self, name)}")
+        _check_pair(where, "rt60", self.rt60, 0.05, 3.0)
+        _check_pair(where, "speed", self.speed, 0.5, 2.0)
+        _check_pair(where, "tempo", self.tempo, 0.5, 2.0)
+        bad = [c for c in self.codecs if c not in CODECS]
+        if bad or not self.codecs:
+            raise ConfigError(f"{where}: codecs must be some of {', '.join(CODECS)}, got {bad}")
+        if not 0 <= self.mic_gain_db <= 24:
+            raise ConfigError(f"{where}: mic_gain_db must be in 0..24, got {self.mic_gain_db}")
+
+    @property
+    def has_channel(self) -> bool:
+        """Whether any utterance may get a channel effect (reverb, telephone, ...)."""
+        return any(getattr(self, name) > 0 for name in PROBABILITIES)
 
     @classmethod
-    def for_size(cls: type[C], size: str = "small", **overrides: Any) -> C:
-        """The preset for ``size`` (small/medium/large), with ``overrides`` applied."""
+    def for_size(cls: type[C], size: str = "small", realism: bool = False, **overrides: Any) -> C:
+        """The preset for ``size`` (small/medium/large), with ``REALISM``'s channel mix
+        when ``realism``, then ``overrides`` (None: not given) applied."""
         if size not in cls.SIZE_PRESETS:
             raise ConfigError(f"unknown size {size!r}; choose {', '.join(SIZES)}")
+        if not isinstance(realism, bool):
+            raise ConfigError(f"synth {cls.TASK}: realism must be true or false, got {realism!r}")
         num_utts, num_voices = cls.SIZE_PRESETS[size]
-        values = {"num_utts": num_utts, "num_voices": num_voices}
+        values: dict[str, Any] = {"num_utts": num_utts, "num_voices": num_voices}
+        if realism:
+            values.update(REALISM)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        """The settings; the channel's (``CHANNEL_KEYS``) only when one is not its default,
+        so that the settings (and fingerprints) of corpora without them stay the same."""
+        values = to_dict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(BaseSynthConfig)}
+        if all(getattr(self, name) == defaults[name] for name in CHANNEL_KEYS):
+            for name in CHANNEL_KEYS:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any] | None) -> C:
