@@ -27,6 +27,7 @@ them (``truth``).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -160,6 +161,16 @@ def state_names(model: GmmHmm, lexicon: Lexicon) -> list[str]:
         base = f"{phones[phone]}_{pdf_class}"
         names.append(base if leaves[(phone, pdf_class)] == 1 else f"{base}_{k}")
     return names
+
+
+def state_phone(name: str) -> str:
+    """The phone of a tied-state name ``<phone>_<pdf class>[_<k>]`` (``state_names``); a
+    name of another form (a phone itself) is returned as it is."""
+    match = _STATE_NAME.fullmatch(name)
+    return match.group(1) if match else name
+
+
+_STATE_NAME = re.compile(r"(.+?)_\d+(?:_\d+)?")
 
 
 def _write(

@@ -5,7 +5,10 @@
   frames) that have an aligned boundary within 10 ms / 20 ms (1 / 2 frames at a 10 ms
   shift). Each true boundary is matched to the nearest aligned one, whatever its phones:
   the measure the alignment literature reports (e.g. within-20-ms rates of forced
-  aligners), and defined even where the aligned pronunciation differs from the truth.
+  aligners), and defined even where the aligned pronunciation differs from the truth;
+- a model against the truth (``model_truth``): the phones a model trained on an alignment
+  predicts, scored against the true phones rather than its training labels, over all
+  frames and apart where the alignment was right and where it was wrong.
 
 Shapes: per utterance (T,) phone names (or any labels), aligned and true, same T.
 """
@@ -48,9 +51,7 @@ def read_reference(src: str | Path) -> dict[str, np.ndarray] | None:
         return None
     out: dict[str, np.ndarray] = {}
     for table in tables:
-        for line in table.read_text().splitlines():
-            utt, *phones = line.split()
-            out[utt] = np.array(phones)
+        out.update(read_table(table))
     return out
 
 
@@ -92,3 +93,48 @@ def agreement(
         near10 / max(bounds, 1),
         near20 / max(bounds, 1),
     )
+
+
+def read_table(path: str | Path) -> dict[str, np.ndarray]:
+    """A Kaldi-style table ``utt-id token token ...`` (``phone_ali.txt``, ``phones.txt``):
+    utterance -> (T,) tokens."""
+    out: dict[str, np.ndarray] = {}
+    for line in Path(path).read_text().splitlines():
+        utt, *tokens = line.split()
+        out[utt] = np.array(tokens)
+    return out
+
+
+def model_truth(
+    predicted: Mapping[str, np.ndarray],
+    aligned: Mapping[str, np.ndarray],
+    truth: Mapping[str, np.ndarray],
+) -> dict[str, float]:
+    """A model's phones against the truth, on the utterances all three have.
+
+    ``predicted``: utterance -> (T',) phones the model chose (its argmax tied state's phone)
+    at its output rate; ``aligned``: the alignment's phones of the same utterance (T,), what
+    it was trained on; ``truth``: the true phones (T,). A model with subsampling s is
+    compared on frames 0, s, 2s, ... Returns the frame accuracy against the truth over all
+    frames, over the frames whose alignment was right and over those where it was wrong,
+    and the share of frames where it was wrong (``label_error``)."""
+    hits = {"all": 0, "right": 0, "wrong": 0}
+    frames = {"all": 0, "right": 0, "wrong": 0}
+    for utt, hyp in predicted.items():
+        if utt not in truth or utt not in aligned or len(truth[utt]) != len(aligned[utt]):
+            continue
+        ref, ali = np.asarray(truth[utt]), np.asarray(aligned[utt])
+        step = max(1, round(len(ref) / max(len(hyp), 1)))
+        n = min(len(hyp), len(ref[::step]))
+        got, ref, ali = np.asarray(hyp)[:n], ref[::step][:n], ali[::step][:n]
+        correct, label_right = got == ref, ali == ref
+        for key, mask in (("all", slice(None)), ("right", label_right), ("wrong", ~label_right)):
+            hits[key] += int(correct[mask].sum())
+            frames[key] += int(np.asarray(correct[mask]).size)
+    return {
+        "truth_frames": frames["all"],
+        "truth_accuracy": hits["all"] / max(frames["all"], 1),
+        "truth_accuracy_label_right": hits["right"] / max(frames["right"], 1),
+        "truth_accuracy_label_wrong": hits["wrong"] / max(frames["wrong"], 1),
+        "label_error": frames["wrong"] / max(frames["all"], 1),
+    }

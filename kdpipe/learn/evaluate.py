@@ -130,6 +130,8 @@ class EvalReport:
     decoded: Decoded | None = None  # phone-loop decoding, when asked (frame level)
     decoded_words: Decoded | None = None  # word-graph decoding, when asked and possible
     lexicon: str | None = None  # the word graph's lexicon
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # utterance -> (T',)
+    # argmax label index per valid output frame (frame level; not in to_dict)
 
     def to_dict(self) -> dict:
         key = "frame_accuracy" if self.level == "frame" else "clip_accuracy"
@@ -237,6 +239,7 @@ def evaluate_checkpoint(
         confusion=confusion(pred.ref, pred.hyp, len(names)),
         view=None if view is None else view.to_dict(),
         lexicon=None if lexicon_path is None else str(lexicon_path),
+        predictions=dict(zip(data.ids, pred.hyp, strict=True)) if level == "frame" else {},
     )
     if decode is not None and graphs:
         tuned = None

@@ -35,22 +35,24 @@ from kdpipe.pipeline.template import expand, substitute
 from kdpipe.schema import load_yaml
 
 RECIPE_FILE = "pipeline.yaml"
-KINDS = ("synth", "prepare", "learn", "teach", "eval")
+KINDS = ("synth", "align", "prepare", "learn", "teach", "eval")
 TOP_KEYS = {"name", "title", "paper", "claim", "notes", "vars", "sizes", "stages", "results"}
 # Options of each stage kind, and which of them name other stages.
 OPTIONS: dict[str, set[str]] = {
     "synth": {"task", "size", "jobs"},  # + any field of the task's synth config
+    "align": {"corpus", "config", "num_leaves", "lexicon", "g2p", "jobs", "skip_bad"},
     "prepare": {"corpus", "features", "jobs", "skip_bad"},
     "learn": {"corpus", "config", "student", "model", "train", "kd", "targets", "init"}
     | {"view", "train_split", "dev_split", "seeds", "eval", "loss", "ctc"},
     "teach": {"corpus", "model", "members", "ensemble", "split", "batch_frames"},
-    "eval": {"corpus", "model", "split", "view", "decode"},
+    "eval": {"corpus", "model", "split", "view", "decode", "truth"},
 }
 REFS = {
+    "align": ("corpus",),
     "prepare": ("corpus",),
     "learn": ("corpus", "init"),
     "teach": ("corpus", "model"),
-    "eval": ("corpus", "model"),
+    "eval": ("corpus", "model", "truth"),
 }
 
 
@@ -59,7 +61,7 @@ class Stage:
     """One step of a recipe, variables substituted."""
 
     name: str
-    kind: str  # synth | prepare | learn | teach
+    kind: str  # synth | align | prepare | learn | teach | eval
     options: dict[str, Any]
     refs: tuple[str, ...]  # the stages it reads, in the order named
     seeded: bool  # run once per seed
@@ -187,6 +189,9 @@ def _refs(kind: str, opts: dict[str, Any], where: str) -> list[str]:
     if kind == "learn":
         for target in opts.get("targets") or []:
             refs.append(str(target["stage"] if isinstance(target, dict) else target))
+        evaluation = opts.get("eval") or {}
+        if isinstance(evaluation, dict) and evaluation.get("truth") is not None:
+            refs.append(str(evaluation["truth"]))  # the synth stage that kept the true phones
     if kind == "eval" and "model" not in opts:
         raise ConfigError(f"{where}: eval needs model: STAGE (a learn stage)")
     if kind == "teach":

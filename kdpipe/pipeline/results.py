@@ -63,6 +63,10 @@ def collect(report: RunReport) -> dict[str, Any]:
             row["decoded_per_mean"], row["decoded_per_std"] = _mean_std(decoded)
         if wer:
             row["wer_mean"], row["wer_std"] = _mean_std(wer)
+        for key in TRUTH_KEYS:  # frame accuracy against the true phones (aligned regime)
+            values = _scores(report, wanted["stage"], key)
+            if values:
+                row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         row["parameters"] = _first(report, wanted["stage"], "parameters")
         if _first(report, wanted["stage"], "objective") == "ctc":  # accuracy = 1 - token ER
             row["objective"] = "ctc"
@@ -81,6 +85,12 @@ def collect(report: RunReport) -> dict[str, Any]:
                              _scores(report, claim["than"], key), errors=True)  # fmt: skip
             if rates:
                 item[name] = rates
+        better_truth = _scores(report, claim["better"], "truth_accuracy")
+        than_truth = _scores(report, claim["than"], "truth_accuracy")
+        if better_truth and than_truth:  # the claim judged against the true phones too
+            item["truth"] = {**_verdict(better_truth, than_truth, errors=False),
+                             "better": _mean_std(better_truth)[0],
+                             "than": _mean_std(than_truth)[0]}  # fmt: skip
         claims.append(item)
     return {
         "recipe": recipe.name,
@@ -97,6 +107,10 @@ def collect(report: RunReport) -> dict[str, Any]:
 
 
 ERROR_RATES = (("decoded_wer", "wer"), ("decoded_per", "decoded_per"))  # summary key, claim key
+# a model's phones against the true phones: all frames, frames whose training label (the
+# alignment) was wrong, and the share of such frames (``align.truth.model_truth``)
+TRUTH_KEYS = ("truth_accuracy", "truth_accuracy_label_wrong", "label_error")
+TRUTH_HEADS = ("True-phone acc. (%)", "... where the alignment is wrong (%)")
 
 
 def _verdict(better: list[float], than: list[float], errors: bool) -> dict[str, Any]:
@@ -147,11 +161,13 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     has_decoded = any("decoded_per_mean" in row for row in res["rows"])
     has_wer = any("wer_mean" in row for row in res["rows"])
     has_bytes = any(row.get("bytes_per_frame") is not None for row in res["rows"])
+    has_truth = any("truth_accuracy_mean" in row for row in res["rows"])
     ctc = [row.get("objective") == "ctc" for row in res["rows"]]
     # a CTC model's accuracy is 1 - its greedy token error rate, not a frame accuracy
     accuracy = "Token accuracy (%)" if all(ctc) else "Test accuracy (%)" + ("*" * any(ctc))
     head = ["Model", accuracy] + ["WER (%)"] * has_wer
-    head += ["Decoded PER (%)"] * has_decoded + ["Collapsed PER (%)"] * has_per + ["Params"]
+    head += ["Decoded PER (%)"] * has_decoded + ["Collapsed PER (%)"] * has_per
+    head += list(TRUTH_HEADS) * has_truth + ["Params"]
     head += ["Bytes/frame"] * has_bytes + ["Runs"]
     lines = [f"## {res['title'] or res['recipe']} ({res['size']})", ""]
     if res["paper"]:
@@ -165,6 +181,9 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
             cells.append(_pm(row.get("decoded_per_mean"), row.get("decoded_per_std")))
         if has_per:
             cells.append(_pm(row.get("per_mean"), row.get("per_std")))
+        if has_truth:
+            for key in TRUTH_KEYS[:2]:
+                cells.append(_pm(row.get(f"{key}_mean"), row.get(f"{key}_std")))
         cells.append("-" if not row["parameters"] else f"{row['parameters']:,}")
         if has_bytes:
             per_frame = row.get("bytes_per_frame")
@@ -173,6 +192,11 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if any(ctc) and not all(ctc):
         lines += ["", "\\* CTC models: token accuracy (1 - greedy token error rate)."]
+    errors = [row["label_error_mean"] for row in res["rows"] if "label_error_mean" in row]
+    if errors:
+        lines += ["", f"Test accuracy is against the alignment the models learnt from; the "
+                  f"true-phone columns score their phones against the synthetic truth. The "
+                  f"alignment is wrong on {errors[0]:.1f}% of the test frames."]  # fmt: skip
     if res["claims"]:
         lines += ["", "Claims, checked on the numbers above (test = voices never trained on):"]
     for claim in res["claims"]:
@@ -182,7 +206,8 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         pair = (f"{claim['better']} {claim['better_accuracy']:.1f} vs {claim['than']} "
                 f"{claim['than_accuracy']:.1f}: ")  # fmt: skip
         line = f"- {claim['text']}: " + _verdict_text(claim).format(pair)
-        for key, name in (("wer", "WER"), ("decoded_per", "decoded PER")):
+        for key, name in (("wer", "WER"), ("decoded_per", "decoded PER"),
+                          ("truth", "true-phone accuracy")):  # fmt: skip
             if key in claim:
                 rates = claim[key]
                 line += f"; on {name}: " + _verdict_text(rates).format(

@@ -1,4 +1,5 @@
-"""What each kind of stage does: one library call each (synth, prepare, learn, teach, eval).
+"""What each kind of stage does: one library call each (synth, align, prepare, learn, teach,
+eval).
 
 Every function takes the stage's options (variables substituted), the paths of the stages
 it reads, its output path and the seed, and returns a JSON-able summary that the runner
@@ -14,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from kdpipe.align.align_config import AlignConfig
+from kdpipe.align.data_dir import align_data, state_phone
+from kdpipe.align.truth import model_truth, read_reference, read_table
 from kdpipe.corpus.features import FbankConfig
 from kdpipe.corpus.prepare import prepare_corpus
 from kdpipe.corpus.synth import KeywordSynthConfig, PhoneSynthConfig, synth_keywords, synth_phones
@@ -81,6 +87,32 @@ def run_synth(call: StageCall) -> dict[str, Any]:
             "seconds": summary.seconds}  # fmt: skip
 
 
+def align_config(call: StageCall) -> AlignConfig:
+    """The ``AlignConfig`` an align stage asks for: its ``config`` file (docs/align.md),
+    ``num_leaves`` on top."""
+    settings = config_file(call)
+    if call.options.get("num_leaves") is not None:
+        settings["num_leaves"] = call.options["num_leaves"]
+    return AlignConfig.from_dict(settings)
+
+
+def run_align(call: StageCall) -> dict[str, Any]:
+    """``kdpipe corpus align`` of the corpus stage's output: tied-state frame labels from a
+    GMM-HMM, as the papers' labels were made. The lexicon is ``lexicon`` (relative to the
+    recipe), else the one the corpus holds (``synth`` writes lexicon.txt), with ``g2p``."""
+    options = call.options
+    src = Path(call.inputs[options["corpus"]])
+    lexicon = call.directory / str(options["lexicon"]) if options.get("lexicon") else None
+    if lexicon is None and (src / "lexicon.txt").is_file():
+        lexicon = src / "lexicon.txt"
+    summary = align_data(src, call.out, config=align_config(call), lexicon=lexicon,
+                         g2p=options.get("g2p"), jobs=int(options.get("jobs") or DECODE_JOBS),
+                         skip_bad=bool(options.get("skip_bad", False)), overwrite=True)  # fmt: skip
+    return {"utterances": summary.aligned, "tied_states": summary.num_states,
+            "left_out": len(summary.skipped), "seconds": summary.seconds,
+            **(summary.agreement or {})}  # fmt: skip
+
+
 def run_prepare(call: StageCall) -> dict[str, Any]:
     options = call.options
     summary = prepare_corpus(
@@ -134,12 +166,19 @@ DECODE_JOBS = min(os.cpu_count() or 1, 4)  # decoding workers: the machine's cor
 
 
 def score(
-    model: str | Path, corpus: str, split: str, view: dict[str, Any] | None, decode: Any = False
+    model: str | Path,
+    corpus: str,
+    split: str,
+    view: dict[str, Any] | None,
+    decode: Any = False,
+    truth: str | None = None,
 ) -> dict:
     """Test scores of checkpoint ``model``: accuracy (and the collapsed PER for frames),
     parameters; with ``decode``, the decoded PER (phone loop, acoustic scale tuned on dev)
     and, where the corpus has transcripts and a lexicon beside it, the decoded WER
-    (``decode: phones``: the phone loop only)."""
+    (``decode: phones``: the phone loop only); with ``truth`` (the output of a ``synth
+    phones --labels aligned`` stage, for a corpus prepared from an ``align`` stage), the
+    accuracy of the model's phones against the true phones (``truth_scores``)."""
     # evaluate imports torch; importing kdpipe.pipeline must not (reading a recipe needs none)
     from kdpipe.decode.hybrid import DecodeOptions
     from kdpipe.learn.ctc_eval import evaluate_model
@@ -155,11 +194,34 @@ def score(
                             decode=DecodeOptions() if decode else None,
                             words=False if decode == "phones" else None,
                             jobs=DECODE_JOBS)  # fmt: skip
-    return {
+    scores = {
         **report.to_dict(),
         "accuracy": report.accuracy,
         "parameters": int(card.training.get("parameters", 0)),
     }
+    if truth is not None:
+        scores.update(truth_scores(report, corpus, split, truth))
+    return scores
+
+
+def truth_scores(report: Any, corpus: str, split: str, truth: str) -> dict[str, float]:
+    """``model_truth`` of an evaluated frame model: its argmax tied states as phones, the
+    alignment it learnt from (``phone_ali.txt`` of the aligned data dir the corpus was
+    prepared from) and the true phones the synth stage kept (``reference/``)."""
+    from kdpipe.corpus.featstore import FeatureStore  # zarr: light importers need none
+
+    reference = read_reference(truth)
+    if reference is None:
+        raise ConfigError(f"eval: truth {truth} holds no reference/ (synth --labels aligned)")
+    source = Path(str(FeatureStore.open(corpus).attrs.get("source", "")))
+    table = source / split / "phone_ali.txt"
+    if not table.is_file() or not getattr(report, "predictions", None):
+        raise ConfigError(
+            f"eval: truth needs a frame model on a corpus prepared from an align stage (no {table})"
+        )
+    phones = np.array([state_phone(name) for name in report.labels])
+    predicted = {utt: phones[hyp] for utt, hyp in report.predictions.items()}
+    return model_truth(predicted, read_table(table), reference)
 
 
 def run_learn(call: StageCall) -> dict[str, Any]:
@@ -173,12 +235,13 @@ def run_learn(call: StageCall) -> dict[str, Any]:
         run, call.out, resume=call.resume, overwrite=not call.resume, progress=call.progress
     )
     evaluation = dict(call.options.get("eval") or {})
-    if set(evaluation) - {"split", "view", "decode"}:
-        raise ConfigError(f"eval: keys are split, view and decode; got {sorted(evaluation)}")
+    if set(evaluation) - {"split", "view", "decode", "truth"}:
+        raise ConfigError(f"eval: keys are split, view, decode, truth; got {sorted(evaluation)}")
     view = evaluation.get("view", run.view.to_dict() if run.view is not None else None)
     split = str(evaluation.get("split", "test"))
+    truth = call.inputs[str(evaluation["truth"])] if evaluation.get("truth") else None
     summary = {
-        **score(call.out, run.corpus, split, view, evaluation.get("decode", False)),
+        **score(call.out, run.corpus, split, view, evaluation.get("decode", False), truth),
         "best_dev_accuracy": result.best_dev_acc,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -192,9 +255,10 @@ def run_eval(call: StageCall) -> dict[str, Any]:
     """Score a learn stage's checkpoint on another split or view (no output but the record)."""
     options = call.options
     call.out.mkdir(parents=True, exist_ok=True)
+    truth = call.inputs[str(options["truth"])] if options.get("truth") else None
     return score(call.inputs[options["model"]], call.inputs[options["corpus"]],
                  str(options.get("split", "test")), options.get("view"),
-                 options.get("decode", False))  # fmt: skip
+                 options.get("decode", False), truth)  # fmt: skip
 
 
 def ensemble(call: StageCall) -> EnsembleConfig:
@@ -236,6 +300,7 @@ def run_teach(call: StageCall) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[StageCall], dict[str, Any]]] = {
     "synth": run_synth,
+    "align": run_align,
     "prepare": run_prepare,
     "learn": run_learn,
     "teach": run_teach,
@@ -248,6 +313,10 @@ def identity(kind: str, call: StageCall) -> Any:
     they will run (config files read, defaults filled in), so an edit re-runs the stage."""
     if kind == "synth":
         return synth_config(call.options).to_dict()
+    if kind == "align":
+        kept = ("lexicon", "g2p", "skip_bad")  # jobs change how, not what
+        return {"config": align_config(call).to_dict(),
+                **{k: v for k, v in call.options.items() if k in kept}}  # fmt: skip
     if kind == "learn":
         return {"run": learn_run(call).to_dict(), "eval": call.options.get("eval")}
     if kind == "teach":
