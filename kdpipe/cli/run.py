@@ -42,11 +42,17 @@ def run(
     ] = "full",
     workdir: Annotated[
         Path | None,
-        typer.Option(help="Where outputs go (default exp/<recipe>[-<size>]); reruns resume."),
+        typer.Option(
+            help="Where outputs go (default exp/<recipe>[-<regime>][-<size>]); reruns resume."
+        ),
     ] = None,
     seeds: Annotated[
         str | None, typer.Option(help="Student seeds, e.g. 1,2,3 (default: the recipe's).")
     ] = None,
+    regime: Annotated[
+        str,
+        typer.Option(help="A regime the recipe defines (e.g. `aligned`: the papers' labels)."),
+    ] = "",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (what is done, what would run).")
     ] = False,
@@ -59,8 +65,10 @@ def run(
 
     from kdpipe.pipeline import load_recipe, plan, run_recipe, write_results
 
-    loaded = load_recipe(recipe, size, _seeds(seeds))
-    name = loaded.name if size == "full" else f"{loaded.name}-{size}"
+    loaded = load_recipe(recipe, size, _seeds(seeds), regime)
+    name = "-".join(
+        [loaded.name, *([regime] if regime else []), *([size] if size != "full" else [])]
+    )
     work = workdir or Path("exp") / name
     if dry_run:
         for step in plan(loaded, work):
@@ -82,7 +90,8 @@ def run(
     title = loaded.title or loaded.name
     console.print(f"[bold]{title}[/] ({size}, seeds {list(loaded.seeds)}) -> {work}")
     report = run_recipe(loaded, work, progress=progress, announce=announce, finished=finished)
-    command = f"kdpipe run {recipe}" + (f" --size {size}" if size != "full" else "")
+    command = f"kdpipe run {recipe}" + (f" --regime {regime}" if regime else "")
+    command += f" --size {size}" if size != "full" else ""
     command += f" --seeds {seeds}" if seeds else ""
     results_md, _ = write_results(report, command)
     console.print(Markdown(results_md.read_text()))

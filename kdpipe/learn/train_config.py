@@ -55,7 +55,12 @@ class TrainConfig:
             need(getattr(self, name) >= 0, f"{name} must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        """The settings; ``precision`` only when not fp32, so that the cards and recipe
+        fingerprints of runs made before it existed stay the same."""
+        values = to_dict(self)
+        if self.precision == "fp32":
+            del values["precision"]
+        return values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:

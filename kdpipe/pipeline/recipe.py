@@ -8,6 +8,7 @@ Schema (docs/recipes.md has the whole of it)::
     claim: the student's error drops by about 13% relative
     vars: {utts: 800, seeds: [0, 1, 2]}      # the full size
     sizes: {small: {utts: 60, seeds: [0]}}   # overrides per --size
+    regimes: {aligned: {labels: aligned}}   # overrides per --regime (before the size's)
     stages:
       - {name: corpus, synth: {task: phones, num_utts: "${utts}"}}
       - {name: feats, prepare: {corpus: corpus}}
@@ -36,7 +37,10 @@ from kdpipe.schema import load_yaml
 
 RECIPE_FILE = "pipeline.yaml"
 KINDS = ("synth", "align", "prepare", "learn", "teach", "eval")
-TOP_KEYS = {"name", "title", "paper", "claim", "notes", "vars", "sizes", "stages", "results"}
+TOP_KEYS = {
+    "name", "title", "paper", "claim", "notes", "vars", "sizes", "regimes", "stages", "results",
+}  # fmt: skip
+STAGE_KEYS = {"name", "when"}  # besides the kind: ``when: BOOL`` keeps or drops the stage
 # Options of each stage kind, and which of them name other stages.
 OPTIONS: dict[str, set[str]] = {
     "synth": {"task", "size", "jobs"},  # + any field of the task's synth config
@@ -69,7 +73,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe at one size."""
+    """A validated recipe at one size (and regime)."""
 
     directory: Path
     name: str
@@ -83,15 +87,20 @@ class Recipe:
     rows: tuple[dict[str, Any], ...] = ()
     claims: tuple[dict[str, Any], ...] = ()
     notes: str = ""
+    regime: str = ""  # "": the recipe's own variables
     by_name: dict[str, Stage] = field(default_factory=dict, compare=False)
 
     def stage(self, name: str) -> Stage:
         return self.by_name[name]
 
 
-def load_recipe(path: str | Path, size: str = "full", seeds: list[int] | None = None) -> Recipe:
+def load_recipe(
+    path: str | Path, size: str = "full", seeds: list[int] | None = None, regime: str = ""
+) -> Recipe:
     """Read ``path`` (a recipe folder or its pipeline.yaml) at ``size`` ("full" or a key of
-    ``sizes``); ``seeds`` replaces the recipe's ``seeds`` variable."""
+    ``sizes``) in ``regime`` ("" or a key of ``regimes``: variables set before the size's,
+    e.g. the papers' labels instead of the synthetic truth); ``seeds`` replaces the
+    recipe's ``seeds`` variable."""
     given = Path(path)
     file = given / RECIPE_FILE if given.is_dir() else given
     if not file.is_file():
@@ -108,6 +117,16 @@ def load_recipe(path: str | Path, size: str = "full", seeds: list[int] | None = 
         unknown = set(values or {}) - set(env)
         if unknown:
             raise ConfigError(f"{where}: size {name} sets undeclared vars {sorted(unknown)}")
+    regimes = data.get("regimes") or {}
+    for name, values in regimes.items():
+        unknown = set(values or {}) - set(env)
+        if unknown:
+            raise ConfigError(f"{where}: regime {name} sets undeclared vars {sorted(unknown)}")
+    if regime:
+        if regime not in regimes:
+            known = ", ".join(regimes) or "none"
+            raise ConfigError(f"{where}: no regime {regime!r}; regimes: {known}")
+        env.update(regimes[regime] or {})
     if size != "full":
         if size not in sizes:
             raise ConfigError(f"{where}: no size {size!r}; sizes: full, {', '.join(sizes)}")
@@ -133,6 +152,7 @@ def load_recipe(path: str | Path, size: str = "full", seeds: list[int] | None = 
         paper=str(data.get("paper", "")),
         claim=str(data.get("claim", "")),
         size=size,
+        regime=regime,
         vars=env,
         seeds=tuple(seed_list),
         stages=tuple(stages),
@@ -153,8 +173,13 @@ def _stages(items: list[Any], where: str) -> list[Stage]:
         name = str(item["name"])
         here = f"{where}: stage {name!r}"
         kinds = [key for key in item if key in KINDS]
-        if len(kinds) != 1 or set(item) - {"name", *KINDS}:
+        if len(kinds) != 1 or set(item) - {*STAGE_KEYS, *KINDS}:
             raise ConfigError(f"{here}: needs exactly one of {', '.join(KINDS)} (and name)")
+        keep = item.get("when", True)
+        if not isinstance(keep, bool):
+            raise ConfigError(f"{here}: when must be true or false (a variable), got {keep!r}")
+        if not keep:
+            continue  # this size or regime leaves it out
         if name in seen:
             raise ConfigError(f"{here}: a stage of that name comes earlier")
         if not name.replace("_", "").replace("-", "").isalnum():

@@ -98,6 +98,7 @@ def collect(report: RunReport) -> dict[str, Any]:
         "paper": recipe.paper,
         "claim": recipe.claim,
         "size": recipe.size,
+        "regime": recipe.regime,
         "seeds": list(recipe.seeds),
         "rows": rows,
         "claims": claims,
@@ -169,7 +170,8 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     head += ["Decoded PER (%)"] * has_decoded + ["Collapsed PER (%)"] * has_per
     head += list(TRUTH_HEADS) * has_truth + ["Params"]
     head += ["Bytes/frame"] * has_bytes + ["Runs"]
-    lines = [f"## {res['title'] or res['recipe']} ({res['size']})", ""]
+    regime = f"{res['regime']}, " if res.get("regime") else ""
+    lines = [f"## {res['title'] or res['recipe']} ({regime}{res['size']})", ""]
     if res["paper"]:
         lines += [f"Paper: {res['paper']}. Claim: {res['claim']}", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -318,7 +318,10 @@ def identity(kind: str, call: StageCall) -> Any:
         return {"config": align_config(call).to_dict(),
                 **{k: v for k, v in call.options.items() if k in kept}}  # fmt: skip
     if kind == "learn":
-        return {"run": learn_run(call).to_dict(), "eval": call.options.get("eval")}
+        evaluation = call.options.get("eval")
+        if isinstance(evaluation, dict):  # a key set to null (truth: null) is no setting
+            evaluation = {k: v for k, v in evaluation.items() if v is not None}
+        return {"run": learn_run(call).to_dict(), "eval": evaluation}
     if kind == "teach":
         return {
             "ensemble": ensemble(call).to_dict(),

@@ -263,6 +263,8 @@ class EnsembleConfig:
         data = to_dict(self)
         data["rule"] = self.rule.to_dict()
         data["members"] = [member.to_dict() for member in self.members]
+        if self.precision == "fp32":  # as before it existed: older recipe fingerprints hold
+            del data["precision"]
         return data
 
 

@@ -86,5 +86,5 @@ def test_truth_without_a_reference_is_one_line(tmp_path):
                                     "eval": {"truth": "corpus"}}},
     ]  # fmt: skip
     recipe = load_recipe(_recipe(tmp_path, {"name": "x", "stages": stages}))
-    with pytest.raises(ConfigError, match="truth .* holds no reference"):
+    with pytest.raises(ConfigError, match=r"truth .* holds no reference"):
         run_recipe(recipe, tmp_path / "work", progress=False)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kdpipe.pipeline import load_recipe, run_recipe, write_results
 
@@ -19,9 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/pipeline.yaml"))
 
 
-@pytest.mark.parametrize("name", [n for n in RECIPES if n != "rnn_to_dnn"])
-def test_recipe_small(name, tmp_path):
-    recipe = load_recipe(ROOT / "pipelines" / name, "small")
+def _regimes(name: str) -> list[str]:
+    """The regimes a recipe defines, besides its own variables ("")."""
+    data = yaml.safe_load((ROOT / "pipelines" / name / "pipeline.yaml").read_text())
+    return ["", *(data.get("regimes") or {})]
+
+
+@pytest.mark.parametrize(
+    ("name", "regime"),
+    [(n, regime) for n in RECIPES if n != "rnn_to_dnn" for regime in _regimes(n)],
+)
+def test_recipe_small(name, regime, tmp_path):
+    recipe = load_recipe(ROOT / "pipelines" / name, "small", regime=regime)
     report = run_recipe(recipe, tmp_path / name, progress=False)
     assert report.ran == [ex.key for ex in report.plan]  # everything ran, nothing failed
     _, js = write_results(report, f"kdpipe run pipelines/{name} --size small")
@@ -54,6 +64,13 @@ def test_recipe_small(name, tmp_path):
         assert all(f"{rate} (%)" in md for rate in rates)
         assert ("Token accuracy (%)" in md) == all(ctc)
         assert ("WER (%)" in md) == (name == "dark_knowledge_lstm")
+    if regime == "aligned":  # the papers' labels: every learnt model also against the truth
+        assert res["regime"] == "aligned"
+        for row in decoded:
+            assert 0 < row["truth_accuracy_mean"] < 100, row["label"]
+            assert 0 < row["label_error_mean"] < 100, row["label"]
+        md = (tmp_path / name / "results.md").read_text()
+        assert "True-phone acc. (%)" in md and "(aligned, small)" in md
     for claim in res["claims"]:
         # the verdict follows from the table's numbers (results.md: "checked on the numbers
         # above"): A's mean minus B's, with a standard error where both have several seeds

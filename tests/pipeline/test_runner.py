@@ -128,7 +128,7 @@ def test_claim_verdicts_and_noise():
         for i, value in enumerate(values):
             summaries[f"{stage}@{i}"]["decoded_wer"] = value
     recipe = SimpleNamespace(
-        name="r", title="t", paper="", claim="", size="full", seeds=(0, 1, 2),
+        name="r", title="t", paper="", claim="", size="full", regime="", seeds=(0, 1, 2),
         rows=(), claims=(
             {"text": "a>b", "better": "a", "than": "b"},
             {"text": "b>a", "better": "b", "than": "a"},
