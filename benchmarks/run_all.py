@@ -21,6 +21,7 @@ SCRIPTS = [
     "teach_ceiling.py",
     "learn_throughput.py",
     "offline_vs_online.py",
+    "synth_realism.py",
     "gpu.py",  # says so and stops where there is no CUDA
 ]
 
