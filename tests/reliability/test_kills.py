@@ -52,7 +52,9 @@ def _series(make, out: Path, seed: int, same) -> int:
         killed.run()
         same(out / f"killed-{series}", out / "ref")
         kills, left, series = kills + done, left[done:], series + 1
-        assert series <= 3, "the moments keep missing the runs: see killing.moments"
+        # a loaded machine can start a restart faster than measured, missing moments: a few
+        # fresh series are allowed, more means the moments are wrong (killing.moments)
+        assert series <= 5, "the moments keep missing the runs: see killing.moments"
     return kills
 
 
