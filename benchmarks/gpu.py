@@ -22,7 +22,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,13 +31,12 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learn_common import build
+from learn_throughput import run_epoch
 
 from kdpipe.essence import Rule
 from kdpipe.labels import LabelSet
-from kdpipe.learn.kd import kd_loss
 from kdpipe.learn.stream import TargetStream
 from kdpipe.models import build_model, make_card, save_checkpoint
-from kdpipe.precision import autocast
 from kdpipe.teach.ensemble_yaml import EnsembleConfig, MemberConfig, ensemble_from_dict
 from kdpipe.teach.run import TeachSummary, teach
 from kdpipe.testing.corpora import make_feature_store
@@ -96,23 +94,6 @@ def teach_rates(root: Path, utts: int, classes: int, device: str) -> None:
         f"{ceiling.frames / ceiling.seconds:,.0f} frames/s, its host side alone "
         f"{ceiling.frames / max(host, ceiling.writer_seconds):,.0f} frames/s (target 1 M)"
     )
-
-
-def run_epoch(model, opt, batches, device: torch.device, precision: str) -> tuple[int, float]:
-    """One epoch of KD steps; frames and seconds (synchronised at the end)."""
-    frames, started = 0, time.perf_counter()
-    for batch in batches:
-        batch = batch.to(device)
-        with autocast(device, precision):
-            logits, out_lengths = model(batch.x, batch.lengths)
-            loss, _, _ = kd_loss(logits, out_lengths, batch, alpha=0.9, temperature=2.0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        frames += int(batch.lengths.sum())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return frames, time.perf_counter() - started
 
 
 def learn_rates(root: Path, utts: int, classes: int, device: torch.device) -> None:
