@@ -125,3 +125,58 @@ def test_every_key_and_option_is_documented():
             assert f"`{opt}`" in row, (kind, opt)
     for name in RECIPES:
         assert f"| `{name.name}` |" in doc, name
+
+
+REGIMES = {
+    **BASE,
+    "vars": {**BASE["vars"], "labels": "true", "align": False, "from": "corpus"},
+    "regimes": {"aligned": {"labels": "aligned", "align": True, "from": "ali", "n": 7}},
+    "stages": [
+        {"name": "corpus", "synth": {"task": "phones", "num_utts": "${n}", "labels": "${labels}"}},
+        {"name": "ali", "when": "${align}", "align": {"corpus": "corpus"}},
+        {"name": "feats", "prepare": {"corpus": "${from}"}},
+        {"name": "teacher", "learn": {"corpus": "feats", "student": "dnn",
+                                      "eval": {"truth": "corpus"}}},
+    ],
+}  # fmt: skip
+
+
+def test_regimes_set_vars_before_the_size_and_when_drops_stages(tmp_path):
+    d = write(tmp_path, REGIMES)
+    plain, aligned = load_recipe(d), load_recipe(d, regime="aligned")
+    assert [s.name for s in plain.stages] == ["corpus", "feats", "teacher"]
+    assert [s.name for s in aligned.stages] == ["corpus", "ali", "feats", "teacher"]
+    assert plain.stage("feats").refs == ("corpus",) and aligned.stage("feats").refs == ("ali",)
+    assert aligned.stage("corpus").options["labels"] == "aligned" and aligned.regime == "aligned"
+    assert aligned.stages[0].options["num_utts"] == 7  # the regime's value
+    small = load_recipe(d, "small", regime="aligned")
+    assert small.stages[0].options["num_utts"] == 2  # ... and the size's over it
+    assert aligned.stage("teacher").refs == ("feats", "corpus")  # eval.truth reads a stage
+
+
+@pytest.mark.parametrize(
+    ("change", "msg"),
+    [
+        ({"regimes": {"x": {"nope": 1}}}, "regime x sets undeclared vars"),
+        ({"stages": [{"name": "c", "when": "maybe", "synth": {"task": "phones"}}]},
+         "when must be true or false"),
+    ],
+)  # fmt: skip
+def test_bad_regimes_and_when_are_one_line(tmp_path, change, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_recipe(write(tmp_path, {**REGIMES, **change}), regime="")
+    with pytest.raises(ConfigError, match="no regime 'fast'; regimes: aligned"):
+        load_recipe(write(tmp_path, REGIMES), regime="fast")
+
+
+def test_regime_of_a_shipped_recipe_has_its_own_work_directory(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kdpipe.cli.main import app
+
+    monkeypatch.chdir(tmp_path)  # the default work directory is relative: exp/...
+    recipe = str(ROOT / "pipelines" / "essence_ensemble")
+    args = ["run", recipe, "--regime", "aligned", "--size", "small", "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "exp/essence_ensemble-aligned-small/aligned" in result.output.replace("\n", "")
