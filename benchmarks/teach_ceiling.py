@@ -71,12 +71,11 @@ def main() -> None:
             s = teach(ens, fs.location, root / f"{name}.zarr", progress=False,
                       trust_custom_code=True, batch_frames=20000)  # fmt: skip
             wall = time.perf_counter() - started
-            main_host = wall - s.setup_seconds - s.forward_seconds - s.wait_seconds
             print(f"  {name}: {frames / wall:,.0f} frames/s; seconds: wall {wall:.2f}, setup "
                   f"{s.setup_seconds:.2f}, members and selection {s.forward_seconds:.2f}, main "
-                  f"thread's host work {main_host:.2f}, writer thread {s.writer_seconds:.2f}, "
+                  f"thread's host work {s.host_seconds:.2f}, writer thread {s.writer_seconds:.2f}, "
                   f"waiting for the writer {s.wait_seconds:.2f}")  # fmt: skip
-            return frames / wall, frames / max(main_host, s.writer_seconds)
+            return frames / wall, frames / max(s.host_seconds, s.writer_seconds)
 
         run("warm-up")
         rates, host = zip(*(run(f"round{i + 1}") for i in range(a.rounds)), strict=True)

@@ -28,11 +28,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 class HostCopy:
     """Tensors copied to the host: pinned buffers and non-blocking copies on CUDA (their
     end recorded as an event), the tensors themselves on the CPU. ``wait()`` returns
-    them as numpy arrays once the copies have landed; call it from any thread.
-
-    Pinned buffers come from torch's caching host allocator, so a buffer per batch costs
-    no ``cudaHostAlloc`` after the first few batches.
-    """
+    them as numpy arrays once the copies have landed; call it from any thread."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:
         self._event: torch.cuda.Event | None = None

@@ -130,7 +130,7 @@ def model_truth(
         correct, label_right = got == ref, ali == ref
         for key, mask in (("all", slice(None)), ("right", label_right), ("wrong", ~label_right)):
             hits[key] += int(correct[mask].sum())
-            frames[key] += int(np.asarray(correct[mask]).size)
+            frames[key] += int(correct[mask].size)
     return {
         "truth_frames": frames["all"],
         "truth_accuracy": hits["all"] / max(frames["all"], 1),

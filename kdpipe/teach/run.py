@@ -30,7 +30,7 @@ from kdpipe.corpus.views import crop_windows, labels_at_rate, view_lengths
 from kdpipe.device_essence import top_and_entropy
 from kdpipe.errors import ConfigError
 from kdpipe.essence import top_rows
-from kdpipe.host_device import HostCopy
+from kdpipe.host_device import HostCopy, to_device
 from kdpipe.levels import Level
 from kdpipe.models.device import pick_device
 from kdpipe.precision import autocast
@@ -58,6 +58,12 @@ class TeachSummary(Totals):
     writer_seconds: float = 0.0  # the writer thread busy (host selection, encoding, writes)
     wait_seconds: float = 0.0  # the main thread waiting for the writer (full queue, the end)
     setup_seconds: float = 0.0  # before the first batch: checks, plan, members loaded
+
+    @property
+    def host_seconds(self) -> float:
+        """The main thread's own host work after setup: reading, CMVN, padding, labels
+        (what bounds a GPU teacher, beside ``writer_seconds``)."""
+        return self.seconds - self.setup_seconds - self.forward_seconds - self.wait_seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -290,21 +296,22 @@ def teach(
             for window_batches in _by_window(todo):
                 raw = _read_window(features, window_batches)
                 for batch in window_batches:
-                    inputs, x_lengths, utts = _batch_inputs(
+                    inputs, frames, utts = _batch_inputs(
                         plan, features, batch, raw, views, torch_device
                     )
+                    x_lengths = to_device(torch.from_numpy(frames), torch_device)  # (B,)
                     forward_start = time.perf_counter()
                     with autocast(torch_device, ens.precision):  # the members' forward
                         logp, _, parts = model(inputs, x_lengths, [utt.id for utt in utts])
                     posteriors = _to_host(logp, parts if meta.members else [], top_k)
-                    host_lengths = _output_rows(utts, features, level, sub)  # no device sync
+                    host_lengths = _output_rows(frames, level, sub)  # no device sync
                     summary.forward_seconds += time.perf_counter() - forward_start
                     for utt, rows in zip(utts, host_lengths, strict=True):
                         # a CTC teacher's tokens are not the corpus' labels: no agreement
                         if plan.ctc is None:
                             utt.hard = _hard_labels(features, raw, utt, sub, int(rows), level)
                     worker.put(_Batch(utts, host_lengths, posteriors, top_k is not None))
-                    advance(int(x_lengths.sum()))
+                    advance(int(frames.sum()))
     except BaseException:
         if worker.error is None:
             worker.abandon()
@@ -324,16 +331,11 @@ def teach(
     return summary
 
 
-def _output_rows(
-    utts: list[_Utterance], features: FeatureStore, level: Level, sub: int
-) -> np.ndarray:
-    """(B,) output rows of each utterance, as ``Ensemble`` makes them: ceil(view frames /
-    s), or 1 at utterance level; known on the host, so the loop never waits for the
-    device before queueing the next batch."""
-    if level == "utt":
-        return np.ones(len(utts), dtype=np.int64)
-    frames = [_view_frames(utt.window, int(features.num_frames[utt.index])) for utt in utts]
-    return -(-np.asarray(frames, dtype=np.int64) // sub)
+def _output_rows(frames: np.ndarray, level: Level, sub: int) -> np.ndarray:
+    """(B,) output rows of utterances of ``frames`` (B,) view frames, as ``Ensemble`` makes
+    them: ceil(frames / s), or 1 at utterance level; known on the host, so the loop never
+    waits for the device before queueing the next batch."""
+    return np.ones_like(frames) if level == "utt" else -(-frames // sub)
 
 
 def _to_host(logp: torch.Tensor, members: list[torch.Tensor], k: int | None) -> HostCopy:
@@ -385,19 +387,19 @@ def _batch_inputs(
     raw: RawUtterances,
     views: dict[int, tuple[int, int]],
     device: torch.device,
-) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor, list[_Utterance]]:
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], np.ndarray, list[_Utterance]]:
     """Each input source's padded batch (input key -> (x, lengths)), the view lengths (B,)
-    of the corpus' features, and per-utterance records."""
+    of the corpus' features (int64, on the host), and per-utterance records."""
     index = batch.tolist()
     feats = {i: raw[i][0] for i in index}
     inputs = {
         key: source.batch(index, views, feats, device) for key, source in plan.sources.items()
     }
-    lengths = torch.as_tensor(
-        [_view_frames(views[i], int(features.num_frames[i])) for i in index], dtype=torch.int64
-    ).to(device)
+    frames = np.array(
+        [_view_frames(views[i], int(features.num_frames[i])) for i in index], dtype=np.int64
+    )
     utts = [_Utterance(features.ids[i], i, views[i]) for i in index]
-    return inputs, lengths, utts
+    return inputs, frames, utts
 
 
 def _view_frames(window: tuple[int, int], frames: int) -> int:
