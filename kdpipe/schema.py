@@ -52,6 +52,14 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return plain(obj)
 
 
+def without_defaults(values: dict[str, Any], obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``values`` (``to_dict(obj)``) without the fields ``names`` where ``obj`` holds their
+    defaults: fields added to a config later, left out at their defaults so that the
+    fingerprints of what was made before they existed stay the same."""
+    defaults = {f.name: f.default for f in dataclasses.fields(obj)}
+    return {k: v for k, v in values.items() if k not in names or getattr(obj, k) != defaults[k]}
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | None = None) -> T:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys.
 

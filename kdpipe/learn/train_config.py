@@ -7,7 +7,7 @@ from typing import Any
 
 from kdpipe.errors import ConfigError
 from kdpipe.precision import check_precision
-from kdpipe.schema import from_dict, to_dict
+from kdpipe.schema import from_dict, to_dict, without_defaults
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The settings; ``precision`` only when not fp32, so that the cards and recipe
         fingerprints of runs made before it existed stay the same."""
-        values = to_dict(self)
-        if self.precision == "fp32":
-            del values["precision"]
-        return values
+        return without_defaults(to_dict(self), self, ("precision",))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:

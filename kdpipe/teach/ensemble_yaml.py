@@ -19,7 +19,7 @@ from kdpipe.corpus.views import ViewConfig
 from kdpipe.errors import ConfigError
 from kdpipe.essence import Rule
 from kdpipe.precision import check_precision
-from kdpipe.schema import check_keys, load_yaml, to_dict
+from kdpipe.schema import check_keys, load_yaml, to_dict, without_defaults
 
 __all__ = [
     "EnsembleConfig",
@@ -263,9 +263,7 @@ class EnsembleConfig:
         data = to_dict(self)
         data["rule"] = self.rule.to_dict()
         data["members"] = [member.to_dict() for member in self.members]
-        if self.precision == "fp32":  # as before it existed: older recipe fingerprints hold
-            del data["precision"]
-        return data
+        return without_defaults(data, self, ("precision",))  # older fingerprints hold
 
 
 def _member(data: Any, where: str, base: Path) -> MemberConfig:

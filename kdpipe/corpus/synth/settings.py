@@ -12,7 +12,7 @@ from kdpipe.corpus.synth.noise import NOISE_TYPES
 from kdpipe.corpus.synth.phonemes import PHONES
 from kdpipe.corpus.synth.units import STATES, UNITS, Units
 from kdpipe.corpus.synth.voices import ACCENTS
-from kdpipe.schema import ConfigError, fingerprint, from_dict, to_dict
+from kdpipe.schema import ConfigError, fingerprint, from_dict, to_dict, without_defaults
 
 # Google Speech Commands v2: 20 core words, digits included, plus its 15 auxiliary words.
 # fmt: off
@@ -251,7 +251,4 @@ class PhoneSynthConfig(BaseSynthConfig):
     def to_dict(self) -> dict[str, Any]:
         """The settings; ``labels`` only when not the default, so that the settings (and the
         fingerprints of corpora and recipes) made before it existed stay the same."""
-        values = super().to_dict()
-        if self.labels == "true":
-            del values["labels"]
-        return values
+        return without_defaults(super().to_dict(), self, ("labels",))
